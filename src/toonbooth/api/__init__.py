@@ -1,0 +1,1 @@
+"""toonbooth.api layer."""

@@ -1,0 +1,1 @@
+"""Torch-free foundation: job specs, typed events, errors, settings, safe image decoding."""

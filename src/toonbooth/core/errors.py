@@ -1,0 +1,58 @@
+"""Typed errors. Every error names what was wrong; the API maps `http_status` to its answer."""
+
+from __future__ import annotations
+
+
+class ToonboothError(Exception):
+    """Base class of every error toonbooth raises on purpose."""
+
+    http_status = 500
+
+
+class InputError(ToonboothError, ValueError):
+    """A user-supplied value is unusable. `field` names the argument (as in the JobSpec / API body)."""
+
+    http_status = 422
+
+    def __init__(self, field: str, message: str, value: object = None):
+        self.field = field
+        self.value = value
+        super().__init__(f"`{field}`: {message}")
+
+
+class InputTooLargeError(InputError):
+    """Bytes or pixels over a configured limit."""
+
+    http_status = 413
+
+
+class ModelError(ToonboothError):
+    """A model file or id cannot be used (missing, wrong kind, unsafe format)."""
+
+    http_status = 400
+
+
+class ModelNotFoundError(ModelError):
+    http_status = 404
+
+
+class UnsafeModelFormatError(ModelError):
+    """Pickle-based files (.ckpt/.pt/.bin) are never loaded from a models folder."""
+
+
+class OfflineError(ModelError):
+    """A download was needed but the model hub cannot be reached."""
+
+    http_status = 503
+
+
+class BackendUnavailableError(ToonboothError):
+    """The requested backend cannot run here (e.g. neural without weights)."""
+
+    http_status = 409
+
+
+class JobCanceledError(ToonboothError):
+    """Raised inside an engine at a step boundary when the job was canceled."""
+
+    http_status = 409
