@@ -1,1 +1,1 @@
-"""toonbooth.cli layer."""
+"""Command line (typer): every studio runnable from the shell."""

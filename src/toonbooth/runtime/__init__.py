@@ -1,1 +1,1 @@
-"""toonbooth.runtime layer."""
+"""Runtime: storage, job context, job execution (and, with the service, the queue and runners)."""

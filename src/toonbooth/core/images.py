@@ -1,0 +1,646 @@
+"""Safe image input, the one image converter module, and PNG output with AUTOMATIC1111 infotext.
+
+Input: `load_image` is the single door through which user-supplied images (bytes, a `pathlib.Path`,
+raw base64 or a `data:` URL, a binary file object) become an RGB `PIL.Image`. It follows the
+defensive-decoding advice of the Pillow docs ("Decompression bombs", "File handling"):
+
+* the format comes from the content (magic bytes, as in the PNG spec §5.2, JFIF/EXIF SOI marker,
+  GIF87a/89a, RIFF/WEBP, BMP `BM`), never from a file name, and only PNG, JPEG, WebP, BMP and GIF
+  (first frame) are accepted; everything else is named in the error (HEIC/AVIF by their ISO-BMFF
+  `ftyp` brand, SVG/XML, TIFF, PDF, ...);
+* byte size is checked before reading further, and the declared width*height from the header before
+  any pixel is decoded; the Pillow plugin class is instantiated directly so that Pillow's global
+  `MAX_IMAGE_PIXELS` warning/error never decides for us;
+* the whole image is decoded (`load()`) with `ImageFile.LOAD_TRUNCATED_IMAGES` left False, so a cut
+  file is an error, not a grey half picture;
+* EXIF orientation is applied (`ImageOps.exif_transpose`) and every mode is flattened to RGB: alpha
+  over white, palettes with transparency, 16-bit greyscale scaled (not clipped) to 8 bits, CMYK.
+
+Output: PNGs carry the generation settings in a `parameters` tEXt (or iTXt, when not Latin-1) chunk,
+laid out as AUTOMATIC1111's `create_infotext` writes it and parsed the way its
+`parse_generation_parameters` reads it (prompt lines, an optional `Negative prompt:` line, and a last
+line of `Key: value` pairs, values with `,` `:` `"` or newlines written as JSON strings).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import re
+import secrets
+import struct
+import urllib.parse
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    WebPImagePlugin,
+)
+
+from toonbooth.core.errors import InputError, InputTooLargeError
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "format_a1111_parameters",
+    "from_array",
+    "image_to_base64",
+    "image_to_data_url",
+    "image_to_png_bytes",
+    "load_image",
+    "parse_a1111_parameters",
+    "read_png_parameters",
+    "save_png",
+    "to_rgb_array",
+]
+
+ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WebP", "BMP", "GIF")
+_ACCEPTED_TEXT = "a PNG, JPEG, WebP, BMP or GIF image"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Pillow plugin classes by the format we detected ourselves. Instantiating the class directly reads
+# only the header (like Image.open) but skips Image.open's global decompression-bomb warning.
+_PLUGINS: dict[str, type[ImageFile.ImageFile]] = {
+    "PNG": PngImagePlugin.PngImageFile,
+    "JPEG": JpegImagePlugin.JpegImageFile,
+    "WebP": WebPImagePlugin.WebPImageFile,
+    "BMP": BmpImagePlugin.BmpImageFile,
+    "GIF": GifImagePlugin.GifImageFile,
+}
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+# Formats we recognise only to name them in the error message.
+_REJECTED_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "a PDF document"),
+    (b"II*\x00", "a TIFF image (also the container of DNG / camera RAW files)"),
+    (b"MM\x00*", "a TIFF image (also the container of DNG / camera RAW files)"),
+    (b"II+\x00", "a BigTIFF image"),
+    (b"MM\x00+", "a BigTIFF image"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image"),
+    (b"\xff\x0a", "a JPEG XL image"),
+    (b"8BPS", "a Photoshop PSD document"),
+    (b"qoif", "a QOI image"),
+    (b"%!PS", "a PostScript/EPS document"),
+    (b"\xc5\xd0\xd3\xc6", "an EPS document"),
+    (b"\x76\x2f\x31\x01", "an OpenEXR image"),
+    (b"#?RADIANCE", "a Radiance HDR image"),
+    (b"DDS ", "a DDS texture"),
+    (b"\x00\x00\x01\x00", "an ICO icon"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "gzip-compressed data (an .svgz?)"),
+    (b"\x7fELF", "an executable"),
+)
+
+_BASE64_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_BASE64URL_RE = re.compile(rb"[A-Za-z0-9_-]*={0,2}")
+_WHITESPACE_RE = re.compile(r"\s+")
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+ImageSource = bytes | bytearray | memoryview | Path | str | _Readable | Image.Image
+
+
+# --------------------------------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------------------------------
+
+
+def load_image(source: ImageSource, *, field: str, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Turn user input into a fresh RGB image, or raise `InputError` naming `field`.
+
+    `source`: `bytes`/`bytearray`/`memoryview`; a `pathlib.Path` (a `str` is never opened as a path);
+    a `str` with raw base64 or a `data:image/...` URL; a binary file object with `.read()`; or an
+    already-open `PIL.Image.Image` (Python callers; pixel limit, EXIF orientation and RGB conversion
+    still apply). Over `max_bytes` bytes or `max_pixels` declared pixels -> `InputTooLargeError`.
+    """
+    if max_bytes < 1 or max_pixels < 1:
+        raise ValueError(f"max_bytes and max_pixels must be positive, got {max_bytes} and {max_pixels}")
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, field=field, max_pixels=max_pixels)
+        return _finish(source, field=field)
+    data = _read_source(source, field=field, max_bytes=max_bytes)
+    return decode_image_bytes(data, field=field, max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
+    """Decode already-read bytes (size limit already applied) into a fresh RGB image."""
+    fmt = _sniff(data, field=field)
+    plugin = _PLUGINS[fmt]
+    what = f"{len(data)} bytes of {fmt}"
+    try:
+        img = plugin(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputTooLargeError(field, f"the {fmt} image is too large to decode ({exc})", what) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise InputError(field, f"the {fmt} header could not be read ({_describe_exc(exc)})", what) from exc
+    try:
+        _check_pixels(img.size, field=field, max_pixels=max_pixels)
+        try:
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputTooLargeError(field, f"the {fmt} image is too large to decode ({exc})", what) from exc
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise InputError(
+                field,
+                f"the {fmt} image data could not be decoded: the file is truncated or corrupt "
+                f"({_describe_exc(exc)})",
+                what,
+            ) from exc
+        _check_pixels(img.size, field=field, max_pixels=max_pixels)  # a GIF frame may widen the canvas
+        return _finish(img, field=field)
+    finally:
+        img.close()
+
+
+def _describe_exc(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _check_pixels(size: tuple[int, int], *, field: str, max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise InputError(field, f"the image has a zero-size dimension ({width}x{height})", f"{width}x{height}")
+    pixels = width * height
+    if pixels > max_pixels:
+        raise InputTooLargeError(
+            field,
+            f"the image is {width}x{height} = {pixels:,} pixels, over the limit of {max_pixels:,} pixels",
+            f"{width}x{height}",
+        )
+
+
+def _finish(img: Image.Image, *, field: str) -> Image.Image:
+    """Apply EXIF orientation and flatten to RGB; always returns a new image with empty `info`."""
+    try:
+        oriented = ImageOps.exif_transpose(img)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            field, f"the image's EXIF orientation could not be read ({_describe_exc(exc)})", img.mode
+        ) from exc
+    try:
+        rgb = _flatten_to_rgb(oriented, field=field)
+    finally:
+        if oriented is not img:
+            oriented.close()
+    if rgb is img or rgb is oriented:
+        rgb = rgb.copy()
+    rgb.info = {}
+    return rgb
+
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+def _flatten_to_rgb(img: Image.Image, *, field: str) -> Image.Image:
+    """Any Pillow mode -> RGB. Transparency is composited over white; 16-bit is scaled to 8 bits."""
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img.convert("RGB")
+    if mode in _SIXTEEN_BIT_MODES:
+        # 16-bit greyscale (PNG bit depth 16): 0..65535 -> 0..255 with rounding, not clipping.
+        raw = np.asarray(img).astype(np.int64)
+        gray = ((np.clip(raw, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        key = img.info.get("transparency")
+        if isinstance(key, int):  # tRNS: one grey level is fully transparent -> white
+            gray[raw == key] = 255
+        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
+    if mode == "F":
+        raise InputError(field, "32-bit float images are not supported; give an 8-bit image", mode)
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        try:
+            rgba = img.convert("RGBA")
+        except ValueError as exc:
+            raise InputError(field, f"colour mode {mode} with transparency is not supported", mode) from exc
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:
+        raise InputError(field, f"colour mode {mode} cannot be converted to RGB", mode) from exc
+
+
+def _read_source(source: object, *, field: str, max_bytes: int) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        _check_bytes(len(data), field=field, max_bytes=max_bytes)
+        return data
+    if isinstance(source, Path):
+        return _read_path(source, field=field, max_bytes=max_bytes)
+    if isinstance(source, str):
+        return _decode_text(source, field=field, max_bytes=max_bytes)
+    read = getattr(source, "read", None)
+    if callable(read):
+        chunk = read(max_bytes + 1)
+        if isinstance(chunk, str):
+            raise InputError(field, "the file object is open in text mode; open it in binary mode ('rb')")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise InputError(field, f"the file object's read() returned {type(chunk).__name__}, not bytes")
+        data = bytes(chunk)
+        if len(data) > max_bytes:
+            raise InputTooLargeError(
+                field, f"the file is over the limit of {max_bytes:,} bytes (read {len(data):,} and more)"
+            )
+        return data
+    raise InputError(
+        field,
+        "expected image bytes, a pathlib.Path, a base64 string / data URL or a binary file object, "
+        f"got {type(source).__name__}",
+        type(source).__name__,
+    )
+
+
+def _check_bytes(size: int, *, field: str, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise InputTooLargeError(field, f"the file is {size:,} bytes, over the limit of {max_bytes:,} bytes", size)
+
+
+def _read_path(path: Path, *, field: str, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            _check_bytes(size, field=field, max_bytes=max_bytes)
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError as exc:
+        raise InputError(field, f"file not found: {path}", str(path)) from exc
+    except IsADirectoryError as exc:
+        raise InputError(field, f"{path} is a folder, not an image file", str(path)) from exc
+    except PermissionError as exc:
+        raise InputError(field, f"no permission to read {path}", str(path)) from exc
+    _check_bytes(len(data), field=field, max_bytes=max_bytes)  # the file grew while we read it
+    return data
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _decode_text(text: str, *, field: str, max_bytes: int) -> bytes:
+    """A str is base64 or a data URL, never a file path."""
+    stripped = text.strip()
+    if stripped[:5].lower() == "data:":
+        return _decode_data_url(stripped, field=field, max_bytes=max_bytes)
+    return _decode_base64(stripped, field=field, max_bytes=max_bytes, original=text)
+
+
+def _decode_data_url(url: str, *, field: str, max_bytes: int) -> bytes:
+    header, sep, payload = url[5:].partition(",")
+    if not sep:
+        raise InputError(field, f"the data URL has no ',' before its data, got {_short(url)!r}", _short(url))
+    parts = [p.strip() for p in header.split(";")]
+    media_type = parts[0].lower() or "text/plain"
+    if not media_type.startswith("image/"):
+        raise InputError(
+            field, f"the data URL's media type must be image/..., got {media_type!r}", _short(url)
+        )
+    if any(p.lower() == "base64" for p in parts[1:]):
+        return _decode_base64(payload, field=field, max_bytes=max_bytes, original=url)
+    data = urllib.parse.unquote_to_bytes(payload)
+    _check_bytes(len(data), field=field, max_bytes=max_bytes)
+    return data
+
+
+def _decode_base64(text: str, *, field: str, max_bytes: int, original: str) -> bytes:
+    compact = _WHITESPACE_RE.sub("", text)
+    if not compact:
+        raise InputError(field, "got an empty string, expected base64 image data or a data URL", "")
+    # Refuse before decoding a string that would be too large.
+    _check_bytes(len(compact) * 3 // 4 - compact.count("="), field=field, max_bytes=max_bytes)
+    try:
+        raw = compact.encode("ascii")
+    except UnicodeEncodeError:
+        raw = b""
+    urlsafe = _BASE64URL_RE.fullmatch(raw) is not None and (b"-" in raw or b"_" in raw)
+    if not raw or not (_BASE64_RE.fullmatch(raw) or urlsafe) or len(raw.rstrip(b"=")) % 4 == 1:
+        hint = ""
+        if "/" in original or "\\" in original or "." in original[-6:]:
+            hint = " (a string is read as base64 or a data URL, never as a file path; pass a pathlib.Path)"
+        raise InputError(field, f"not valid base64{hint}, got {_short(original)!r}", _short(original))
+    padded = raw.rstrip(b"=") + b"=" * (-len(raw.rstrip(b"=")) % 4)
+    try:
+        data = base64.urlsafe_b64decode(padded) if urlsafe else base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(field, f"not valid base64 ({exc}), got {_short(original)!r}", _short(original)) from exc
+    _check_bytes(len(data), field=field, max_bytes=max_bytes)
+    return data
+
+
+def _sniff(data: bytes, *, field: str) -> str:
+    """Return the accepted format name of `data`, or raise InputError saying what it is instead."""
+    n = len(data)
+    if n == 0:
+        raise InputError(field, f"expected {_ACCEPTED_TEXT}, got 0 bytes (an empty file)", 0)
+    if data.startswith(_PNG_SIGNATURE):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:2] == b"BM" and n >= 26:
+        return "BMP"
+    what = _name_rejected(data)
+    raise InputError(field, f"expected {_ACCEPTED_TEXT}, got {what}", what)
+
+
+def _name_rejected(data: bytes) -> str:
+    n = len(data)
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        compatible = {data[i : i + 4] for i in range(16, min(n, 64), 4)}
+        if brand in _AVIF_BRANDS:
+            return "AVIF (convert it to PNG or JPEG first)"
+        if brand in _HEIF_BRANDS or compatible & _HEIF_BRANDS:
+            return "HEIC/HEIF (an iPhone photo format; convert it to JPEG or PNG first)"
+        if compatible & _AVIF_BRANDS:
+            return "AVIF (convert it to PNG or JPEG first)"
+        return f"an ISO media file (brand {brand.decode('latin-1')!r}, e.g. MP4/MOV video)"
+    if data[:4] == b"RIFF":
+        return f"a RIFF {data[8:12].decode('latin-1')!r} file (e.g. WAV/AVI), not WebP"
+    for magic, name in _REJECTED_MAGIC:
+        if data.startswith(magic):
+            return name
+    text = _as_text(data[:4096])
+    if text is not None:
+        head = text.lstrip().lower()
+        if head.startswith("<") and "<svg" in head:
+            return "an SVG document (vector graphics are not accepted; export it as PNG)"
+        if head.startswith("<!doctype html") or head.startswith("<html"):
+            return "an HTML document"
+        if head.startswith("<?xml") or head.startswith("<"):
+            return "an XML document"
+        return f"{n} bytes of text, not an image (starts with {_short(text.strip(), 40)!r})"
+    return f"{n} bytes that are not an image (starts with {data[:16]!r})"
+
+
+def _as_text(head: bytes) -> str | None:
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):
+            try:
+                return head[len(bom) :].decode(codec, errors="ignore")
+            except UnicodeDecodeError:
+                return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a multi-byte character cut at the end
+            return None
+        text = head[: exc.start].decode("utf-8")
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return text if text and printable >= 0.95 * len(text) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Converters
+# --------------------------------------------------------------------------------------------------
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """A new, writable HxWx3 uint8 array; non-RGB modes are flattened like `load_image` does."""
+    rgb = img if img.mode == "RGB" else _flatten_to_rgb(img, field="image")
+    return np.array(rgb, dtype=np.uint8, copy=True)
+
+
+def from_array(arr: np.ndarray, *, field: str = "image") -> Image.Image:
+    """HxWx3 uint8 (RGB), HxW or HxWx1 uint8 (grey), or float in [0, 1] of those shapes -> RGB image."""
+    if not isinstance(arr, np.ndarray):
+        raise InputError(field, f"expected a numpy array, got {type(arr).__name__}", type(arr).__name__)
+    a = arr
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+        raise InputError(
+            field, f"expected an array of shape HxWx3 (RGB) or HxW (grey), got shape {arr.shape}", arr.shape
+        )
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(field, f"the array has a zero-size dimension, shape {arr.shape}", arr.shape)
+    if a.dtype == np.uint8:
+        out = a
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise InputError(field, "the float array contains NaN or infinity", str(a.dtype))
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                field, f"float arrays must hold values in [0, 1], got values in [{lo:g}, {hi:g}]", (lo, hi)
+            )
+        out = np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)
+    else:
+        raise InputError(
+            field, f"expected dtype uint8 or float in [0, 1], got dtype {a.dtype}", str(a.dtype)
+        )
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(out), "RGB")
+
+
+def _png_info(parameters: str | None) -> PngImagePlugin.PngInfo | None:
+    if parameters is None:
+        return None
+    info = PngImagePlugin.PngInfo()
+    # As AUTOMATIC1111: tEXt when the text is Latin-1, else iTXt (Pillow's add_text decides).
+    info.add_text("parameters", parameters)
+    return info
+
+
+def image_to_png_bytes(img: Image.Image, parameters: str | None = None) -> bytes:
+    """Encode as PNG (any PNG-capable mode is kept); `parameters` goes in the A1111 `parameters` chunk."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=_png_info(parameters))
+    return buf.getvalue()
+
+
+def save_png(img: Image.Image, path: Path | str, parameters: str | None = None) -> Path:
+    """Write a PNG atomically: encode in memory, write a temp file in the same folder, fsync, rename."""
+    target = Path(path)
+    data = image_to_png_bytes(img, parameters)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_png_parameters(source: bytes | bytearray | Path, *, field: str = "image") -> str | None:
+    """The A1111 `parameters` text of a PNG (tEXt, zTXt or iTXt chunk), or None if it has none.
+
+    Reads the chunk list only (no pixel decoding). A non-PNG or corrupt chunk list -> InputError.
+    """
+    if isinstance(source, Path):
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise InputError(field, f"cannot read {source}: {exc}", str(source)) from exc
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        raise TypeError(f"read_png_parameters takes bytes or a pathlib.Path, got {type(source).__name__}")
+    if not data.startswith(_PNG_SIGNATURE):
+        raise InputError(field, f"expected a PNG file, got {_name_rejected(data) if data else '0 bytes'}")
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if len(body) != length or pos + 12 + length > len(data):
+            raise InputError(field, f"the PNG is truncated inside its {ctype!r} chunk", len(data))
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        if zlib.crc32(ctype + body) != crc:
+            raise InputError(field, f"the PNG's {ctype!r} chunk is corrupt (bad CRC)", ctype.decode("latin-1"))
+        text = _text_chunk(ctype, body, field=field)
+        if text is not None and text[0] == "parameters":
+            return text[1]
+        if ctype == b"IEND":
+            return None
+        pos += 12 + length
+    raise InputError(field, "the PNG is truncated (no IEND chunk)", len(data))
+
+
+_MAX_TEXT_CHUNK = 4 * 1024 * 1024
+
+
+def _inflate(body: bytes, *, field: str) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(body, _MAX_TEXT_CHUNK)
+    except zlib.error as exc:
+        raise InputError(field, f"a compressed PNG text chunk is corrupt ({exc})") from exc
+    if d.unconsumed_tail:
+        raise InputTooLargeError(field, f"a PNG text chunk inflates past {_MAX_TEXT_CHUNK:,} bytes")
+    return out
+
+
+def _text_chunk(ctype: bytes, body: bytes, *, field: str) -> tuple[str, str] | None:
+    if ctype == b"tEXt":
+        key, _, value = body.partition(b"\x00")
+        return key.decode("latin-1"), value.decode("latin-1")
+    if ctype == b"zTXt":
+        key, _, rest = body.partition(b"\x00")
+        return key.decode("latin-1"), _inflate(rest[1:], field=field).decode("latin-1")
+    if ctype == b"iTXt":
+        key, _, rest = body.partition(b"\x00")
+        if len(rest) < 2:
+            return None
+        compressed, rest = rest[0], rest[2:]
+        _lang, _, rest = rest.partition(b"\x00")
+        _translated, _, value = rest.partition(b"\x00")
+        if compressed:
+            value = _inflate(value, field=field)
+        return key.decode("latin-1"), value.decode("utf-8", errors="replace")
+    return None
+
+
+def image_to_base64(img: Image.Image, parameters: str | None = None) -> str:
+    """PNG bytes as plain base64 (what A1111's API returns in `images`)."""
+    return base64.b64encode(image_to_png_bytes(img, parameters)).decode("ascii")
+
+
+def image_to_data_url(img: Image.Image, parameters: str | None = None) -> str:
+    """`data:image/png;base64,...` for browsers."""
+    return "data:image/png;base64," + image_to_base64(img, parameters)
+
+
+# --------------------------------------------------------------------------------------------------
+# AUTOMATIC1111 infotext
+# --------------------------------------------------------------------------------------------------
+
+_KEY_RE = re.compile(r"\w[\w \-/]+")
+# One `Key: value` pair of the last infotext line; a value is a JSON string or text up to the next comma.
+_PAIR_RE = re.compile(r"\s*(\w[\w \-/]+):\s*(\"(?:\\.|[^\\\"])*\"|[^,]*)(?:,|$)")
+_NEGATIVE_PREFIX = "Negative prompt:"
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _quote(text: str) -> str:
+    if any(ch in text for ch in ',:"\n'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def format_a1111_parameters(prompt: str, negative_prompt: str, settings: Mapping[str, Any]) -> str:
+    """AUTOMATIC1111 infotext: prompt, `Negative prompt: ...` (omitted if empty), `Key: value, ...`.
+
+    Keys keep the dict's order; None values are left out. A1111's reader takes the last line as
+    settings only when it holds at least 3 pairs, so pass 3 or more for a lossless round trip.
+    """
+    pairs = []
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            raise InputError(
+                "settings", f"infotext keys must be words, spaces, '-' or '/' (2+ chars), got {key!r}", key
+            )
+        pairs.append(f"{key}: {_quote(_value_text(value))}")
+    negative = f"\n{_NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{', '.join(pairs)}".strip()
+
+
+def parse_a1111_parameters(text: str) -> tuple[str, str, dict[str, str]]:
+    """Read AUTOMATIC1111 infotext into (prompt, negative prompt, {key: value text}), as A1111 does."""
+    *lines, last = text.strip().split("\n")
+    if len(_PAIR_RE.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith(_NEGATIVE_PREFIX):
+            in_negative = True
+            line = line[len(_NEGATIVE_PREFIX) :].strip()
+        (negative_lines if in_negative else prompt_lines).append(line)
+    settings: dict[str, str] = {}
+    for key, value in _PAIR_RE.findall(last):
+        value = value.strip()
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        settings[key.strip()] = value
+    return "\n".join(prompt_lines), "\n".join(negative_lines), settings

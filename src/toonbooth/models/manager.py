@@ -1,0 +1,180 @@
+"""`ctx.models`: what engines ask for models through. Resolves names in the registry, loads with
+the loader, keeps pipelines in the cache, applies LoRAs by name with weights, builds schedulers
+from A1111 sampler names. No module-level singletons: one manager per runtime / device."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ModelError, ModelNotFoundError
+from ..core.settings import Settings
+from . import loader
+from .cache import ModelCache
+
+
+@dataclass
+class LoadedLora:
+    name: str
+    adapter: str
+    weight: float
+    short_hash: str | None
+
+
+def _adapter_name(name: str) -> str:
+    return "tb_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, registry: Any | None = None, cache: ModelCache | None = None):
+        self.settings = settings
+        self._registry = registry
+        self.cache = cache or ModelCache(settings.model_cache_items)
+        self._lock = threading.RLock()
+        self._device = None
+        self._dtype = None
+
+    # --- basics -------------------------------------------------------------------------------
+    @property
+    def registry(self):
+        if self._registry is None:
+            from .registry import ModelRegistry
+
+            dirs = [self.settings.resolved_models_dir, *self.settings.extra_model_dirs]
+            self._registry = ModelRegistry(
+                models_dirs=dirs,
+                config_dir=self.settings.resolved_config_dir,
+                hash_cache=self.settings.resolved_data_dir / "cache" / "hashes.json",
+            )
+            self._registry.scan()
+        return self._registry
+
+    @property
+    def device(self):
+        if self._device is None:
+            self._device = loader.resolve_device(self.settings)
+        return self._device
+
+    @property
+    def dtype(self):
+        if self._dtype is None:
+            self._dtype = loader.resolve_dtype(self.settings, self.device)
+        return self._dtype
+
+    def entry(self, name: str, kind: str, owner: str | None = None):
+        return self.registry.get(name, kind=kind, owner=owner)
+
+    def missing(self, wanted: list[tuple[str, str]], arch: str | None = None, owner: str | None = None) -> list[str]:
+        """Names (kind, name) that cannot be resolved here, as readable reasons; [] = all present.
+
+        For single-file checkpoints the config folder of their architecture must exist too."""
+        reasons: list[str] = []
+        for kind, name in wanted:
+            try:
+                entry = self.entry(name, kind, owner)
+            except ModelNotFoundError:
+                reasons.append(f"{kind} {name!r} not found in {self.settings.resolved_models_dir}")
+                continue
+            if kind == "checkpoint" and entry.source == "folder":
+                try:
+                    self.registry.config_folder(entry.arch)
+                except ModelError as exc:
+                    reasons.append(str(exc))
+            if arch is not None and entry.arch not in (arch, "unknown") and kind != "config":
+                reasons.append(f"{kind} {name!r} is {entry.arch}, this recipe needs {arch}")
+        return reasons
+
+    def short_hash(self, entry) -> str | None:
+        """A1111's model hash (first 10 hex of the file's sha256); None for folders / hub ids."""
+        if entry.source != "folder":
+            return None
+        from .probe import sha256_short
+
+        return sha256_short(Path(entry.path), cache_file=self.settings.resolved_data_dir / "cache" / "hashes.json")
+
+    # --- pipelines ---------------------------------------------------------------------------
+    def base_pipeline(self, checkpoint: str, arch: str, owner: str | None = None):
+        """The img2img pipeline of a checkpoint (cached). Other pipelines are composed from its parts."""
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
+        entry = self.entry(checkpoint, "checkpoint", owner)
+        if entry.arch not in (arch, "unknown"):
+            raise ModelError(f"checkpoint {checkpoint!r} is {entry.arch}, this job needs {arch}")
+        cls = StableDiffusionXLImg2ImgPipeline if arch == "sdxl" else StableDiffusionImg2ImgPipeline
+        key = ("pipe", cls.__name__, str(entry.path), str(self.dtype), str(self.device))
+
+        def load():
+            config = self.registry.config_folder(arch) if entry.source == "folder" else None
+            pipe = loader.load_pipeline(
+                cls, source=entry.source, path=str(entry.path), config_folder=config,
+                torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
+            )
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+            pipe._toonbooth_scheduler_config = dict(pipe.scheduler.config)
+            pipe._toonbooth_loras = {}
+            return pipe
+
+        return self.cache.get_or_load(key, load), entry
+
+    def controlnet(self, name: str, base_pipe: Any, arch: str, owner: str | None = None):
+        entry = self.entry(name, "controlnet", owner)
+        if entry.arch not in (arch, "unknown"):
+            raise ModelError(f"ControlNet {name!r} is {entry.arch}, the checkpoint is {arch}")
+        key = ("controlnet", str(entry.path), str(self.dtype), str(self.device))
+
+        def load():
+            config = None
+            if entry.source == "folder" and entry.layout != "diffusers":
+                config = self.registry.config_folder(arch)
+            model = loader.load_controlnet(
+                source=entry.source, path=str(entry.path), layout=entry.layout,
+                unet_config=loader.read_unet_config(None, base_pipe), config_folder=config,
+                torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
+            )
+            return model.to(self.device)
+
+        return self.cache.get_or_load(key, load), entry
+
+    @staticmethod
+    def compose(pipeline_cls: Any, base_pipe: Any, **extra: Any) -> Any:
+        """A pipeline of another class over the same (cached) modules; cheap, no copies."""
+        accepted = set(pipeline_cls._get_signature_keys(pipeline_cls)[0]) | set(
+            pipeline_cls._get_signature_keys(pipeline_cls)[1]
+        )
+        parts = {k: v for k, v in base_pipe.components.items() if k in accepted}
+        parts.update(extra)
+        pipe = pipeline_cls(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def set_sampler(self, pipe: Any, base_pipe: Any, sampler: str) -> None:
+        from .samplers import make_scheduler
+
+        pipe.scheduler = make_scheduler(sampler, base_pipe._toonbooth_scheduler_config)
+
+    def apply_loras(self, base_pipe: Any, loras: list[tuple[str, float]], owner: str | None = None) -> list[LoadedLora]:
+        """Activate exactly these LoRAs (name, weight) on the pipeline's modules; others are switched off.
+        Files stay loaded as adapters between jobs so switching is cheap."""
+        loaded: dict[str, str] = base_pipe._toonbooth_loras
+        out: list[LoadedLora] = []
+        with self._lock:
+            for name, weight in loras:
+                entry = self.entry(name, "lora", owner)
+                adapter = _adapter_name(entry.name)
+                if adapter not in loaded:
+                    try:
+                        base_pipe.load_lora_weights(str(entry.path), adapter_name=adapter)
+                    except Exception as exc:
+                        raise ModelError(f"cannot load LoRA {name!r} ({entry.path}): {exc}") from exc
+                    loaded[adapter] = str(entry.path)
+                out.append(LoadedLora(entry.name, adapter, float(weight), self.short_hash(entry)))
+            if out:
+                base_pipe.enable_lora()
+                base_pipe.set_adapters([x.adapter for x in out], adapter_weights=[x.weight for x in out])
+            elif loaded:
+                base_pipe.disable_lora()
+        return out

@@ -1,0 +1,64 @@
+"""JobContext: the runtime's implementation of the engines' narrow context."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from ..core.errors import JobCanceledError
+from ..core.events import LogEvent, ProgressEvent
+from ..core.images import image_to_png_bytes, load_image
+from ..core.settings import Settings
+
+EventSink = Callable[[Any], None]
+
+
+class JobContext:
+    def __init__(
+        self,
+        settings: Settings,
+        models: Any,
+        storage: Any,
+        *,
+        job_id: str = "",
+        owner: str | None = None,
+        on_event: EventSink | None = None,
+        cancel_event: threading.Event | None = None,
+        preview_every: int = 0,
+    ):
+        self.settings = settings
+        self.models = models
+        self.storage = storage
+        self.job_id = job_id
+        self.owner = owner
+        self.on_event = on_event or (lambda _e: None)
+        self.cancel_event = cancel_event or threading.Event()
+        self.preview_every = preview_every
+        self.logs: list[str] = []
+        self._last_percent = 0.0
+
+    def load_image(self, ref: str, field: str) -> Image.Image:
+        limits = {"max_bytes": self.settings.max_upload_bytes, "max_pixels": self.settings.max_pixels}
+        if isinstance(ref, str) and ref.startswith("blob:"):
+            return load_image(self.storage.get(ref, field=field), field=field, **limits)
+        return load_image(ref, field=field, **limits)
+
+    def progress(self, step: int, total: int, *, stage: str = "", preview: Image.Image | None = None) -> None:
+        percent = 100.0 if total <= 0 else max(0.0, min(100.0, 100.0 * step / total))
+        percent = max(percent, self._last_percent)  # one monotonic stream over all passes
+        self._last_percent = percent
+        png = image_to_png_bytes(preview) if preview is not None else None
+        self.on_event(ProgressEvent(job_id=self.job_id, percent=percent, step=step, total=total, stage=stage,
+                                    preview_png=png))
+        self.check_canceled()
+
+    def check_canceled(self) -> None:
+        if self.cancel_event.is_set():
+            raise JobCanceledError(f"job {self.job_id or ''} was canceled".replace("  ", " "))
+
+    def log(self, message: str, *, warning: bool = False) -> None:
+        self.logs.append(message)
+        self.on_event(LogEvent(job_id=self.job_id, level="warning" if warning else "info", message=message))

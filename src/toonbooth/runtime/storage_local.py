@@ -1,0 +1,70 @@
+"""Content-addressed blob storage under a data folder. No user-controlled path ever reaches the disk:
+a blob is named by the sha256 of its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..core.errors import InputError
+
+_REF = re.compile(r"^blob:([0-9a-f]{64})$")
+
+
+def parse_ref(ref: str, field: str = "ref") -> str:
+    m = _REF.match(ref or "")
+    if not m:
+        raise InputError(field, f"not a blob reference `blob:<sha256>`: {ref[:80]!r}", ref)
+    return m.group(1)
+
+
+class LocalStorage:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return f"blob:{digest}"
+
+    def get(self, ref: str, field: str = "ref") -> bytes:
+        digest = parse_ref(ref, field)
+        path = self._path(digest)
+        if not path.is_file():
+            raise InputError(field, f"no stored blob {ref}", ref)
+        return path.read_bytes()
+
+    def exists(self, ref: str) -> bool:
+        try:
+            return self._path(parse_ref(ref)).is_file()
+        except InputError:
+            return False
+
+    def delete(self, ref: str) -> bool:
+        path = self._path(parse_ref(ref))
+        if path.is_file():
+            path.unlink()
+            return True
+        return False
+
+    def local_path(self, ref: str) -> Path:
+        return self._path(parse_ref(ref))
