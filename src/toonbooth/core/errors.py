@@ -56,3 +56,19 @@ class JobCanceledError(ToonboothError):
     """Raised inside an engine at a step boundary when the job was canceled."""
 
     http_status = 409
+
+
+class NotFoundError(ToonboothError):
+    """A job, upload, result or style that does not exist *for this user* (others' things are 404 too)."""
+
+    http_status = 404
+
+
+class LimitError(ToonboothError):
+    """A per-user or service limit was reached (queued jobs, rate)."""
+
+    http_status = 429
+
+
+class AuthError(ToonboothError):
+    http_status = 401

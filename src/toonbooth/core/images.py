@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import os
@@ -54,6 +55,7 @@ from toonbooth.core.errors import InputError, InputTooLargeError
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "decode_image_bytes",
     "format_a1111_parameters",
     "from_array",
     "image_to_base64",
@@ -137,9 +139,33 @@ def load_image(source: ImageSource, *, field: str, max_bytes: int, max_pixels: i
         raise ValueError(f"max_bytes and max_pixels must be positive, got {max_bytes} and {max_pixels}")
     if isinstance(source, Image.Image):
         _check_pixels(source.size, field=field, max_pixels=max_pixels)
+        try:
+            source.load()  # a lazily opened file is decoded here, with the same errors as bytes
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise InputError(
+                field, f"the image could not be decoded ({_describe_exc(exc)})", type(source).__name__
+            ) from exc
         return _finish(source, field=field)
     data = _read_source(source, field=field, max_bytes=max_bytes)
-    return decode_image_bytes(data, field=field, max_pixels=max_pixels)
+    try:
+        return decode_image_bytes(data, field=field, max_pixels=max_pixels)
+    except InputTooLargeError:
+        raise
+    except InputError as exc:
+        if isinstance(source, str) and _looks_like_path(source):
+            raise InputError(field, f"{exc.args[0].split(': ', 1)[-1]}{_PATH_HINT}", _short(source)) from exc
+        raise
+
+
+_PATH_HINT = " (a string is read as base64 or a data URL, never as a file path; pass a pathlib.Path)"
+_PATHLIKE_RE = re.compile(r"(~|\.{1,2})?[/\\]|[A-Za-z]:[/\\]")
+
+
+def _looks_like_path(text: str) -> bool:
+    text = text.strip()
+    return len(text) < 1024 and (_PATHLIKE_RE.match(text) is not None or "." in text[-6:])
 
 
 def decode_image_bytes(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
@@ -157,6 +183,8 @@ def decode_image_bytes(data: bytes, *, field: str, max_pixels: int) -> Image.Ima
         raise InputError(field, f"the {fmt} header could not be read ({_describe_exc(exc)})", what) from exc
     try:
         _check_pixels(img.size, field=field, max_pixels=max_pixels)
+        if fmt == "PNG":
+            _check_png_data_complete(data, field=field)
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -184,13 +212,71 @@ def _describe_exc(exc: BaseException) -> str:
 def _check_pixels(size: tuple[int, int], *, field: str, max_pixels: int) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise InputError(field, f"the image has a zero-size dimension ({width}x{height})", f"{width}x{height}")
+        raise InputError(
+            field, f"the image has a zero-size dimension ({width}x{height})", f"{width}x{height}"
+        )
     pixels = width * height
     if pixels > max_pixels:
         raise InputTooLargeError(
             field,
             f"the image is {width}x{height} = {pixels:,} pixels, over the limit of {max_pixels:,} pixels",
             f"{width}x{height}",
+        )
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 passes: (x0, y0, dx, dy).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_expected_bytes(width: int, height: int, bit_depth: int, color_type: int, interlace: int) -> int:
+    """Size of the inflated IDAT stream: per row one filter byte plus the packed samples (PNG §7-8)."""
+    bits = bit_depth * _PNG_CHANNELS.get(color_type, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        w = (width - x0 + dx - 1) // dx if width > x0 else 0
+        h = (height - y0 + dy - 1) // dy if height > y0 else 0
+        if w and h:
+            total += h * (1 + (w * bits + 7) // 8)
+    return total
+
+
+def _check_png_data_complete(data: bytes, *, field: str) -> None:
+    """Pillow fills rows with zeros when the IDAT zlib stream ends early; treat that as truncation.
+
+    Inflates the IDAT stream in bounded pieces, counting bytes only (no pixel buffer), and stops once
+    the expected amount is reached.
+    """
+    width, height, bit_depth, color_type, _comp, _filt, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    expected = _png_expected_bytes(width, height, bit_depth, color_type, interlace)
+    inflater = zlib.decompressobj()
+    produced = 0
+    pos = len(_PNG_SIGNATURE)
+    try:
+        while pos + 8 <= len(data) and produced < expected:
+            (length,) = struct.unpack(">I", data[pos : pos + 4])
+            ctype = data[pos + 4 : pos + 8]
+            if ctype == b"IDAT":
+                pending = data[pos + 8 : pos + 8 + length]
+                while pending and produced < expected:
+                    produced += len(inflater.decompress(pending, 1 << 20))
+                    pending = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+            elif ctype == b"IEND":
+                break
+            pos += 12 + length
+    except zlib.error as exc:
+        raise InputError(
+            field, f"the PNG image data is corrupt ({exc}): the file is truncated or corrupt", len(data)
+        ) from exc
+    if produced < expected:
+        raise InputError(
+            field,
+            f"the PNG image data ends early ({produced:,} of {expected:,} bytes): the file is truncated or "
+            "corrupt",
+            len(data),
         )
 
 
@@ -279,7 +365,9 @@ def _read_source(source: object, *, field: str, max_bytes: int) -> bytes:
 
 def _check_bytes(size: int, *, field: str, max_bytes: int) -> None:
     if size > max_bytes:
-        raise InputTooLargeError(field, f"the file is {size:,} bytes, over the limit of {max_bytes:,} bytes", size)
+        raise InputTooLargeError(
+            field, f"the file is {size:,} bytes, over the limit of {max_bytes:,} bytes", size
+        )
 
 
 def _read_path(path: Path, *, field: str, max_bytes: int) -> bytes:
@@ -339,15 +427,15 @@ def _decode_base64(text: str, *, field: str, max_bytes: int, original: str) -> b
         raw = b""
     urlsafe = _BASE64URL_RE.fullmatch(raw) is not None and (b"-" in raw or b"_" in raw)
     if not raw or not (_BASE64_RE.fullmatch(raw) or urlsafe) or len(raw.rstrip(b"=")) % 4 == 1:
-        hint = ""
-        if "/" in original or "\\" in original or "." in original[-6:]:
-            hint = " (a string is read as base64 or a data URL, never as a file path; pass a pathlib.Path)"
+        hint = _PATH_HINT if _looks_like_path(original) else ""
         raise InputError(field, f"not valid base64{hint}, got {_short(original)!r}", _short(original))
     padded = raw.rstrip(b"=") + b"=" * (-len(raw.rstrip(b"=")) % 4)
     try:
         data = base64.urlsafe_b64decode(padded) if urlsafe else base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InputError(field, f"not valid base64 ({exc}), got {_short(original)!r}", _short(original)) from exc
+        raise InputError(
+            field, f"not valid base64 ({exc}), got {_short(original)!r}", _short(original)
+        ) from exc
     _check_bytes(len(data), field=field, max_bytes=max_bytes)
     return data
 
@@ -454,9 +542,7 @@ def from_array(arr: np.ndarray, *, field: str = "image") -> Image.Image:
             )
         out = np.rint(a.astype(np.float64) * 255.0).astype(np.uint8)
     else:
-        raise InputError(
-            field, f"expected dtype uint8 or float in [0, 1], got dtype {a.dtype}", str(a.dtype)
-        )
+        raise InputError(field, f"expected dtype uint8 or float in [0, 1], got dtype {a.dtype}", str(a.dtype))
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)
     return Image.fromarray(np.ascontiguousarray(out), "RGB")
@@ -522,7 +608,9 @@ def read_png_parameters(source: bytes | bytearray | Path, *, field: str = "image
             raise InputError(field, f"the PNG is truncated inside its {ctype!r} chunk", len(data))
         (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         if zlib.crc32(ctype + body) != crc:
-            raise InputError(field, f"the PNG's {ctype!r} chunk is corrupt (bad CRC)", ctype.decode("latin-1"))
+            raise InputError(
+                field, f"the PNG's {ctype!r} chunk is corrupt (bad CRC)", ctype.decode("latin-1")
+            )
         text = _text_chunk(ctype, body, field=field)
         if text is not None and text[0] == "parameters":
             return text[1]
@@ -638,9 +726,7 @@ def parse_a1111_parameters(text: str) -> tuple[str, str, dict[str, str]]:
     for key, value in _PAIR_RE.findall(last):
         value = value.strip()
         if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # A1111 keeps a malformed quote as text
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
         settings[key.strip()] = value
     return "\n".join(prompt_lines), "\n".join(negative_lines), settings

@@ -325,15 +325,12 @@ def controlnet_to_original(state_dict: Mapping[str, Any], config: Any) -> dict[s
                 new = dst + key[len(src) :]
                 break
         if new is None:
-            new = unet_block_name_to_original(key, {**dict(_cfg_dict(config)), "up_block_types": []})
+            # a ControlNet is the UNet's encoder half: no up blocks
+            new = unet_block_name_to_original(key, {**dict(config), "up_block_types": ()})
         if new is None:
             raise ValueError(f"ControlNet key {key!r} has no original-layout counterpart")
         out[new] = value
     return out
-
-
-def _cfg_dict(config: Any) -> Mapping[str, Any]:
-    return config if isinstance(config, Mapping) else dict(config)
 
 
 ControlNetLayout = Literal["diffusers", "original"]

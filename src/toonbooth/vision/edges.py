@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from toonbooth.core.errors import InputError
+from toonbooth.core.images import from_array, to_rgb_array
 
 DEFAULT_CANNY_LOW = 70
 DEFAULT_CANNY_HIGH = 230
@@ -36,7 +37,7 @@ def check_canny_thresholds(low: int, high: int) -> None:
 def canny_edges(img: Image.Image, low: int = DEFAULT_CANNY_LOW, high: int = DEFAULT_CANNY_HIGH) -> np.ndarray:
     """HxW uint8 edge map (0 or 255) of `img`'s RGB pixels."""
     check_canny_thresholds(low, high)
-    rgb = np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    rgb = to_rgb_array(img)
     return cv2.Canny(rgb, int(low), int(high))
 
 
@@ -45,4 +46,4 @@ def canny_control_image(
 ) -> Image.Image:
     """RGB image of the same size as `img`: white (255) edges on black (0), as ControlNet canny expects."""
     edges = canny_edges(img, low, high)
-    return Image.fromarray(np.repeat(edges[:, :, None], 3, axis=2))
+    return from_array(edges)

@@ -25,6 +25,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from toonbooth.core.errors import BackendUnavailableError, InputError
+from toonbooth.core.images import to_rgb_array
 
 DETECT_MAX_SIDE = 400
 """Long side (pixels) of the grayscale copy the cascades run on."""
@@ -84,13 +85,18 @@ class _HaarDetector:
     profile: cv2.CascadeClassifier
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def detect(self, gray: np.ndarray, min_side: int, cascade: cv2.CascadeClassifier, tag: int) -> list[tuple]:
+    def detect(
+        self, gray: np.ndarray, min_side: int, cascade: cv2.CascadeClassifier, tag: int
+    ) -> list[tuple]:
         """Raw hits as `(x, y, w, h, neighbours, tag)`."""
         with self.lock:
             rects, neighbours = cascade.detectMultiScale2(
                 gray, scaleFactor=_SCALE_FACTOR, minNeighbors=_MIN_NEIGHBORS, minSize=(min_side, min_side)
             )
-        return [(int(x), int(y), int(w), int(h), float(n), tag) for (x, y, w, h), n in zip(rects, neighbours)]
+        return [
+            (int(x), int(y), int(w), int(h), float(n), tag)
+            for (x, y, w, h), n in zip(rects, neighbours, strict=True)
+        ]
 
 
 @functools.lru_cache(maxsize=1)
@@ -163,7 +169,10 @@ def detect_faces(img: Image.Image, min_size_frac: float = 0.08) -> list[FaceBox]
     detector = _detector()
 
     # 2. Downscaled, equalized grayscale copy
-    gray_full = np.asarray(img.convert("L"))
+    if img.mode in ("RGB", "L"):
+        gray_full = np.asarray(img.convert("L"))
+    else:  # flatten alpha / palettes the way the rest of the program does
+        gray_full = cv2.cvtColor(to_rgb_array(img), cv2.COLOR_RGB2GRAY)
     scale = min(1.0, DETECT_MAX_SIDE / max(width, height))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -1,0 +1,333 @@
+"""The model catalog: the known models of toonbooth's recipes, where they come from, where they go.
+
+Every fact below was read from a public page and is cited in the entry's `source_note`; hashes that
+could not be read from a public page are left `None` (never guessed). Where a sha256 is given it is
+the Git-LFS oid shown on the Hugging Face file page (for the seed's files it also agrees with the
+short hash the seed's own A1111 client sends).
+
+Sources:
+- My Memoji seed README and client (`App.js`): base checkpoint
+  `samaritan3dCartoon_v40SDXL.safetensors [1b8fca3fee]`, LoRA `memoji-07.safetensors` (Google Drive),
+  ControlNet `diffusers_xl_canny_full [2b69fca4]` from `lllyasviel/sd_control_collection`.
+  `2b69fca4` is sd-webui-controlnet's model-name hash, i.e. A1111's *legacy* `model_hash` (sha256 of
+  64 KiB at offset 1 MiB), not a prefix of the file's sha256 (which is 80664d80…).
+- https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 (CreativeML Open RAIL++-M)
+- https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 (CreativeML OpenRAIL-M)
+- https://huggingface.co/lllyasviel/control_v11p_sd15_canny (OpenRAIL)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from ..core.errors import ModelNotFoundError
+
+CatalogKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "config"]
+CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner"]
+A1111Folder = Literal["Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers"]
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+class CatalogFile(BaseModel):
+    """One file of a catalog entry, with what is known to check it after download."""
+
+    filename: str = Field(description="File name in the repository (and on disk).")
+    subfolder: str | None = Field(None, description="Folder inside the repository, if any.")
+    sha256: str | None = Field(None, description="Full sha256 (64 hex); None when no public page states it.")
+    sha256_prefix: str | None = Field(
+        None, description="Leading hex digits of the sha256 when only a short hash is known (>= 8 digits)."
+    )
+    legacy_hash: str | None = Field(
+        None, description="A1111 legacy model_hash (8 hex: sha256 of 64 KiB at offset 1 MiB), if known."
+    )
+    size: int | None = Field(None, ge=0, description="Size in bytes, if known.")
+
+    @field_validator("sha256", "sha256_prefix", "legacy_hash")
+    @classmethod
+    def _hex(cls, v: str | None, info) -> str | None:
+        if v is None:
+            return v
+        v = v.lower()
+        lengths = {"sha256": (64, 64), "sha256_prefix": (8, 64), "legacy_hash": (8, 8)}[info.field_name]
+        if not _HEX.match(v) or not lengths[0] <= len(v) <= lengths[1]:
+            raise ValueError(f"{info.field_name} must be {lengths[0]}-{lengths[1]} hex digits, got {v!r}")
+        return v
+
+
+class CatalogEntry(BaseModel):
+    """A known model: where it is published, which files, where it goes in an A1111 models folder."""
+
+    name: str
+    kind: CatalogKind
+    arch: CatalogArch
+    repo_id: str | None = Field(None, description="Hugging Face repo id; None = not on the hub (user adds it).")
+    revision: str | None = Field(None, description="Pinned revision, if any (else the default branch).")
+    files: list[CatalogFile] = Field(default_factory=list)
+    allow_patterns: list[str] | None = Field(
+        None, description="Download these repo paths (snapshot) instead of the single files in `files`."
+    )
+    a1111_folder: A1111Folder = Field(description="Folder under the models folder (configs: the config folder).")
+    install_subdir: str | None = Field(
+        None, description="Sub-folder under `a1111_folder` for multi-file entries (diffusers folders, configs)."
+    )
+    aliases: list[str] = Field(default_factory=list)
+    licence: str
+    source_note: str
+    homepage: str | None = None
+
+    def install_dir(self, models_dir: Path, config_dir: Path | None = None) -> Path:
+        """Where this entry's files go. Configs go to `config_dir` (default `<models_dir>/configs`)."""
+        if self.kind == "config":
+            base = Path(config_dir) if config_dir is not None else Path(models_dir) / "configs"
+        else:
+            base = Path(models_dir) / self.a1111_folder
+        return base / self.install_subdir if self.install_subdir else base
+
+    @property
+    def primary_file(self) -> CatalogFile | None:
+        return self.files[0] if self.files else None
+
+
+_SDXL_CONFIG_PATTERNS = [
+    "model_index.json",
+    "*/config.json",
+    "scheduler/*.json",
+    "tokenizer/*",
+    "tokenizer_2/*",
+]
+_SD15_CONFIG_PATTERNS = [
+    "model_index.json",
+    "*/config.json",
+    "scheduler/*.json",
+    "tokenizer/*",
+    "feature_extractor/*.json",
+]
+
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        name="samaritan-3d-cartoon-sdxl",
+        kind="checkpoint",
+        arch="sdxl",
+        repo_id="gabrielgrant/samaritan-3d-cartoon",
+        files=[
+            CatalogFile(
+                filename="samaritan3dCartoon_v40SDXL.safetensors",
+                sha256="1b8fca3feeea6ddfb170bd937981145f0431ad5b686491d658b76492ef8e370b",
+                size=6938043538,
+            )
+        ],
+        a1111_folder="Stable-diffusion",
+        aliases=["samaritan3dCartoon_v40SDXL", "samaritan"],
+        licence=(
+            "Not verified. Samaritan 3d Cartoon by PromptSharingSamaritan is published on Civitai "
+            "(https://civitai.com/models/81270); as an SDXL derivative it is expected to carry CreativeML "
+            "Open RAIL++-M, but the Civitai licence page could not be read here — check it before use."
+        ),
+        source_note=(
+            "Seed base checkpoint (My Memoji README: ./Stable-diffusion/samaritan3dCartoon_v40SDXL.safetensors; "
+            "client: 'samaritan3dCartoon_v40SDXL.safetensors [1b8fca3fee]'). Original: Civitai model 81270, "
+            "version 4.0 SDXL. Hub copy: gabrielgrant/samaritan-3d-cartoon (README: 'Mirror of "
+            "https://civitai.com/models/81270/samaritan-3d-cartoon'); its LFS sha256 1b8fca3fee… matches the "
+            "seed's A1111 short hash, and the download is verified against it."
+        ),
+        homepage="https://civitai.com/models/81270/samaritan-3d-cartoon",
+    ),
+    CatalogEntry(
+        name="diffusers_xl_canny_full",
+        kind="controlnet",
+        arch="sdxl",
+        repo_id="lllyasviel/sd_control_collection",
+        files=[
+            CatalogFile(
+                filename="diffusers_xl_canny_full.safetensors",
+                sha256="80664d80e3f233371cb6921110d0a6b7a40c01571905463f9dde5637e7894ed3",
+                legacy_hash="2b69fca4",
+                size=2502139104,
+            )
+        ],
+        a1111_folder="ControlNet",
+        aliases=["sdxl-canny"],
+        licence=(
+            "Not stated on the sd_control_collection page as read here; the SDXL canny ControlNet it repackages "
+            "was released by the diffusers team under the SDXL licence (CreativeML Open RAIL++-M) — verify."
+        ),
+        source_note=(
+            "Seed ControlNet (README link: huggingface.co/lllyasviel/sd_control_collection/blob/main/"
+            "diffusers_xl_canny_full.safetensors; client model name 'diffusers_xl_canny_full [2b69fca4]'). "
+            "2b69fca4 is A1111's legacy model_hash as shown by sd-webui-controlnet. sha256 and size from the LFS "
+            "pointers of two byte-identical public copies (licyk/sd_control_collection, ashleykleynhans/"
+            "a1111-models); the lllyasviel page itself was not readable here. Diffusers key layout in one file."
+        ),
+        homepage="https://huggingface.co/lllyasviel/sd_control_collection",
+    ),
+    CatalogEntry(
+        name="memoji",
+        kind="lora",
+        arch="sdxl",
+        repo_id=None,
+        files=[CatalogFile(filename="memoji-07.safetensors")],
+        a1111_folder="Lora",
+        aliases=["memoji-07"],
+        licence="Not stated by the seed project (My Memoji); ask its authors before redistributing.",
+        source_note=(
+            "Seed LoRA (trained on 2748 memoji images over Samaritan SDXL), distributed only through the seed's "
+            "Google Drive folder https://drive.google.com/drive/folders/10c-bRDNM-EAHATRaCPTQ3ZGfspJUgASs "
+            "(README: ./Lora/memoji-07.safetensors). Not on the model hub; no public hash. Download it by hand "
+            "and run `toonbooth models add memoji-07.safetensors`. The seed's client calls it <lora:memoji:1>."
+        ),
+        homepage="https://drive.google.com/drive/folders/10c-bRDNM-EAHATRaCPTQ3ZGfspJUgASs",
+    ),
+    CatalogEntry(
+        name="sdxl-base-config",
+        kind="config",
+        arch="sdxl",
+        repo_id="stabilityai/stable-diffusion-xl-base-1.0",
+        allow_patterns=_SDXL_CONFIG_PATTERNS,
+        a1111_folder="configs",
+        install_subdir="sdxl",
+        aliases=["sdxl-config"],
+        licence="CreativeML Open RAIL++-M (stable-diffusion-xl-base-1.0 model card).",
+        source_note=(
+            "Configs and tokenizers only (no weights): what diffusers' from_single_file needs, as "
+            "`config=<folder>`, to load an SDXL single-file checkpoint without contacting the hub."
+        ),
+        homepage="https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0",
+    ),
+    CatalogEntry(
+        name="sd15-config",
+        kind="config",
+        arch="sd15",
+        repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        allow_patterns=_SD15_CONFIG_PATTERNS,
+        a1111_folder="configs",
+        install_subdir="sd15",
+        aliases=["sd15-base-config"],
+        licence="CreativeML OpenRAIL-M (stable-diffusion-v1-5 model card).",
+        source_note=(
+            "Configs and tokenizer only (no weights) for offline single-file loading of SD1.5-family checkpoints."
+        ),
+        homepage="https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ),
+    CatalogEntry(
+        name="stable-diffusion-v1-5",
+        kind="checkpoint",
+        arch="sd15",
+        repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        files=[
+            CatalogFile(
+                filename="v1-5-pruned-emaonly.safetensors",
+                sha256="6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+                size=4265146304,
+            )
+        ],
+        a1111_folder="Stable-diffusion",
+        aliases=["sd15", "v1-5-pruned-emaonly"],
+        licence="CreativeML OpenRAIL-M (stable-diffusion-v1-5 model card).",
+        source_note=(
+            "SD1.5 base, single file in original layout. sha256 and size from the file's LFS pointer as shown on "
+            "several public copies (e.g. Comfy-Org/stable-diffusion-v1-5-archive, Cristiants/comfyui)."
+        ),
+        homepage="https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
+    ),
+    CatalogEntry(
+        name="control_v11p_sd15_canny",
+        kind="controlnet",
+        arch="sd15",
+        repo_id="lllyasviel/control_v11p_sd15_canny",
+        files=[
+            CatalogFile(filename="config.json"),
+            CatalogFile(
+                filename="diffusion_pytorch_model.safetensors",
+                sha256="be713fb941fc7c625f0c7d816b6a19115783a665f3049a8974f127e0c075d9a9",
+            ),
+        ],
+        allow_patterns=["config.json", "diffusion_pytorch_model.safetensors"],
+        a1111_folder="diffusers",
+        install_subdir="control_v11p_sd15_canny",
+        aliases=["sd15-canny"],
+        licence="OpenRAIL (model card of lllyasviel/control_v11p_sd15_canny).",
+        source_note=(
+            "ControlNet 1.1 canny for SD1.5 in diffusers folder layout (config.json + weights); sha256 from the "
+            "LFS details of diffusion_pytorch_model.safetensors on the repo's page. Installed as a diffusers "
+            "folder under <models>/diffusers/."
+        ),
+        homepage="https://huggingface.co/lllyasviel/control_v11p_sd15_canny",
+    ),
+)
+
+RECIPES: dict[str, list[str]] = {
+    "memoji": ["samaritan-3d-cartoon-sdxl", "diffusers_xl_canny_full", "memoji", "sdxl-base-config"],
+    "sd15": ["stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
+}
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower()
+
+
+def _strip_suffix(name: str) -> str:
+    return name[: -len(".safetensors")] if name.lower().endswith(".safetensors") else name
+
+
+def entries() -> list[CatalogEntry]:
+    return list(CATALOG)
+
+
+def find_entry(name: str) -> CatalogEntry | None:
+    """The entry whose name, alias, primary file name (with or without suffix) or repo id is `name`."""
+    key = _norm(name)
+    bare = _norm(_strip_suffix(name.strip()))
+    for entry in CATALOG:
+        names = {_norm(entry.name), *(_norm(a) for a in entry.aliases)}
+        if entry.primary_file is not None and entry.kind != "config" and entry.a1111_folder != "diffusers":
+            names.add(_norm(entry.primary_file.filename))
+            names.add(_norm(_strip_suffix(entry.primary_file.filename)))
+        if key in names or bare in names:
+            return entry
+    for entry in CATALOG:
+        if entry.repo_id and entry.kind != "config" and _norm(entry.repo_id) == key:
+            return entry
+    return None
+
+
+def get_entry(name: str) -> CatalogEntry:
+    """The catalog entry called `name` (case-insensitive; aliases and file names accepted)."""
+    entry = find_entry(name)
+    if entry is None:
+        known = ", ".join(e.name for e in CATALOG)
+        raise ModelNotFoundError(f"no catalog model called {name!r}; known: {known}; recipes: {', '.join(RECIPES)}")
+    return entry
+
+
+def recipes() -> dict[str, list[str]]:
+    """Named groups of catalog entries that one studio needs together."""
+    return {k: list(v) for k, v in RECIPES.items()}
+
+
+def recipe_entries(name: str) -> list[CatalogEntry]:
+    """The catalog entries of recipe `name` (case-insensitive)."""
+    key = _norm(name)
+    if key not in RECIPES:
+        raise ModelNotFoundError(f"no recipe called {name!r}; known: {', '.join(RECIPES)}")
+    return [get_entry(n) for n in RECIPES[key]]
+
+
+def find_by_hash(value: str) -> tuple[CatalogEntry, CatalogFile] | None:
+    """The catalog file whose sha256 starts with `value` (>= 8 hex) or whose legacy hash is `value`."""
+    v = value.strip().lower()
+    if not _HEX.match(v) or len(v) < 8:
+        return None
+    for entry in CATALOG:
+        for f in entry.files:
+            if f.sha256 and f.sha256.startswith(v):
+                return entry, f
+            if (p := f.sha256_prefix) and (p.startswith(v) or v.startswith(p)):
+                return entry, f
+            if f.legacy_hash and f.legacy_hash == v:
+                return entry, f
+    return None

@@ -1,0 +1,434 @@
+"""AUTOMATIC1111 prompt syntax: extra-network tags, emphasis weights, BREAK, 75-token chunks.
+
+Follows the behaviour of stable-diffusion-webui (https://github.com/AUTOMATIC1111/stable-diffusion-webui):
+
+* `modules/extra_networks.py` — `<lora:name:te[:unet]>` / `<lyco:...>` tags are cut out of the prompt text
+  (only the tag itself; surrounding commas and spaces stay, as in A1111). Named `te=` / `unet=` parameters
+  are accepted. `<hypernet:...>` and any other network kind are refused with an `InputError`.
+* `modules/prompt_parser.py` `parse_prompt_attention` — `(x)` ×1.1, `[x]` ÷1.1, `(x:w)` explicit,
+  nesting multiplies, `\\(` `\\)` `\\[` `\\]` `\\\\` escapes (a lone backslash is dropped, as in A1111),
+  unmatched `)` / `]` are plain text, brackets left open apply to the rest of the prompt, adjacent runs of
+  equal weight merge, and the word `BREAK` forces a new chunk.
+  One deliberate difference: in A1111 a `BREAK` inside brackets gets its marker weight multiplied and is then
+  encoded as the word "BREAK" with a negative weight; here `BREAK` is always a chunk break.
+* `modules/sd_hijack_clip.py` — each emphasis fragment is tokenized without special tokens, tokens are
+  packed into chunks of 75 (a new chunk at `BREAK` or when full; when a chunk fills up and a comma lies
+  within the last `comma_padding_backtrack` = 20 tokens, the text after that comma moves to the next
+  chunk), each chunk becomes `[BOS] + 75 tokens (EOS-padded) + [EOS]` (positions after the first EOS get the
+  tokenizer's pad token when it differs from EOS, as for SDXL's second encoder), is encoded on its own,
+  multiplied by its per-token weights, rescaled to its original mean, and the chunks are concatenated
+  along the sequence axis.
+* Positive and negative prompts are padded to the same number of chunks with empty chunks (the encoding
+  of ""), as A1111 does with its "pad prompt/negative prompt to same length" option: diffusers pipelines
+  batch the two, so they must have equal length. (A1111's default instead runs the UNet twice when the
+  lengths differ.)
+* SD1.x/2.x: `clip_skip` in A1111's sense — 1 = last layer (`last_hidden_state`, final layer norm
+  included); n > 1 = `hidden_states[-n]` followed by the final layer norm. (diffusers' `clip_skip=1` is
+  A1111's `clip_skip=2`.)
+* SDXL: both encoders use the penultimate hidden state `hidden_states[-2]` without final norm (as A1111
+  and diffusers do); the two are concatenated on the feature axis per chunk; the pooled embedding is
+  encoder 2's `text_embeds` for the FIRST chunk, unweighted. The negative prompt is always encoded, also
+  when empty (A1111 behaviour); diffusers instead uses zeros when `negative_prompt=None` and the model
+  sets `force_zeros_for_empty_prompt`.
+
+Textual-inversion tokens work when they were added to the tokenizer (diffusers `load_textual_inversion`);
+multi-vector embeddings must already be expanded in the prompt text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from toonbooth.core.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+CHUNK_LENGTH = 75  # prompt tokens per chunk; +BOS +EOS = 77 = CLIP context
+COMMA_PADDING_BACKTRACK = 20  # A1111 default of `comma_padding_backtrack`
+BREAK_TEXT = "BREAK"
+BREAK_WEIGHT = -1.0
+
+# ---------------------------------------------------------------------------------------------------------
+# Extra-network tags
+# ---------------------------------------------------------------------------------------------------------
+
+_EXTRA_NET_RE = re.compile(r"<(\w+):([^>]+)>")
+_LORA_KINDS = ("lora", "lyco")
+
+
+class LoraTag(BaseModel):
+    """One `<lora:name:weight>` tag. `weight` is the text-encoder multiplier (and the one to use where a
+    single weight per adapter is applied); `unet_weight` is the UNet multiplier (equal to `weight` unless
+    the tag gives a second number or `unet=`)."""
+
+    name: str = Field(description="LoRA name as written in the tag (file stem in the models folder)")
+    weight: float = Field(default=1.0, description="text-encoder multiplier; first number of the tag")
+    unet_weight: float = Field(default=1.0, description="UNet multiplier; second number, else `weight`")
+    kind: Literal["lora", "lyco"] = Field(default="lora", description="tag keyword used")
+
+
+def _tag_float(tag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError("prompt", f"bad weight '{text}' in tag '{tag}': expected a number", tag) from None
+
+
+def extract_lora_tags(prompt: str) -> tuple[str, list[LoraTag]]:
+    """Remove `<lora:...>` / `<lyco:...>` tags from `prompt`; return the remaining text and the tags.
+
+    `<lora:name>` → weight 1; `<lora:name:w>` → w for text encoder and UNet; `<lora:name:te:unet>` → both
+    recorded; named `te=` / `unet=` also accepted. `<hypernet:...>` and other network kinds raise
+    `InputError`, as does a malformed weight.
+    """
+    tags: list[LoraTag] = []
+
+    def _take(m: re.Match[str]) -> str:
+        kind, params = m.group(1), m.group(2)
+        tag = m.group(0)
+        if kind.lower() == "hypernet":
+            raise InputError("prompt", f"hypernetworks are not supported: '{tag}'", tag)
+        if kind.lower() not in _LORA_KINDS:
+            raise InputError(
+                "prompt", f"unsupported extra network '{tag}'; supported tags: <lora:...>, <lyco:...>", tag
+            )
+        parts = params.split(":")
+        name = parts[0].strip()
+        if not name:
+            raise InputError("prompt", f"empty LoRA name in tag '{tag}'", tag)
+        positional: list[str] = []
+        named: dict[str, str] = {}
+        for p in parts[1:]:
+            if "=" in p:
+                key, _, val = p.partition("=")
+                named[key.strip().lower()] = val.strip()
+            else:
+                positional.append(p.strip())
+        unknown = set(named) - {"te", "unet"}
+        if unknown:
+            raise InputError(
+                "prompt", f"unsupported parameter(s) {sorted(unknown)} in tag '{tag}'; known: te, unet", tag
+            )
+        if len(positional) > 2:
+            raise InputError("prompt", f"too many numbers in tag '{tag}': expected at most te:unet", tag)
+        te = _tag_float(tag, positional[0]) if positional else 1.0
+        te = _tag_float(tag, named["te"]) if "te" in named else te
+        unet = _tag_float(tag, positional[1]) if len(positional) > 1 else te
+        unet = _tag_float(tag, named["unet"]) if "unet" in named else unet
+        tags.append(LoraTag(name=name, weight=te, unet_weight=unet, kind=kind.lower()))  # type: ignore[arg-type]
+        return ""
+
+    text = _EXTRA_NET_RE.sub(_take, prompt)
+    return text, tags
+
+
+def check_lora_names(tags: list[LoraTag], known: list[str]) -> None:
+    """Raise `InputError(field="prompt")` for the first tag whose name is not in `known`."""
+    known_set = set(known)
+    for tag in tags:
+        if tag.name not in known_set:
+            listing = ", ".join(sorted(known)) if known else "(none)"
+            raise InputError("prompt", f"unknown LoRA '{tag.name}'; known: {listing}", tag.name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Emphasis parser
+# ---------------------------------------------------------------------------------------------------------
+
+_ATTENTION_TOKEN_RE = re.compile(
+    r"""
+    (?P<escape>\\[()\[\]\\])          # \( \) \[ \] \\  -> literal character
+    | (?P<backslash>\\)               # any other backslash -> dropped (A1111)
+    | (?P<open_round>\()
+    | (?P<open_square>\[)
+    | :\s*(?P<weight>[+-]?[.\d]+)\s*\)  # (text:1.3) closing with an explicit weight
+    | (?P<close_round>\))
+    | (?P<close_square>\])
+    | (?P<text>[^\\()\[\]:]+)
+    | (?P<colon>:)
+    """,
+    re.X,
+)
+_BREAK_RE = re.compile(r"\s*\bBREAK\b\s*", re.S)
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """Split `text` into (fragment, weight) pairs by A1111's emphasis rules; a chunk break is
+    `("BREAK", -1.0)`.
+
+    >>> parse_prompt_attention("an (important) word")
+    [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
+    """
+    # Each entry: [text, weight, is_break]; brackets record the entry index where they opened.
+    items: list[list[Any]] = []
+    open_round: list[int] = []
+    open_square: list[int] = []
+
+    def scale_from(start: int, factor: float) -> None:
+        for item in items[start:]:
+            if not item[2]:
+                item[1] *= factor
+
+    for m in _ATTENTION_TOKEN_RE.finditer(text):
+        kind = m.lastgroup
+        token = m.group(0)
+        if kind == "escape":
+            items.append([token[1], 1.0, False])
+        elif kind == "backslash":
+            continue
+        elif kind == "open_round":
+            open_round.append(len(items))
+        elif kind == "open_square":
+            open_square.append(len(items))
+        elif kind == "weight" and open_round:
+            raw = m.group("weight")
+            try:
+                factor = float(raw)
+            except ValueError:
+                raise InputError("prompt", f"bad emphasis weight '{raw}' in '{token}'", raw) from None
+            scale_from(open_round.pop(), factor)
+        elif kind == "close_round" and open_round:
+            scale_from(open_round.pop(), 1.1)
+        elif kind == "close_square" and open_square:
+            scale_from(open_square.pop(), 1 / 1.1)
+        else:  # plain text, ':' and unmatched closers
+            for i, part in enumerate(_BREAK_RE.split(token)):
+                if i > 0:
+                    items.append([BREAK_TEXT, BREAK_WEIGHT, True])
+                items.append([part, 1.0, False])
+
+    # Brackets never closed apply to everything after them.
+    for start in open_round:
+        scale_from(start, 1.1)
+    for start in open_square:
+        scale_from(start, 1 / 1.1)
+
+    if not items:
+        items = [["", 1.0, False]]
+
+    merged: list[list[Any]] = [items[0]]
+    for item in items[1:]:
+        last = merged[-1]
+        if not item[2] and not last[2] and item[1] == last[1]:
+            last[0] += item[0]
+        else:
+            merged.append(item)
+    return [(str(t), float(w)) for t, w, _ in merged]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Chunking
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptChunk:
+    """77 token ids ([BOS] + 75 + [EOS]) and one weight per id."""
+
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if bos is None or eos is None:
+        raise InputError("tokenizer", "tokenizer has no BOS/EOS token; a CLIP tokenizer is required", None)
+    return bos, eos, pad
+
+
+def _finish_chunk(body: list[int], weights: list[float], tokenizer: Any) -> PromptChunk:
+    bos, eos, pad = _special_ids(tokenizer)
+    fill = CHUNK_LENGTH - len(body)
+    tokens = [bos] + body + [eos] * fill + [eos]
+    mults = [1.0] + weights + [1.0] * fill + [1.0]
+    if pad != eos:
+        first_eos = tokens.index(eos)
+        tokens = tokens[: first_eos + 1] + [pad] * (len(tokens) - first_eos - 1)
+    return PromptChunk(tokens=tokens, multipliers=mults)
+
+
+def empty_chunk(tokenizer: Any) -> PromptChunk:
+    """The chunk of the empty prompt: [BOS] [EOS] then EOS (or the pad token) up to 77."""
+    return _finish_chunk([], [], tokenizer)
+
+
+def tokenize_prompt_chunks(
+    tokenizer: Any,
+    prompt: str,
+    comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
+    emphasis: bool = True,
+) -> list[PromptChunk]:
+    """A1111 `tokenize_line`: parse emphasis, tokenize each fragment without specials, pack into chunks
+    of 75 tokens (BREAK / full chunk / comma backtrack), wrap each to 77 with BOS/EOS/padding."""
+    parsed = parse_prompt_attention(prompt) if emphasis else [(prompt, 1.0)]
+    texts = [t for t, _ in parsed]
+    token_lists = tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+    comma_id = tokenizer.get_vocab().get(",</w>")
+
+    chunks: list[PromptChunk] = []
+    body: list[int] = []
+    weights: list[float] = []
+    last_comma = -1
+
+    def flush() -> None:
+        nonlocal body, weights, last_comma
+        chunks.append(_finish_chunk(body, weights, tokenizer))
+        body, weights, last_comma = [], [], -1
+
+    for ids, (text, weight) in zip(token_lists, parsed, strict=True):
+        if text == BREAK_TEXT and weight == BREAK_WEIGHT:
+            flush()
+            continue
+        for tok in ids:
+            if comma_id is not None and tok == comma_id:
+                last_comma = len(body)
+            elif (
+                comma_padding_backtrack != 0
+                and len(body) == CHUNK_LENGTH
+                and last_comma != -1
+                and len(body) - last_comma <= comma_padding_backtrack
+            ):
+                cut = last_comma + 1
+                moved_ids, moved_w = body[cut:], weights[cut:]
+                body, weights = body[:cut], weights[:cut]
+                flush()
+                body, weights = moved_ids, moved_w
+            if len(body) == CHUNK_LENGTH:
+                flush()
+            body.append(tok)
+            weights.append(weight)
+
+    if body or not chunks:
+        flush()
+    return chunks
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptEmbeds:
+    """Tensors for a diffusers pipeline call (`prompt_embeds=` etc.); pooled ones only for SDXL."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def as_pipeline_kwargs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments for `pipe(...)`, leaving out the pooled ones when absent."""
+        out = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
+        if self.pooled_prompt_embeds is not None:
+            out["pooled_prompt_embeds"] = self.pooled_prompt_embeds
+        if self.negative_pooled_prompt_embeds is not None:
+            out["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
+        return out
+
+
+def _pad_chunks(chunks: list[PromptChunk], count: int, tokenizer: Any) -> list[PromptChunk]:
+    return chunks + [empty_chunk(tokenizer) for _ in range(count - len(chunks))]
+
+
+def _encode_chunks(
+    text_encoder: Any,
+    chunks: list[PromptChunk],
+    layer: Literal["last", "penultimate"] | int,
+    want_pooled: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode chunks in one batch; weight each, restore each chunk's mean; return [1, 77*n, d] and the
+    first chunk's pooled `text_embeds` when asked."""
+    import torch
+
+    enc_device = text_encoder.device
+    ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=enc_device)
+    with torch.no_grad():
+        out = text_encoder(ids, output_hidden_states=True)
+        if layer == "last":
+            z = out.last_hidden_state
+        elif layer == "penultimate":
+            z = out.hidden_states[-2]
+        else:  # A1111 clip skip n > 1: hidden_states[-n] + final layer norm
+            z = text_encoder.text_model.final_layer_norm(out.hidden_states[-layer])
+        mults = torch.tensor([c.multipliers for c in chunks], dtype=z.dtype, device=z.device).unsqueeze(-1)
+        original_mean = z.mean(dim=(1, 2), keepdim=True)
+        z = z * mults
+        new_mean = z.mean(dim=(1, 2), keepdim=True)
+        z = z * (original_mean / new_mean)
+        pooled = out.text_embeds[:1] if want_pooled else None
+    return z.reshape(1, -1, z.shape[-1]), pooled
+
+
+def encode_prompt_sd15(
+    tokenizer: Any,
+    text_encoder: Any,
+    prompt: str,
+    negative_prompt: str = "",
+    device: torch.device | str | None = None,
+    clip_skip: int = 1,
+) -> PromptEmbeds:
+    """Encode a prompt pair for SD1.x/2.x pipelines the A1111 way (emphasis, BREAK, unlimited length).
+
+    Call `extract_lora_tags` first; tags left in the text are encoded as text. `clip_skip` counts as in
+    A1111 (1 = last layer).
+    """
+    n_layers = int(text_encoder.config.num_hidden_layers)
+    if not 1 <= clip_skip <= n_layers:
+        raise InputError("clip_skip", f"must be in [1, {n_layers}], got {clip_skip}", clip_skip)
+    pos = tokenize_prompt_chunks(tokenizer, prompt)
+    neg = tokenize_prompt_chunks(tokenizer, negative_prompt)
+    count = max(len(pos), len(neg))
+    layer: Literal["last"] | int = "last" if clip_skip == 1 else clip_skip
+    pe, _ = _encode_chunks(text_encoder, _pad_chunks(pos, count, tokenizer), layer)
+    ne, _ = _encode_chunks(text_encoder, _pad_chunks(neg, count, tokenizer), layer)
+    target = device if device is not None else pe.device
+    return PromptEmbeds(prompt_embeds=pe.to(target), negative_prompt_embeds=ne.to(target))
+
+
+def encode_prompt_sdxl(
+    tokenizers: tuple[Any, Any] | list[Any],
+    text_encoders: tuple[Any, Any] | list[Any],
+    prompt: str,
+    negative_prompt: str = "",
+    device: torch.device | str | None = None,
+    prompt_2: str | None = None,
+    negative_prompt_2: str | None = None,
+) -> PromptEmbeds:
+    """Encode a prompt pair for SDXL pipelines the A1111 way: per-encoder chunks (penultimate layer),
+    features concatenated per chunk, pooled = encoder 2's `text_embeds` of the first chunk.
+
+    `prompt_2` / `negative_prompt_2` go to encoder 2 (default: the same text). Every chunk list is padded
+    with empty chunks to the longest, so all four sequences have equal length.
+    """
+    import torch
+
+    if len(tokenizers) != 2 or len(text_encoders) != 2:
+        raise InputError("text_encoders", f"SDXL needs 2 tokenizers and 2 encoders, got {len(text_encoders)}")
+    tok1, tok2 = tokenizers
+    enc1, enc2 = text_encoders
+    lists = [
+        tokenize_prompt_chunks(tok1, prompt),
+        tokenize_prompt_chunks(tok2, prompt if prompt_2 is None else prompt_2),
+        tokenize_prompt_chunks(tok1, negative_prompt),
+        tokenize_prompt_chunks(tok2, negative_prompt if negative_prompt_2 is None else negative_prompt_2),
+    ]
+    count = max(len(c) for c in lists)
+    p1, _ = _encode_chunks(enc1, _pad_chunks(lists[0], count, tok1), "penultimate")
+    p2, pooled = _encode_chunks(enc2, _pad_chunks(lists[1], count, tok2), "penultimate", want_pooled=True)
+    n1, _ = _encode_chunks(enc1, _pad_chunks(lists[2], count, tok1), "penultimate")
+    n2, npooled = _encode_chunks(enc2, _pad_chunks(lists[3], count, tok2), "penultimate", want_pooled=True)
+    target = device if device is not None else p1.device
+    assert pooled is not None and npooled is not None
+    return PromptEmbeds(
+        prompt_embeds=torch.cat([p1, p2.to(p1.device)], dim=-1).to(target),
+        negative_prompt_embeds=torch.cat([n1, n2.to(n1.device)], dim=-1).to(target),
+        pooled_prompt_embeds=pooled.to(target),
+        negative_pooled_prompt_embeds=npooled.to(target),
+    )
