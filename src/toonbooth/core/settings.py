@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,10 +39,44 @@ class Settings(BaseSettings):
         "auto", description="Weights dtype; auto = fp16 on CUDA, fp32 on CPU."
     )
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Largest accepted image file.")
-    max_pixels: int = Field(40_000_000, ge=4096, description="Largest accepted image (width*height).")
+    max_pixels: int = Field(40_000_000, ge=4096, le=200_000_000, description="Largest accepted image (width*height).")
     max_side: int = Field(1024, ge=64, le=4096, description="Long-side cap of the working size of a photo.")
     model_cache_items: int = Field(2, ge=1, le=16, description="Pipelines kept loaded between jobs.")
     offline: bool = Field(False, description="Never contact a model hub (also implied by HF_HUB_OFFLINE=1).")
+
+    # --- jobs (runtime) ---
+    runners: int = Field(1, ge=1, le=64, description="Runner threads (one per device; cuda -> cuda:0..N-1).")
+    max_queued_jobs_per_user: int = Field(20, ge=1, le=100_000, description="Queued jobs one user may have.")
+    job_time_limit_s: float = Field(
+        1800.0, ge=0.0, description="A running job is stopped (failed) after this many seconds; 0 = no limit."
+    )
+    job_max_attempts: int = Field(
+        2, ge=1, le=10, description="Starts a job gets when its worker dies mid-run, before it is failed."
+    )
+    retention_days: float = Field(
+        30.0, ge=0.0, description="Finished jobs, their uploads and results are deleted after this; 0 = keep."
+    )
+
+    # --- storage ---
+    storage: Literal["local", "s3"] = Field("local", description="Where uploads and results go.")
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, R2, ...); None = AWS.")
+    s3_bucket: str | None = Field(None, description="Bucket for uploads and results (storage=s3).")
+    s3_region: str | None = Field(None, description="S3 region, e.g. us-east-1.")
+    s3_access_key_id: str | None = Field(None, description="S3 key id; None = boto3's own credential chain.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (never logged).")
+    s3_prefix: str = Field("toonbooth/blobs/", description="Key prefix; objects are <prefix><sha256>.")
+    s3_create_bucket: bool = Field(False, description="Create the bucket at start when it does not exist.")
+
+    # --- e-mail ---
+    smtp_host: str | None = Field(None, description="SMTP server; None = e-mail delivery is off.")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="starttls (port 587), ssl (implicit TLS, port 465) or none (local relays only)."
+    )
+    smtp_user: str | None = Field(None, description="SMTP login; None = no AUTH.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (never logged).")
+    smtp_from: str | None = Field(None, description="Sender address of result mails (plain address).")
+    smtp_timeout_s: float = Field(20.0, gt=0.0, le=300.0, description="SMTP connect / command timeout.")
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -17,6 +17,7 @@ from .. import __version__
 from ..core.errors import BackendUnavailableError, InputError
 from ..core.images import format_a1111_parameters
 from ..core.specs import AvatarSpec
+from ..vision.edges import check_canny_thresholds
 from .base import EngineContext, EngineResult, NamedImage
 
 ARCH = "sdxl"
@@ -55,8 +56,7 @@ def choose_backend(spec: AvatarSpec, ctx: EngineContext) -> tuple[str, str]:
 
 def run(spec: AvatarSpec, ctx: EngineContext) -> EngineResult:
     # 1. Check inputs (cheap, before any model is touched)
-    if spec.canny_low > spec.canny_high:
-        raise InputError("canny_low", f"must be <= canny_high ({spec.canny_high}), got {spec.canny_low}", spec.canny_low)
+    check_canny_thresholds(spec.canny_low, spec.canny_high)
     photo = ctx.load_image(spec.image, field="image")
     backend, reason = choose_backend(spec, ctx)
     ctx.log(f"backend: {backend} ({reason})")

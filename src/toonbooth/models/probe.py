@@ -494,6 +494,7 @@ class HashCache:
         self.file = _cache_file(Path(location)) if location is not None else None
         self._lock = threading.Lock()
         self._data: dict[str, dict] = {}
+        self._dirty = False
         if self.file is not None and self.file.is_file():
             try:
                 loaded = json.loads(self.file.read_text(encoding="utf-8"))
@@ -516,8 +517,10 @@ class HashCache:
             return value if isinstance(value, str) else None
         return None
 
-    def get(self, path: str | Path, kind: HashKind = "sha256") -> str:
-        """The hash of `path` (computed once per file version, then read from the cache)."""
+    def get(self, path: str | Path, kind: HashKind = "sha256", save: bool = True) -> str:
+        """The hash of `path` (computed once per file version, then read from the cache).
+
+        `save=False` defers writing the sidecar until `flush()` (for scans of many files)."""
         if kind not in _HASHERS:
             raise ValueError(f"unknown hash kind {kind!r}; expected one of {sorted(_HASHERS)}")
         path = Path(path).resolve()
@@ -535,11 +538,20 @@ class HashCache:
                 rec = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
             rec[kind] = value
             self._data[str(path)] = rec
-            self._save()
+            self._dirty = True
+            if save:
+                self._save()
         return value
+
+    def flush(self) -> None:
+        """Write pending hashes to the sidecar file."""
+        with self._lock:
+            if self._dirty:
+                self._save()
 
     def _save(self) -> None:
         if self.file is None:
+            self._dirty = False
             return
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -547,6 +559,7 @@ class HashCache:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"version": 1, "files": self._data}, f, indent=0, sort_keys=True)
             os.replace(tmp, self.file)
+            self._dirty = False
         except OSError:
             pass  # cache is best-effort: a read-only cache folder only costs recomputation
 

@@ -308,7 +308,7 @@ def write_tiny_lora(
     import copy
 
     import torch
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     from toonbooth.core.errors import InputError
@@ -328,15 +328,16 @@ def write_tiny_lora(
         cfg = LoraConfig(
             r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets)
         )
-        model.add_adapter(cfg)  # diffusers ModelMixin and transformers PreTrainedModel both have it
+        # peft's own injection: transformers' `add_adapter` refuses peft < its MIN_PEFT_VERSION
+        inject_adapter_in_model(cfg, model)
         with torch.no_grad():
             for name, p in sorted(model.named_parameters()):
                 if "lora_A" in name:
                     p.copy_(torch.randn(p.shape, generator=gen) / rank)
                 elif "lora_B" in name:
                     p.copy_(torch.randn(p.shape, generator=gen) * scale)
-        sd = get_peft_model_state_dict(model)
-        meta = model.peft_config["default"].to_dict()
+        sd = get_peft_model_state_dict(model, adapter_name="default")
+        meta = cfg.to_dict()
         return {k: v.detach().clone() for k, v in sd.items()}, meta
 
     layers: dict[str, dict] = {}

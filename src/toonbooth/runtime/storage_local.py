@@ -1,27 +1,20 @@
 """Content-addressed blob storage under a data folder. No user-controlled path ever reaches the disk:
-a blob is named by the sha256 of its bytes."""
+a blob is named by the sha256 of its bytes, written atomically (temp file, fsync, rename)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 
 from ..core.errors import InputError
+from .storage_base import Storage, parse_ref
 
-_REF = re.compile(r"^blob:([0-9a-f]{64})$")
-
-
-def parse_ref(ref: str, field: str = "ref") -> str:
-    m = _REF.match(ref or "")
-    if not m:
-        raise InputError(field, f"not a blob reference `blob:<sha256>`: {ref[:80]!r}", ref)
-    return m.group(1)
+__all__ = ["LocalStorage", "parse_ref"]
 
 
-class LocalStorage:
+class LocalStorage(Storage):
     def __init__(self, root: Path):
         self.root = Path(root)
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
