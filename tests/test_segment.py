@@ -25,7 +25,8 @@ def figure_scene(seed: int = 0, h: int = 96, w: int = 96) -> tuple[np.ndarray, n
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     bg = np.stack(
-        [120 + 60 * np.sin(xx / 3.0), 140 + 50 * np.sin((xx + yy) / 5.0), 100 + 40 * np.cos(yy / 4.0)], axis=-1
+        [120 + 60 * np.sin(xx / 3.0), 140 + 50 * np.sin((xx + yy) / 5.0), 100 + 40 * np.cos(yy / 4.0)],
+        axis=-1,
     )
     bg += rng.normal(0, 12, bg.shape)
     head = np.zeros((h, w), np.uint8)
@@ -116,17 +117,23 @@ def test_sam_without_click_uses_the_face(tiny_sam, sample_photo_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_grabcut_click_on_figure_reaches_iou_09(seed):
     img, gt = figure_scene(seed)
-    res = grabcut_segment(img, ClickPrompt(points=[Point(x=48, y=65)]))
+    click = Point(x=48, y=52)  # on the body, below the head
+    res = grabcut_segment(img, ClickPrompt(points=[click]))
     assert res.backend == "grabcut" and res.score is None
-    assert res.mask.shape == gt.shape
+    assert res.mask.shape == gt.shape and res.mask.dtype == bool
     assert iou(res.mask, gt) > 0.9
-    cleaned, _ = clean_mask(res.mask, [Point(x=48, y=65)])
+    cleaned, _ = clean_mask(res.mask, [click])
     assert iou(cleaned, gt) > 0.9
+    # a click per part works too (the region then grows from both, capped to half of the photo)
+    both = grabcut_segment(img, ClickPrompt(points=[Point(x=48, y=70), Point(x=48, y=28)]))
+    assert iou(both.mask, gt) > 0.9
 
 
 def test_grabcut_box_prompt_and_negative_click():
     img, gt = figure_scene(2)
-    res = grabcut_segment(img, ClickPrompt(points=[Point(x=48, y=65), Point(x=10, y=10, positive=False)], box=(20, 10, 76, 95)))
+    res = grabcut_segment(
+        img, ClickPrompt(points=[Point(x=48, y=52), Point(x=10, y=10, positive=False)], box=(20, 10, 76, 95))
+    )
     assert iou(res.mask, gt) > 0.9
     assert not res.mask[:, :20].any()  # a user box is a hard limit
 
@@ -173,7 +180,11 @@ def test_clean_mask_keeps_clicked_component_fills_holes_dilates_and_feathers():
 @pytest.mark.parametrize(
     ("prompt", "field", "text"),
     [
-        (ClickPrompt(points=[Point(x=5, y=5), Point(x=40, y=3)]), "points[1]", "(40, 3) is outside the 32x24"),
+        (
+            ClickPrompt(points=[Point(x=5, y=5), Point(x=40, y=3)]),
+            "points[1]",
+            "(40, 3) is outside the 32x24",
+        ),
         (ClickPrompt(points=[Point(x=-1, y=3)]), "points[0]", "(-1, 3)"),
         (ClickPrompt(points=[Point(x=5, y=5, positive=False)]), "points", "all negative"),
         (ClickPrompt(), "points", "no point and no box"),

@@ -12,13 +12,13 @@ import torch
 
 pytest.importorskip("diffusers")
 
-import diffusers  # noqa: E402
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+import diffusers
+from diffusers.utils import logging as diffusers_logging
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-from toonbooth.core.errors import InputError  # noqa: E402
-from toonbooth.models import convert, tiny  # noqa: E402
+from toonbooth.core.errors import InputError
+from toonbooth.models import convert, tiny
 
 diffusers_logging.set_verbosity_error()
 
@@ -57,7 +57,7 @@ def tiny_set(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def image64() -> "object":
+def image64():
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -104,7 +104,8 @@ def test_tiny_sd15_pipelines(sd15, image64):
 
     mask = Image.new("L", image64.size, 0)
     mask.paste(255, (16, 16, 48, 48))
-    out = _run(diffusers.StableDiffusionInpaintPipeline(**inpaint), image=image64, mask_image=mask)
+    pipe = diffusers.StableDiffusionInpaintPipeline(**inpaint)
+    out = _run(pipe, image=image64, mask_image=mask, height=64, width=96)
     assert out.shape == (1, 64, 96, 3)
 
 
@@ -187,19 +188,23 @@ def test_controlnet_single_files_load_back(sdxl, sd15, tiny_set):
     # both layouts load through diffusers' single-file loader when given the config folder
     for key, ref in (("controlnet-sdxl-canny", cn_sdxl), ("controlnet-sd15-canny", cn_sd15)):
         cfg = tiny_set["config-" + key.removesuffix("-canny")]
-        loaded = diffusers.ControlNetModel.from_single_file(str(tiny_set[key]), config=str(cfg), local_files_only=True)
+        loaded = diffusers.ControlNetModel.from_single_file(
+            str(tiny_set[key]), config=str(cfg), local_files_only=True
+        )
         _assert_same_weights(loaded, ref, key)
 
     # diffusers layout: rebuild the config from the header shapes + the base UNet config
     with safe_open(str(tiny_set["controlnet-sdxl-canny"]), "pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     cfg = convert.controlnet_config_from_state_dict(shapes, dict(sdxl["unet"].config))
     rebuilt = diffusers.ControlNetModel(**cfg)
     rebuilt.load_state_dict(load_file(str(tiny_set["controlnet-sdxl-canny"])), strict=True)
     _assert_same_weights(rebuilt, cn_sdxl, "rebuilt")
 
     with pytest.raises(InputError, match="layout"):
-        convert.write_controlnet_single_file(cn_sd15, tiny_set["sd15"].parent / "x.safetensors", layout="ckpt")
+        convert.write_controlnet_single_file(
+            cn_sd15, tiny_set["sd15"].parent / "x.safetensors", layout="ckpt"
+        )
 
 
 # --- LoRA -----------------------------------------------------------------------------------------------
@@ -233,8 +238,12 @@ def test_sdxl_lora_peft_and_kohya_files(sdxl, tiny_set, tmp_path):
 
 def test_sd15_lora_with_text_encoder(sd15, tmp_path):
     tes = {"text_encoder": sd15["text_encoder"]}
-    peft_path = tiny.write_tiny_lora(sd15["unet"], tmp_path / "p.safetensors", "peft", seed=3, text_encoders=tes)
-    kohya_path = tiny.write_tiny_lora(sd15["unet"], tmp_path / "k.safetensors", "kohya", seed=3, text_encoders=tes)
+    peft_path = tiny.write_tiny_lora(
+        sd15["unet"], tmp_path / "p.safetensors", "peft", seed=3, text_encoders=tes
+    )
+    kohya_path = tiny.write_tiny_lora(
+        sd15["unet"], tmp_path / "k.safetensors", "kohya", seed=3, text_encoders=tes
+    )
     with safe_open(str(kohya_path), "pt") as f:
         keys = set(f.keys())
     assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight" in keys
@@ -274,13 +283,19 @@ def test_textual_inversion_files_load(tiny_set):
     pipe.load_textual_inversion(str(tiny_set["embedding-sd15"]), token="<tiny>")
     ids = pipe.tokenizer.convert_tokens_to_ids(["<tiny>", "<tiny>_1"])
     table = pipe.text_encoder.get_input_embeddings().weight
-    assert torch.equal(table[ids[0]], emb["emb_params"][0]) and torch.equal(table[ids[1]], emb["emb_params"][1])
+    assert torch.equal(table[ids[0]], emb["emb_params"][0]) and torch.equal(
+        table[ids[1]], emb["emb_params"][1]
+    )
 
     xl = load_file(str(tiny_set["embedding-sdxl"]))
     assert xl["clip_l"].shape == (2, 32) and xl["clip_g"].shape == (2, 64)
     px = diffusers.StableDiffusionXLPipeline(**tiny.build_tiny_sdxl(seed=0))
-    px.load_textual_inversion(xl["clip_l"], token="<tx>", text_encoder=px.text_encoder, tokenizer=px.tokenizer)
-    px.load_textual_inversion(xl["clip_g"], token="<tx>", text_encoder=px.text_encoder_2, tokenizer=px.tokenizer_2)
+    px.load_textual_inversion(
+        xl["clip_l"], token="<tx>", text_encoder=px.text_encoder, tokenizer=px.tokenizer
+    )
+    px.load_textual_inversion(
+        xl["clip_g"], token="<tx>", text_encoder=px.text_encoder_2, tokenizer=px.tokenizer_2
+    )
     gid = px.tokenizer_2.convert_tokens_to_ids("<tx>_1")
     assert torch.equal(px.text_encoder_2.get_input_embeddings().weight[gid], xl["clip_g"][1])
 
@@ -312,11 +327,13 @@ def test_make_tiny_set_writes_every_file(tiny_set, sdxl):
         assert (folder / "model_index.json").is_file() and (folder / "unet" / "config.json").is_file()
         assert (folder / "scheduler" / "scheduler_config.json").is_file()
         assert not [p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin")], name
-    assert json.loads((tiny_set["config-sdxl"] / "unet" / "config.json").read_text())["addition_embed_type"] == (
-        "text_time"
-    )
+    assert json.loads((tiny_set["config-sdxl"] / "unet" / "config.json").read_text())[
+        "addition_embed_type"
+    ] == ("text_time")
     for name in ("config-controlnet-sdxl", "config-controlnet-sd15"):
         assert (tiny_set[name] / "config.json").is_file()
 
-    folder = diffusers.StableDiffusionXLPipeline.from_pretrained(str(tiny_set["diffusers-sdxl"]), local_files_only=True)
+    folder = diffusers.StableDiffusionXLPipeline.from_pretrained(
+        str(tiny_set["diffusers-sdxl"]), local_files_only=True
+    )
     _assert_same_weights(folder.unet, sdxl["unet"], "unet")

@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,10 +35,10 @@ STATE = State()
 @app.callback()
 def main(
     models_dir: Annotated[
-        Optional[Path], typer.Option(help="Models folder in AUTOMATIC1111 layout (env TOONBOOTH_MODELS_DIR).")
+        Path | None, typer.Option(help="Models folder in AUTOMATIC1111 layout (env TOONBOOTH_MODELS_DIR).")
     ] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Data folder (env TOONBOOTH_DATA_DIR).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data folder (env TOONBOOTH_DATA_DIR).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = None,
 ) -> None:
     """toonbooth: photos to personal characters (memoji avatar, ...)."""
     overrides = {k: v for k, v in {"models_dir": models_dir, "data_dir": data_dir, "device": device}.items() if v}
@@ -99,20 +99,20 @@ def avatar(
     expression: Annotated[str, typer.Option(help="smiling | crying | neutral | angry | laughing | sad")] = "smiling",
     glasses: Annotated[bool, typer.Option("--glasses/--no-glasses", help="Add glasses to the prompt.")] = False,
     backend: Annotated[str, typer.Option(help="auto | neural | classic (auto: neural when weights exist).")] = "auto",
-    steps: Annotated[Optional[int], typer.Option(help="Sampling steps (recipe: 50).")] = None,
-    strength: Annotated[Optional[float], typer.Option(help="Denoising strength of both passes (recipe: 0.75).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed, -1 = random (recipe: 2968506678).")] = None,
-    sampler: Annotated[Optional[str], typer.Option(help="A1111 sampler name (recipe: DDIM).")] = None,
-    cfg: Annotated[Optional[float], typer.Option(help="CFG scale (recipe: 7).")] = None,
-    checkpoint: Annotated[Optional[str], typer.Option(help="SDXL checkpoint name (recipe: samaritan-3d-cartoon-sdxl).")] = None,
-    second_checkpoint: Annotated[Optional[str], typer.Option(help="Checkpoint of pass 2 (default: same).")] = None,
-    controlnet: Annotated[Optional[str], typer.Option(help="SDXL canny ControlNet (recipe: diffusers_xl_canny_full).")] = None,
-    lora: Annotated[Optional[list[str]], typer.Option(help="NAME[:WEIGHT], repeatable (recipe: memoji:1).")] = None,
-    upscale: Annotated[Optional[float], typer.Option(help="Pass-2 / classic upscale (recipe: 1.5).")] = None,
-    max_side: Annotated[Optional[int], typer.Option(help="Long-side cap of pass 1 (default: settings, 1024).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (recipe: 50).")] = None,
+    strength: Annotated[float | None, typer.Option(help="Denoising strength of both passes (recipe: 0.75).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed, -1 = random (recipe: 2968506678).")] = None,
+    sampler: Annotated[str | None, typer.Option(help="A1111 sampler name (recipe: DDIM).")] = None,
+    cfg: Annotated[float | None, typer.Option(help="CFG scale (recipe: 7).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="SDXL checkpoint name (recipe: samaritan-3d-cartoon-sdxl).")] = None,
+    second_checkpoint: Annotated[str | None, typer.Option(help="Checkpoint of pass 2 (default: same).")] = None,
+    controlnet: Annotated[str | None, typer.Option(help="SDXL canny ControlNet (recipe: diffusers_xl_canny_full).")] = None,
+    lora: Annotated[list[str] | None, typer.Option(help="NAME[:WEIGHT], repeatable (recipe: memoji:1).")] = None,
+    upscale: Annotated[float | None, typer.Option(help="Pass-2 / classic upscale (recipe: 1.5).")] = None,
+    max_side: Annotated[int | None, typer.Option(help="Long-side cap of pass 1 (default: settings, 1024).")] = None,
     second_pass: Annotated[bool, typer.Option("--second-pass/--no-second-pass", help="Run pass 2.")] = True,
-    email: Annotated[Optional[str], typer.Option(help="E-mail the result (needs the service's SMTP settings).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output PNG (default: out/<photo>-avatar.png).")] = None,
+    email: Annotated[str | None, typer.Option(help="E-mail the result (needs the service's SMTP settings).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output PNG (default: out/<photo>-avatar.png).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Turn a photo into a memoji-like 3D cartoon avatar (seed 000 recipe)."""
@@ -197,7 +197,7 @@ def run_job_file(
 
 @models_app.command("list")
 def models_list(
-    kind: Annotated[Optional[str], typer.Option(help="checkpoint | controlnet | lora | embedding")] = None,
+    kind: Annotated[str | None, typer.Option(help="checkpoint | controlnet | lora | embedding")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
     """List the models found in the models folder, and the catalog's recipes."""

@@ -12,7 +12,7 @@ Sources:
   `2b69fca4` is sd-webui-controlnet's model-name hash, i.e. A1111's *legacy* `model_hash` (sha256 of
   64 KiB at offset 1 MiB), not a prefix of the file's sha256 (which is 80664d80…).
 - https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 (CreativeML Open RAIL++-M)
-- https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 (CreativeML OpenRAIL-M)
+- https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 and .../stable-diffusion-inpainting (CreativeML OpenRAIL-M)
 - https://huggingface.co/lllyasviel/control_v11p_sd15_canny (OpenRAIL)
 """
 
@@ -65,15 +65,20 @@ class CatalogEntry(BaseModel):
     name: str
     kind: CatalogKind
     arch: CatalogArch
-    repo_id: str | None = Field(None, description="Hugging Face repo id; None = not on the hub (user adds it).")
+    repo_id: str | None = Field(
+        None, description="Hugging Face repo id; None = not on the hub (user adds it)."
+    )
     revision: str | None = Field(None, description="Pinned revision, if any (else the default branch).")
     files: list[CatalogFile] = Field(default_factory=list)
     allow_patterns: list[str] | None = Field(
         None, description="Download these repo paths (snapshot) instead of the single files in `files`."
     )
-    a1111_folder: A1111Folder = Field(description="Folder under the models folder (configs: the config folder).")
+    a1111_folder: A1111Folder = Field(
+        description="Folder under the models folder (configs: the config folder)."
+    )
     install_subdir: str | None = Field(
-        None, description="Sub-folder under `a1111_folder` for multi-file entries (diffusers folders, configs)."
+        None,
+        description="Sub-folder under `a1111_folder` for multi-file entries (diffusers folders, configs).",
     )
     aliases: list[str] = Field(default_factory=list)
     licence: str
@@ -214,6 +219,21 @@ CATALOG: tuple[CatalogEntry, ...] = (
         homepage="https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
     ),
     CatalogEntry(
+        name="sd15-inpainting-config",
+        kind="config",
+        arch="sd15",
+        repo_id="stable-diffusion-v1-5/stable-diffusion-inpainting",
+        allow_patterns=_SD15_CONFIG_PATTERNS,
+        a1111_folder="configs",
+        install_subdir="sd15-inpainting",
+        licence="CreativeML OpenRAIL-M (stable-diffusion-inpainting model card).",
+        source_note=(
+            "Configs and tokenizer only (no weights) of the SD1.5 inpainting pipeline (9-channel UNet): what "
+            "single-file loading of SD1.5 inpainting checkpoints needs offline."
+        ),
+        homepage="https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-inpainting",
+    ),
+    CatalogEntry(
         name="stable-diffusion-v1-5",
         kind="checkpoint",
         arch="sd15",
@@ -300,7 +320,9 @@ def get_entry(name: str) -> CatalogEntry:
     entry = find_entry(name)
     if entry is None:
         known = ", ".join(e.name for e in CATALOG)
-        raise ModelNotFoundError(f"no catalog model called {name!r}; known: {known}; recipes: {', '.join(RECIPES)}")
+        raise ModelNotFoundError(
+            f"no catalog model called {name!r}; known: {known}; recipes: {', '.join(RECIPES)}"
+        )
     return entry
 
 

@@ -176,7 +176,9 @@ def vae_to_original(state_dict: Mapping[str, Any], config: Any) -> dict[str, Any
         m = re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)$", key)
         if m:
             new = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
-        m = re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(.*)$", key)
+        m = re.match(
+            r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(.*)$", key
+        )
         if m:
             new = f"{m[1]}.mid.attn_1.{_VAE_ATTN_NAMES[m[2]]}.{m[3]}"
             if m[3] == "weight" and m[2] != "group_norm" and value.ndim == 2:
@@ -228,7 +230,9 @@ def open_clip_text_to_original(text_encoder: Any) -> dict[str, Any]:
         out[dst + "attn.in_proj_weight"] = torch.cat(
             [sd[attn + f"{p}_proj.weight"] for p in ("q", "k", "v")], dim=0
         ).contiguous()
-        out[dst + "attn.in_proj_bias"] = torch.cat([sd[attn + f"{p}_proj.bias"] for p in ("q", "k", "v")]).contiguous()
+        out[dst + "attn.in_proj_bias"] = torch.cat(
+            [sd[attn + f"{p}_proj.bias"] for p in ("q", "k", "v")]
+        ).contiguous()
         for p in ("weight", "bias"):
             out[dst + f"attn.out_proj.{p}"] = sd[attn + f"out_proj.{p}"]
             out[dst + f"ln_1.{p}"] = sd[src + f"layer_norm1.{p}"]
@@ -252,7 +256,9 @@ def components_to_original(components: Mapping[str, Any], arch: str) -> dict[str
     _check_arch(arch)
     for name in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if arch == "sdxl" else ()):
         if components.get(name) is None:
-            raise InputError("components", f"missing component {name!r} for arch {arch!r}", sorted(components))
+            raise InputError(
+                "components", f"missing component {name!r} for arch {arch!r}", sorted(components)
+            )
     prefixes = SDXL_PREFIXES if arch == "sdxl" else SD15_PREFIXES
     unet, vae = components["unet"], components["vae"]
     out: dict[str, Any] = {}
@@ -348,7 +354,9 @@ def write_controlnet_single_file(controlnet: Any, path: str | Path, layout: str 
         sd = {CONTROLNET_PREFIX + k: v for k, v in controlnet_to_original(sd, controlnet.config).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous(sd), str(path), metadata={"format": "pt", "toonbooth.layout": f"controlnet-{layout}"})
+    save_file(
+        _contiguous(sd), str(path), metadata={"format": "pt", "toonbooth.layout": f"controlnet-{layout}"}
+    )
     return path
 
 
@@ -383,6 +391,9 @@ _CONTROLNET_FROM_UNET_KEYS = (
 )
 
 
+_CN_TRANSFORMER_KEY = re.compile(r"^down_blocks\.(\d+)\.attentions\.\d+\.transformer_blocks\.(\d+)\.")
+
+
 def controlnet_config_from_state_dict(
     keys_shapes: Mapping[str, Iterable[int]], base_unet_config: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -396,7 +407,9 @@ def controlnet_config_from_state_dict(
     shapes = {k: tuple(int(s) for s in v) for k, v in keys_shapes.items()}
     if "controlnet_cond_embedding.conv_in.weight" not in shapes:
         raise InputError(
-            "keys_shapes", "not a diffusers-layout ControlNet (no controlnet_cond_embedding.conv_in.weight)", None
+            "keys_shapes",
+            "not a diffusers-layout ControlNet (no controlnet_cond_embedding.conv_in.weight)",
+            None,
         )
     cfg = {k: base_unet_config[k] for k in _CONTROLNET_FROM_UNET_KEYS if k in base_unet_config}
     conv_in = shapes["controlnet_cond_embedding.conv_in.weight"]
@@ -405,6 +418,15 @@ def controlnet_config_from_state_dict(
     while f"controlnet_cond_embedding.blocks.{i}.weight" in shapes:
         channels.append(shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0])
         i += 2
+    # transformer depth per down block, as the keys say (the "mid"/"small" SDXL variants are shallower)
+    depth: dict[int, int] = {}
+    for key in shapes:
+        m = _CN_TRANSFORMER_KEY.match(key)
+        if m:
+            block, layer = int(m.group(1)), int(m.group(2))
+            depth[block] = max(depth.get(block, 0), layer + 1)
+    if depth and "down_block_types" in cfg:
+        cfg["transformer_layers_per_block"] = [max(depth.get(i, 1), 1) for i in range(len(cfg["down_block_types"]))]
     cfg["conditioning_channels"] = conv_in[1]
     cfg["conditioning_embedding_out_channels"] = tuple(channels)
     cfg["in_channels"] = shapes["conv_in.weight"][1]

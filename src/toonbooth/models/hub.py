@@ -36,7 +36,9 @@ def verify_sha256(path: str | Path, expected: str, hash_cache: HashCache | None 
         raise ModelError(f"expected hash {expected!r} is not a sha256 or a sha256 prefix of >= 8 hex digits")
     actual = hash_cache.get(path, "sha256") if hash_cache is not None else sha256_file(path)
     if not actual.startswith(want):
-        raise ModelError(f"{Path(path).name}: sha256 is {actual}, expected {want}{'' if len(want) == 64 else '…'}")
+        raise ModelError(
+            f"{Path(path).name}: sha256 is {actual}, expected {want}{'' if len(want) == 64 else '…'}"
+        )
     return actual
 
 
@@ -74,7 +76,9 @@ def manual_instructions(entry: CatalogEntry, dest: Path, endpoint: str = "https:
             f"their sub-folders, into {dest}/"
         )
     urls = " ".join(_file_url(entry, f, endpoint) for f in entry.files)
-    return f"On a connected machine download {urls} and put it in {dest}/ (or run `toonbooth models add PATH`)"
+    return (
+        f"On a connected machine download {urls} and put it in {dest}/ (or run `toonbooth models add PATH`)"
+    )
 
 
 def _expected_paths(entry: CatalogEntry, dest: Path) -> list[Path]:
@@ -107,7 +111,9 @@ def _present(entry: CatalogEntry, dest: Path, hash_cache: HashCache | None) -> l
 
 def _listing(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -207,8 +213,13 @@ def pull(
             paths = [
                 Path(
                     hf_hub_download(
-                        entry.repo_id, f.filename, subfolder=f.subfolder, revision=entry.revision,
-                        local_dir=dest, etag_timeout=timeout, endpoint=endpoint,
+                        entry.repo_id,
+                        f.filename,
+                        subfolder=f.subfolder,
+                        revision=entry.revision,
+                        local_dir=dest,
+                        etag_timeout=timeout,
+                        endpoint=endpoint,
                     )  # fmt: skip
                 )
                 for f in entry.files

@@ -10,7 +10,6 @@ config plus what the keys say, and loaded with `load_state_dict`.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -95,52 +94,6 @@ def _is_sd_pipeline(cls: Any) -> bool:
     return name.startswith("StableDiffusion") and "XL" not in name
 
 
-_CN_BLOCK = re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)\.")
-
-
-def controlnet_config_from_keys(shapes: dict[str, list[int]], unet_config: dict[str, Any]) -> dict[str, Any]:
-    """ControlNetModel config for a diffusers-layout single file: the base UNet's config, with the
-    parts a ControlNet may change (transformer depth per block, conditioning embedding, in_channels)
-    read from the tensor names and shapes."""
-    cfg = {k: v for k, v in unet_config.items() if not k.startswith("_")}
-    n_down = len(cfg.get("down_block_types", []))
-    depth = [0] * n_down
-    for key in shapes:
-        m = _CN_BLOCK.match(key)
-        if m:
-            depth[int(m.group(1))] = max(depth[int(m.group(1))], int(m.group(3)) + 1)
-    # ControlNetConditioningEmbedding: conv_in -> boc[0]; blocks come in pairs per step
-    # (same channels, then strided to the next), so the odd blocks' outputs are boc[1:].
-    emb_out: list[int] = []
-    if "controlnet_cond_embedding.conv_in.weight" in shapes:
-        emb_out.append(shapes["controlnet_cond_embedding.conv_in.weight"][0])
-        j = 1
-        while f"controlnet_cond_embedding.blocks.{j}.weight" in shapes:
-            emb_out.append(shapes[f"controlnet_cond_embedding.blocks.{j}.weight"][0])
-            j += 2
-    allowed = {
-        "in_channels", "flip_sin_to_cos", "freq_shift", "down_block_types", "only_cross_attention",
-        "block_out_channels", "layers_per_block", "downsample_padding", "mid_block_scale_factor", "act_fn",
-        "norm_num_groups", "norm_eps", "cross_attention_dim", "transformer_layers_per_block",
-        "encoder_hid_dim", "encoder_hid_dim_type", "attention_head_dim", "num_attention_heads",
-        "use_linear_projection", "class_embed_type", "addition_embed_type", "addition_time_embed_dim",
-        "num_class_embeds", "upcast_attention", "resnet_time_scale_shift",
-        "projection_class_embeddings_input_dim", "mid_block_type",
-    }
-    out = {k: v for k, v in cfg.items() if k in allowed}
-    if any(depth):
-        out["transformer_layers_per_block"] = [max(d, 1) for d in depth]
-    if "conv_in.weight" in shapes:
-        out["in_channels"] = shapes["conv_in.weight"][1]
-    if emb_out:
-        out["conditioning_embedding_out_channels"] = emb_out
-    if "add_embedding.linear_1.weight" not in shapes:
-        out.pop("addition_embed_type", None)
-        out.pop("addition_time_embed_dim", None)
-        out.pop("projection_class_embeddings_input_dim", None)
-    return out
-
-
 def load_controlnet(*, source: str, path: str, layout: str, unet_config: dict[str, Any] | None,
                     config_folder: Path | None, torch_dtype: Any, offline: bool) -> Any:
     """Load a ControlNetModel from a single file (diffusers or original layout), a folder or a hub id."""
@@ -170,9 +123,11 @@ def _load_diffusers_layout_controlnet(path: Path, unet_config: dict[str, Any] | 
 
     if unet_config is None:
         raise ModelError(f"ControlNet {path.name} is a diffusers-layout single file: a base model config is needed")
+    from .convert import controlnet_config_from_state_dict
+
     with safe_open(str(path), framework="pt") as f:
-        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-    config = controlnet_config_from_keys(shapes, unet_config)
+        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    config = controlnet_config_from_state_dict(shapes, unet_config)
     with init_empty_weights():
         model = ControlNetModel.from_config(config)
     from safetensors.torch import load_file

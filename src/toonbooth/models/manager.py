@@ -4,10 +4,10 @@ from A1111 sampler names. No module-level singletons: one manager per runtime / 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import ModelError, ModelNotFoundError
@@ -24,13 +24,25 @@ class LoadedLora:
     short_hash: str | None
 
 
-def _adapter_name(name: str) -> str:
-    return "tb_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+def _adapter_name(name: str, location: str) -> str:
+    """A stable PEFT adapter name: readable stem + a short digest of where the file lives."""
+    digest = hashlib.sha1(location.encode("utf-8")).hexdigest()[:8]
+    return "tb_" + re.sub(r"[^0-9A-Za-z_]", "_", name)[:40] + "_" + digest
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, registry: Any | None = None, cache: ModelCache | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Any | None = None,
+        cache: ModelCache | None = None,
+        *,
+        allow_paths: bool = True,
+    ):
+        """`allow_paths`: whether model names may be local folder paths (CLI yes; API no, so that a
+        user-typed name can never point at a server folder)."""
         self.settings = settings
+        self.allow_paths = allow_paths
         self._registry = registry
         self.cache = cache or ModelCache(settings.model_cache_items)
         self._lock = threading.RLock()
@@ -65,7 +77,7 @@ class ModelManager:
         return self._dtype
 
     def entry(self, name: str, kind: str, owner: str | None = None):
-        return self.registry.get(name, kind=kind, owner=owner)
+        return self.registry.get(name, kind=kind, owner=owner, allow_paths=self.allow_paths)
 
     def missing(self, wanted: list[tuple[str, str]], arch: str | None = None, owner: str | None = None) -> list[str]:
         """Names (kind, name) that cannot be resolved here, as readable reasons; [] = all present.
@@ -89,11 +101,9 @@ class ModelManager:
 
     def short_hash(self, entry) -> str | None:
         """A1111's model hash (first 10 hex of the file's sha256); None for folders / hub ids."""
-        if entry.source != "folder":
+        if entry.source != "folder" or entry.path is None:
             return None
-        from .probe import sha256_short
-
-        return sha256_short(Path(entry.path), cache_file=self.settings.resolved_data_dir / "cache" / "hashes.json")
+        return self.registry.short_hash(entry)
 
     # --- pipelines ---------------------------------------------------------------------------
     def base_pipeline(self, checkpoint: str, arch: str, owner: str | None = None):
@@ -104,12 +114,40 @@ class ModelManager:
         if entry.arch not in (arch, "unknown"):
             raise ModelError(f"checkpoint {checkpoint!r} is {entry.arch}, this job needs {arch}")
         cls = StableDiffusionXLImg2ImgPipeline if arch == "sdxl" else StableDiffusionImg2ImgPipeline
-        key = ("pipe", cls.__name__, str(entry.path), str(self.dtype), str(self.device))
+        key = ("pipe", cls.__name__, entry.location, str(self.dtype), str(self.device))
 
         def load():
             config = self.registry.config_folder(arch) if entry.source == "folder" else None
             pipe = loader.load_pipeline(
-                cls, source=entry.source, path=str(entry.path), config_folder=config,
+                cls, source=entry.source, path=entry.location, config_folder=config,
+                torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
+            )
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+            pipe._toonbooth_scheduler_config = dict(pipe.scheduler.config)
+            pipe._toonbooth_loras = {}
+            return pipe
+
+        return self.cache.get_or_load(key, load), entry
+
+    def inpaint_base_pipeline(self, checkpoint: str, arch: str, owner: str | None = None):
+        """The inpaint pipeline of an inpainting checkpoint (UNet with 9 input channels: latents + mask +
+        masked-image latents), cached. Single files need the config folder `<config_dir>/<arch>-inpainting`
+        (a diffusers inpainting pipeline's configs). Other pipelines are composed from its parts."""
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+        entry = self.entry(checkpoint, "checkpoint", owner)
+        if entry.arch not in (arch, "unknown"):
+            raise ModelError(f"checkpoint {checkpoint!r} is {entry.arch}, this job needs {arch}")
+        if not entry.inpainting:
+            raise ModelError(f"checkpoint {checkpoint!r} is not an inpainting checkpoint: use base_pipeline")
+        cls = StableDiffusionXLInpaintPipeline if arch == "sdxl" else StableDiffusionInpaintPipeline
+        key = ("pipe", cls.__name__, entry.location, str(self.dtype), str(self.device))
+
+        def load():
+            config = self.registry.config_folder(f"{arch}-inpainting") if entry.source == "folder" else None
+            pipe = loader.load_pipeline(
+                cls, source=entry.source, path=entry.location, config_folder=config,
                 torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
             )
             pipe.to(self.device)
@@ -124,14 +162,14 @@ class ModelManager:
         entry = self.entry(name, "controlnet", owner)
         if entry.arch not in (arch, "unknown"):
             raise ModelError(f"ControlNet {name!r} is {entry.arch}, the checkpoint is {arch}")
-        key = ("controlnet", str(entry.path), str(self.dtype), str(self.device))
+        key = ("controlnet", entry.location, str(self.dtype), str(self.device))
 
         def load():
             config = None
             if entry.source == "folder" and entry.layout != "diffusers":
                 config = self.registry.config_folder(arch)
             model = loader.load_controlnet(
-                source=entry.source, path=str(entry.path), layout=entry.layout,
+                source=entry.source, path=entry.location, layout=entry.layout,
                 unet_config=loader.read_unet_config(None, base_pipe), config_folder=config,
                 torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
             )
@@ -151,10 +189,11 @@ class ModelManager:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def set_sampler(self, pipe: Any, base_pipe: Any, sampler: str) -> None:
+    def set_sampler(self, pipe: Any, base_pipe: Any, sampler: str, schedule_type: str | None = None) -> None:
+        """Give `pipe` the scheduler of A1111 sampler `sampler` (+ A1111 >= 1.9 `schedule_type`)."""
         from .samplers import make_scheduler
 
-        pipe.scheduler = make_scheduler(sampler, base_pipe._toonbooth_scheduler_config)
+        pipe.scheduler = make_scheduler(sampler, base_pipe._toonbooth_scheduler_config, schedule_type)
 
     def apply_loras(self, base_pipe: Any, loras: list[tuple[str, float]], owner: str | None = None) -> list[LoadedLora]:
         """Activate exactly these LoRAs (name, weight) on the pipeline's modules; others are switched off.
@@ -164,13 +203,13 @@ class ModelManager:
         with self._lock:
             for name, weight in loras:
                 entry = self.entry(name, "lora", owner)
-                adapter = _adapter_name(entry.name)
+                adapter = _adapter_name(entry.name, entry.location)
                 if adapter not in loaded:
                     try:
-                        base_pipe.load_lora_weights(str(entry.path), adapter_name=adapter)
+                        base_pipe.load_lora_weights(entry.location, adapter_name=adapter)
                     except Exception as exc:
-                        raise ModelError(f"cannot load LoRA {name!r} ({entry.path}): {exc}") from exc
-                    loaded[adapter] = str(entry.path)
+                        raise ModelError(f"cannot load LoRA {name!r} ({entry.location}): {exc}") from exc
+                    loaded[adapter] = entry.location
                 out.append(LoadedLora(entry.name, adapter, float(weight), self.short_hash(entry)))
             if out:
                 base_pipe.enable_lora()

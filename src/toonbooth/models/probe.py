@@ -75,7 +75,7 @@ _DTYPE_BYTES: dict[str, float] = {
 
 CONVERT_HINT = (
     "convert it to .safetensors once, in a trusted environment, e.g. "
-    "`python -c \"import torch, safetensors.torch as st; "
+    '`python -c "import torch, safetensors.torch as st; '
     "sd = torch.load('x.ckpt', map_location='cpu', weights_only=True); "
     "st.save_file(sd.get('state_dict', sd), 'x.safetensors')\"` "
     "(for a diffusers folder: `pipe.save_pretrained(dir, safe_serialization=True)`), then add the .safetensors file"
@@ -109,12 +109,15 @@ class ProbeResult(BaseModel):
         "diffusers-old; embedding: a1111-sd15 | a1111-sdxl | diffusers; vae: original | diffusers; "
         "unknown when nothing matched"
     )
-    inpainting: bool = Field(False, description="UNet takes 9 input channels (latents + mask + masked image).")
+    inpainting: bool = Field(
+        False, description="UNet takes 9 input channels (latents + mask + masked image)."
+    )
     tensor_count: int = Field(ge=0)
     size: int = Field(ge=0, description="File size in bytes.")
     metadata: dict[str, str] = Field(default_factory=dict, description="The header's __metadata__ strings.")
     details: dict[str, str | int | bool | None] = Field(
-        default_factory=dict, description="Facts found on the way (context width, rank, parts present, notes)."
+        default_factory=dict,
+        description="Facts found on the way (context width, rank, parts present, notes).",
     )
 
 
@@ -202,10 +205,15 @@ def read_header(path: str | Path, max_header_bytes: int = MAX_HEADER_BYTES) -> S
         ):
             raise _corrupt(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
         if offsets[1] > data_size:
-            raise _corrupt(path, f"truncated: tensor {name!r} ends at byte {offsets[1]} of a {data_size}-byte data section")
+            raise _corrupt(
+                path,
+                f"truncated: tensor {name!r} ends at byte {offsets[1]} of a {data_size}-byte data section",
+            )
         width = _DTYPE_BYTES.get(dtype)
         if width is not None and math.ceil(math.prod(shape) * width) != offsets[1] - offsets[0]:
-            raise _corrupt(path, f"tensor {name!r}: {dtype}{shape} does not fit its {offsets[1] - offsets[0]} bytes")
+            raise _corrupt(
+                path, f"tensor {name!r}: {dtype}{shape} does not fit its {offsets[1] - offsets[0]} bytes"
+            )
         shapes[name] = tuple(shape)
         dtypes[name] = dtype
     return SafetensorsHeader(shapes=shapes, dtypes=dtypes, metadata=metadata, header_length=n, file_size=size)
@@ -236,17 +244,58 @@ _CN_ORIG_PREFIX = re.compile(r"^(control_model\.)?")
 
 
 def _arch_from(ctx: int | None, adm: int | None = None) -> ProbeArch:
+    """Family from the real models' widths: cross-attention context and SDXL's ADM (size/crop) input."""
     if adm in _ADM_ARCH and ctx in (None, 2048, 1280):
         return _ADM_ARCH[adm]
     return _CONTEXT_ARCH.get(ctx, "unknown") if ctx is not None else "unknown"
 
 
+# Structure, for UNets whose widths are not the released ones (fine-tuned variants, the tiny test models):
+# SD1/SD2 UNets have cross-attention at the first resolution (diffusers `down_blocks.0.attentions`,
+# SGM `input_blocks.1.1` / `.2.1`); SDXL's first level has none. SD1 projects into its transformers with
+# 1x1 convolutions (`proj_in.weight` 4-D), SD2 and SDXL with linear layers (2-D).
+_ANY_ATTN = re.compile(
+    r"(down_blocks[._]\d+[._]attentions|input_blocks[._]\d+[._]1[._](transformer_blocks|proj_in|norm)"
+    r"|middle_block[._]1[._]|mid_block[._]attentions)"
+)
+_LEVEL0_ATTN = re.compile(r"(down_blocks[._]0[._]attentions|input_blocks[._][12][._]1[._])")
+
+
+def _structure_arch(shapes: dict[str, tuple[int, ...]], sdxl_conditioning: bool) -> ProbeArch:
+    if sdxl_conditioning:
+        return "sdxl"
+    keys = [k for k in shapes if _ANY_ATTN.search(k)]
+    if not keys:
+        return "unknown"
+    if not any(_LEVEL0_ATTN.search(k) for k in keys):
+        return "sdxl"
+    proj = [len(s) for k, s in shapes.items() if k.endswith("proj_in.weight") and _ANY_ATTN.search(k)]
+    return "sd2" if proj and all(n == 2 for n in proj) else "sd15"
+
+
+def _decide(ctx: int | None, adm: int | None, shapes: dict[str, tuple[int, ...]], details: dict) -> ProbeArch:
+    arch = _arch_from(ctx, adm)
+    if arch != "unknown":
+        details["arch_basis"] = "context width"
+        return arch
+    arch = _structure_arch(shapes, sdxl_conditioning=adm is not None)
+    if arch != "unknown":
+        details["arch_basis"] = "block structure (non-standard widths)"
+    return arch
+
+
 def _classify_checkpoint_original(shapes: dict[str, tuple[int, ...]]) -> tuple[ProbeArch, bool, dict]:
     keys = shapes.keys()
-    ctx = _context_dim({k: v for k, v in shapes.items() if k.startswith("model.diffusion_model.")}, _ATTN2_TO_K)
-    label = shapes.get("model.diffusion_model.label_emb.0.0.weight")
+    unet = {
+        k[len("model.diffusion_model.") :]: v
+        for k, v in shapes.items()
+        if k.startswith("model.diffusion_model.")
+    }
+    ctx = _context_dim(unet, _ATTN2_TO_K)
+    label = unet.get("label_emb.0.0.weight")
     adm = label[1] if label and len(label) == 2 else None
     arch = _arch_from(ctx, adm)
+    basis = "context width" if arch != "unknown" else None
     has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
     te = "none"
     if has("conditioner.embedders.1.model.") and has("conditioner.embedders.0.transformer."):
@@ -257,13 +306,21 @@ def _classify_checkpoint_original(shapes: dict[str, tuple[int, ...]]) -> tuple[P
         te = "clip-l"
     elif has("cond_stage_model.model."):
         te = "openclip-h"
-    if arch == "unknown":  # UNet keys missing or unusual: fall back on the text encoders
-        arch = {"clip-l+openclip-bigg": "sdxl", "openclip-bigg": "sdxl-refiner", "clip-l": "sd15", "openclip-h": "sd2"}.get(
-            te, "unknown"
-        )
-    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    if arch == "unknown":  # non-standard widths: the text encoders say which family
+        arch = {
+            "clip-l+openclip-bigg": "sdxl",
+            "openclip-bigg": "sdxl-refiner",
+            "clip-l": "sd15",
+            "openclip-h": "sd2",
+        }.get(te, "unknown")
+        basis = "text encoders" if arch != "unknown" else None
+    if arch == "unknown":
+        arch = _structure_arch(unet, sdxl_conditioning=label is not None)
+        basis = "block structure (non-standard widths)" if arch != "unknown" else None
+    conv_in = unet.get("input_blocks.0.0.weight")
     in_ch = conv_in[1] if conv_in and len(conv_in) == 4 else None
     details = {
+        "arch_basis": basis,
         "context_dim": ctx,
         "adm_in_channels": adm,
         "unet_in_channels": in_ch,
@@ -271,7 +328,9 @@ def _classify_checkpoint_original(shapes: dict[str, tuple[int, ...]]) -> tuple[P
         "has_vae": has("first_stage_model."),
     }
     if arch == "sd2":
-        details["note"] = "SD2 768-v and 512-base checkpoints have the same keys: the prediction type is not in the file"
+        details["note"] = (
+            "SD2 768-v and 512-base checkpoints have the same keys: the prediction type is not in the file"
+        )
     if in_ch == 8:
         details["note"] = "8 input channels: an InstructPix2Pix-style UNet"
     return arch, in_ch == 9, details
@@ -286,7 +345,9 @@ def _classify_lora(shapes: dict[str, tuple[int, ...]]) -> tuple[str, ProbeArch, 
         layout = "kohya"
     elif any(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys):
         layout = "peft"
-    elif any(k.endswith((".lora.down.weight", "_lora.down.weight", ".lora_linear_layer.down.weight")) for k in keys):
+    elif any(
+        k.endswith((".lora.down.weight", "_lora.down.weight", ".lora_linear_layer.down.weight")) for k in keys
+    ):
         layout = "diffusers-old"
     else:
         return None
@@ -298,19 +359,28 @@ def _classify_lora(shapes: dict[str, tuple[int, ...]]) -> tuple[str, ProbeArch, 
     )
     ctx = _context_dim(shapes, down)
     arch = _arch_from(ctx)
+    basis = "context width" if arch != "unknown" else None
     te2 = any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for k in keys)
     te1 = any(k.startswith(("lora_te1_", "lora_te_", "text_encoder.", "te1.")) for k in keys)
+    if arch == "unknown" and te2:
+        arch, basis = "sdxl", "second text encoder"
+    if arch == "unknown" and te1:
+        q = re.compile(
+            r"(self_attn[._]q_proj)[._](lora_down\.weight|lora_A\.weight|lora\.down\.weight|hada_w1_b)$"
+        )
+        arch = _TE_WIDTH_ARCH.get(_context_dim(shapes, q) or 0, "unknown")
+        basis = "text encoder width" if arch != "unknown" else None
     if arch == "unknown":
-        if te2:
-            arch = "sdxl"
-        elif te1:
-            q = re.compile(r"(self_attn[._]q_proj)[._](lora_down\.weight|lora_A\.weight|lora\.down\.weight|hada_w1_b)$")
-            arch = _TE_WIDTH_ARCH.get(_context_dim(shapes, q) or 0, "unknown")
+        arch = _structure_arch(shapes, sdxl_conditioning=False)
+        basis = "block structure (non-standard widths)" if arch != "unknown" else None
     ranks = [s[0] for k, s in shapes.items() if k.endswith((".lora_down.weight", ".lora_A.weight")) and s]
     details = {
+        "arch_basis": basis,
         "context_dim": ctx,
         "rank": max(set(ranks), key=ranks.count) if ranks else None,
-        "unet": any(k.startswith(("lora_unet_", "unet.", "down_blocks.", "mid_block.", "up_blocks.")) for k in keys),
+        "unet": any(
+            k.startswith(("lora_unet_", "unet.", "down_blocks.", "mid_block.", "up_blocks.")) for k in keys
+        ),
         "text_encoder": te1 or te2,
     }
     return layout, arch, details
@@ -331,7 +401,11 @@ def _classify_embedding(shapes: dict[str, tuple[int, ...]]) -> tuple[str, ProbeA
         shape = shapes[key]
         if 1 <= len(shape) <= 2 and shape[-1] in (768, 1024) and (len(shape) == 1 or shape[0] <= 75):
             vectors = shape[0] if len(shape) == 2 else 1
-            return "diffusers", _TE_WIDTH_ARCH[shape[-1]], {"token": key, "vectors": vectors, "width": shape[-1]}
+            return (
+                "diffusers",
+                _TE_WIDTH_ARCH[shape[-1]],
+                {"token": key, "vectors": vectors, "width": shape[-1]},
+            )
     return None
 
 
@@ -347,7 +421,11 @@ def _classify_vae(shapes: dict[str, tuple[int, ...]]) -> tuple[str, dict] | None
         return None
     layout = "diffusers" if any(k.startswith(prefix + "encoder.down_blocks.") for k in shapes) else "original"
     latent = dec[1] if len(dec) == 4 else None
-    note = "SD1, SD2 and SDXL VAEs share this architecture: the family is not in the keys" if latent == 4 else None
+    note = (
+        "SD1, SD2 and SDXL VAEs share this architecture: the family is not in the keys"
+        if latent == 4
+        else None
+    )
     return layout, {"latent_channels": latent, "note": note}
 
 
@@ -356,24 +434,30 @@ def classify(shapes: dict[str, tuple[int, ...]]) -> tuple[ProbeKind, ProbeArch, 
     keys = list(shapes)
     # 1. ControlNet, original layout (with or without the `control_model.` prefix)
     stripped = {_CN_ORIG_PREFIX.sub("", k): v for k, v in shapes.items()}
-    if any(k.startswith("input_hint_block.") for k in stripped) and any(k.startswith("zero_convs.") for k in stripped):
-        ctx = _context_dim(stripped, re.compile(r"^input_blocks\.\d+\.1\.transformer_blocks\.\d+\.attn2\.to_k\.weight$"))
+    if any(k.startswith("input_hint_block.") for k in stripped) and any(
+        k.startswith("zero_convs.") for k in stripped
+    ):
+        ctx = _context_dim(
+            stripped, re.compile(r"^input_blocks\.\d+\.1\.transformer_blocks\.\d+\.attn2\.to_k\.weight$")
+        )
         label = stripped.get("label_emb.0.0.weight")
-        arch = _arch_from(ctx, label[1] if label and len(label) == 2 else None)
         hint = stripped.get("input_hint_block.0.weight")
         details = {"context_dim": ctx, "hint_channels": hint[1] if hint and len(hint) == 4 else None}
+        arch = _decide(ctx, label[1] if label and len(label) == 2 else None, stripped, details)
         return "controlnet", arch, "original", False, details
     # 2. ControlNet, diffusers layout
-    if "controlnet_cond_embedding.conv_in.weight" in shapes or any(k.startswith("controlnet_down_blocks.") for k in keys):
+    if "controlnet_cond_embedding.conv_in.weight" in shapes or any(
+        k.startswith("controlnet_down_blocks.") for k in keys
+    ):
         ctx = _context_dim(shapes, _ATTN2_TO_K)
         add = shapes.get("add_embedding.linear_1.weight")
-        arch = _arch_from(ctx, add[1] if add and len(add) == 2 else None)
         cond = shapes.get("controlnet_cond_embedding.conv_in.weight")
         details = {
             "context_dim": ctx,
             "hint_channels": cond[1] if cond and len(cond) == 4 else None,
             "has_add_embedding": add is not None,
         }
+        arch = _decide(ctx, add[1] if add and len(add) == 2 else None, shapes, details)
         return "controlnet", arch, "diffusers", False, details
     # 3. LoRA family
     lora = _classify_lora(shapes)
@@ -385,14 +469,20 @@ def classify(shapes: dict[str, tuple[int, ...]]) -> tuple[ProbeKind, ProbeArch, 
         arch, inpainting, details = _classify_checkpoint_original(shapes)
         return "checkpoint", arch, "original", inpainting, details
     # 5. A diffusers-layout UNet saved as one file
-    if "conv_in.weight" in shapes and "time_embedding.linear_1.weight" in shapes and any(
-        k.startswith("down_blocks.") for k in keys
+    if (
+        "conv_in.weight" in shapes
+        and "time_embedding.linear_1.weight" in shapes
+        and any(k.startswith("down_blocks.") for k in keys)
     ):
         ctx = _context_dim(shapes, _ATTN2_TO_K)
         add = shapes.get("add_embedding.linear_1.weight")
-        arch = _arch_from(ctx, add[1] if add and len(add) == 2 else None)
         in_ch = shapes["conv_in.weight"][1] if len(shapes["conv_in.weight"]) == 4 else None
-        details = {"context_dim": ctx, "unet_in_channels": in_ch, "note": "UNet weights only (diffusers layout)"}
+        details = {
+            "context_dim": ctx,
+            "unet_in_channels": in_ch,
+            "note": "UNet weights only (diffusers layout)",
+        }
+        arch = _decide(ctx, add[1] if add and len(add) == 2 else None, shapes, details)
         return "checkpoint", arch, "diffusers", in_ch == 9, details
     # 6. Textual-inversion embedding
     emb = _classify_embedding(shapes)

@@ -16,8 +16,9 @@ Follows the behaviour of stable-diffusion-webui (https://github.com/AUTOMATIC111
   within the last `comma_padding_backtrack` = 20 tokens, the text after that comma moves to the next
   chunk), each chunk becomes `[BOS] + 75 tokens (EOS-padded) + [EOS]` (positions after the first EOS get the
   tokenizer's pad token when it differs from EOS, as for SDXL's second encoder), is encoded on its own,
-  multiplied by its per-token weights, rescaled to its original mean, and the chunks are concatenated
-  along the sequence axis.
+  multiplied by its per-token weights, rescaled to its original mean (skipped for a chunk whose mean is
+  ~0 relative to its magnitude, where the ratio is meaningless and would blow up; never the case for the
+  real CLIP encoders), and the chunks are concatenated along the sequence axis.
 * Positive and negative prompts are padded to the same number of chunks with empty chunks (the encoding
   of ""), as A1111 does with its "pad prompt/negative prompt to same length" option: diffusers pipelines
   batch the two, so they must have equal length. (A1111's default instead runs the UNet twice when the
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from toonbooth.core.errors import InputError
+from toonbooth.core.errors import InputError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -356,13 +357,26 @@ def _encode_chunks(
         elif layer == "penultimate":
             z = out.hidden_states[-2]
         else:  # A1111 clip skip n > 1: hidden_states[-n] + final layer norm
-            z = text_encoder.text_model.final_layer_norm(out.hidden_states[-layer])
+            # transformers >= 5 dropped the `text_model` level of CLIPTextModel
+            final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+            z = final_norm(out.hidden_states[-layer])
         mults = torch.tensor([c.multipliers for c in chunks], dtype=z.dtype, device=z.device).unsqueeze(-1)
         original_mean = z.mean(dim=(1, 2), keepdim=True)
         z = z * mults
         new_mean = z.mean(dim=(1, 2), keepdim=True)
-        z = z * (original_mean / new_mean)
-        pooled = out.text_embeds[:1] if want_pooled else None
+        # A1111 rescales to the original mean. For an encoder whose output mean is ~0 (e.g. a random final
+        # layer norm with zero bias) that ratio is noise over noise and blows up, so it is skipped there.
+        scale_ref = z.abs().mean(dim=(1, 2), keepdim=True) * 1e-4
+        usable = (new_mean.abs() > scale_ref) & (original_mean.abs() > scale_ref)
+        z = z * torch.where(usable, original_mean / new_mean, torch.ones_like(new_mean))
+        pooled = None
+        if want_pooled:
+            if getattr(out, "text_embeds", None) is None:
+                raise ModelError(
+                    f"SDXL text encoder 2 must return `text_embeds` (CLIPTextModelWithProjection), "
+                    f"got {type(text_encoder).__name__}"
+                )
+            pooled = out.text_embeds[:1]
     return z.reshape(1, -1, z.shape[-1]), pooled
 
 
@@ -425,7 +439,8 @@ def encode_prompt_sdxl(
     n1, _ = _encode_chunks(enc1, _pad_chunks(lists[2], count, tok1), "penultimate")
     n2, npooled = _encode_chunks(enc2, _pad_chunks(lists[3], count, tok2), "penultimate", want_pooled=True)
     target = device if device is not None else p1.device
-    assert pooled is not None and npooled is not None
+    if pooled is None or npooled is None:  # _encode_chunks raises before this; keeps the types exact
+        raise ModelError("SDXL text encoder 2 returned no pooled embedding")
     return PromptEmbeds(
         prompt_embeds=torch.cat([p1, p2.to(p1.device)], dim=-1).to(target),
         negative_prompt_embeds=torch.cat([n1, n2.to(n1.device)], dim=-1).to(target),

@@ -58,7 +58,11 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
 ADD_FOLDER: dict[str, str] = {k: v[0] for k, v in KIND_FOLDERS.items()}
 DIFFUSERS_FOLDER = "diffusers"
 USERS_FOLDER = "users"
-CONFIG_CATALOG = {"sdxl": "sdxl-base-config", "sd15": "sd15-config"}
+CONFIG_CATALOG = {
+    "sdxl": "sdxl-base-config",
+    "sd15": "sd15-config",
+    "sd15-inpainting": "sd15-inpainting-config",
+}
 
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
@@ -75,16 +79,24 @@ class ModelEntry(BaseModel):
     layout: str = "unknown"
     source: EntrySource
     owner: str | None = Field(None, description="None = shared; else only this user sees it.")
-    folder: str | None = Field(None, description="A1111 folder it was found in ('' = loose in the models folder).")
-    relpath: str | None = Field(None, description="Path relative to its kind folder (posix), as A1111 names it.")
+    folder: str | None = Field(
+        None, description="A1111 folder it was found in ('' = loose in the models folder)."
+    )
+    relpath: str | None = Field(
+        None, description="Path relative to its kind folder (posix), as A1111 names it."
+    )
     inpainting: bool = False
     size: int | None = None
     legacy_hash: str | None = Field(None, description="A1111 legacy model_hash (8 hex).")
-    sha256: str | None = Field(None, description="Full sha256 once computed (lazy; see ModelRegistry.sha256).")
+    sha256: str | None = Field(
+        None, description="Full sha256 once computed (lazy; see ModelRegistry.sha256)."
+    )
     aliases: list[str] = Field(default_factory=list)
     repo_id: str | None = None
     catalog_name: str | None = None
-    refused: str | None = Field(None, description="Why this entry cannot be used (pickle, corrupt, unknown keys).")
+    refused: str | None = Field(
+        None, description="Why this entry cannot be used (pickle, corrupt, unknown keys)."
+    )
     details: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -158,7 +170,9 @@ def _weights_state(folder: Path) -> str:
     return "none"
 
 
-def diffusers_folder_entry(folder: Path, name: str | None = None, owner: str | None = None) -> ModelEntry | None:
+def diffusers_folder_entry(
+    folder: Path, name: str | None = None, owner: str | None = None
+) -> ModelEntry | None:
     """An entry for a local diffusers folder (pipeline with model_index.json, or one model's config.json);
     None if `folder` is neither. Only JSON configs are read."""
     folder = Path(folder)
@@ -175,7 +189,9 @@ def diffusers_folder_entry(folder: Path, name: str | None = None, owner: str | N
         weights = _weights_state(folder / "unet")
         refused = None
         if weights == "pickle":
-            refused = str(unsafe_format_error(folder / "unet", "a diffusers UNet saved only as pickle (.bin)"))
+            refused = str(
+                unsafe_format_error(folder / "unet", "a diffusers UNet saved only as pickle (.bin)")
+            )
         elif weights == "none":
             refused = f"{folder} has no UNet weights (unet/*.safetensors): a config-only folder"
         return ModelEntry(
@@ -258,7 +274,9 @@ class ModelRegistry:
             self._scanned = True
         return list(found)
 
-    def _scan_base(self, base: Path, owner: str | None, seen: set[tuple[str, str | None]]) -> list[ModelEntry]:
+    def _scan_base(
+        self, base: Path, owner: str | None, seen: set[tuple[str, str | None]]
+    ) -> list[ModelEntry]:
         out: list[ModelEntry] = []
         for kind, folders in KIND_FOLDERS.items():
             for folder in folders:
@@ -349,7 +367,9 @@ class ModelRegistry:
         cat = catalog.find_entry(file.name)
         refused = None
         if result.kind == "unknown":
-            refused = f"{file.name}: its tensor names match no known model family ({result.tensor_count} tensors)"
+            refused = (
+                f"{file.name}: its tensor names match no known model family ({result.tensor_count} tensors)"
+            )
         try:
             legacy = self.hashes.get(file, "legacy", save=False)
         except ModelError:
@@ -361,7 +381,9 @@ class ModelRegistry:
             refused=refused, details=details, **common,
         )  # fmt: skip
 
-    def _scan_diffusers(self, top: Path, owner: str | None, seen: set[tuple[str, str | None]]) -> list[ModelEntry]:
+    def _scan_diffusers(
+        self, top: Path, owner: str | None, seen: set[tuple[str, str | None]]
+    ) -> list[ModelEntry]:
         out: list[ModelEntry] = []
         if not top.is_dir():
             return out
@@ -426,9 +448,16 @@ class ModelRegistry:
                     continue
                 out.append(
                     ModelEntry(
-                        name=ce.name, kind=ce.kind, arch=ce.arch, source="catalog", repo_id=ce.repo_id,
-                        catalog_name=ce.name, aliases=list(ce.aliases),
-                        details={"install": f"toonbooth models pull {ce.name}" if ce.repo_id else ce.source_note},
+                        name=ce.name,
+                        kind=ce.kind,
+                        arch=ce.arch,
+                        source="catalog",
+                        repo_id=ce.repo_id,
+                        catalog_name=ce.name,
+                        aliases=list(ce.aliases),
+                        details={
+                            "install": f"toonbooth models pull {ce.name}" if ce.repo_id else ce.source_note
+                        },
                     )  # fmt: skip
                 )
         return sorted(out, key=lambda e: (e.kind, e.owner is not None, e.name.lower(), e.relpath or ""))
@@ -462,7 +491,16 @@ class ModelRegistry:
         if len(kinds) > 1:
             listing = "; ".join(f"{e.kind} {e.path}" for e in hits)
             raise ModelError(f"{query!r} names models of several kinds ({listing}): say which kind you mean")
-        hits = sorted(hits, key=lambda e: (e.owner != owner or owner is None, len(e.relpath or ""), str(e.path)))
+        # the owner's own first, then single files (A1111 semantics) before diffusers folders, then shortest path
+        hits = sorted(
+            hits,
+            key=lambda e: (
+                e.owner != owner or owner is None,
+                e.source != "folder",
+                len(e.relpath or ""),
+                str(e.path),
+            ),
+        )
         chosen = hits[0]
         if chosen.refused:
             if chosen.layout == "pickle" or "never unpickles" in chosen.refused:
@@ -470,7 +508,9 @@ class ModelRegistry:
             raise ModelError(chosen.refused)
         return chosen
 
-    def get(self, name: str, kind: str | None = None, owner: str | None = None, allow_paths: bool = True) -> ModelEntry:
+    def get(
+        self, name: str, kind: str | None = None, owner: str | None = None, allow_paths: bool = True
+    ) -> ModelEntry:
         """Resolve `name` to one model visible to `owner`.
 
         Accepted, in this order: a file stem / file name / relative path / LoRA alias; an A1111
@@ -482,7 +522,9 @@ class ModelRegistry:
         _check_owner(owner)
         query = name.strip()
         visible = [
-            e for e in self._all() if (e.owner is None or e.owner == owner) and (kind is None or e.kind == kind)
+            e
+            for e in self._all()
+            if (e.owner is None or e.owner == owner) and (kind is None or e.kind == kind)
         ]
         # 1. stem / file name / relpath / alias, as given
         hits = self._match(query, visible)
@@ -517,7 +559,10 @@ class ModelRegistry:
                 e
                 for e in visible
                 if e.refused is None
-                and ((e.legacy_hash and e.legacy_hash == want_hash) or (e.sha256 and e.sha256.startswith(want_hash)))
+                and (
+                    (e.legacy_hash and e.legacy_hash == want_hash)
+                    or (e.sha256 and e.sha256.startswith(want_hash))
+                )
             ]
             if len({e.path for e in by_hash}) > 1:
                 listing = ", ".join(str(e.path) for e in by_hash[:5])
@@ -535,14 +580,20 @@ class ModelRegistry:
             if p.is_dir():
                 entry = diffusers_folder_entry(p)
                 if entry is None:
-                    raise ModelError(f"{p} is a folder but not a diffusers model (no model_index.json or config.json)")
+                    raise ModelError(
+                        f"{p} is a folder but not a diffusers model (no model_index.json or config.json)"
+                    )
                 if kind is not None and entry.kind != kind:
                     raise ModelError(f"{p} is a diffusers {entry.kind}, not a {kind}")
                 if entry.refused:
-                    raise (UnsafeModelFormatError if "never unpickles" in entry.refused else ModelError)(entry.refused)
+                    raise (UnsafeModelFormatError if "never unpickles" in entry.refused else ModelError)(
+                        entry.refused
+                    )
                 return entry
         # 6. a hub repo id (resolved later by the loader; no network access here)
-        if _REPO_RE.match(query) and not query.lower().endswith(tuple(SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES)):
+        if _REPO_RE.match(query) and not query.lower().endswith(
+            tuple(SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES)
+        ):
             by_repo = next((c for c in catalog.entries() if c.repo_id == query and c.kind != "config"), None)
             hub_kind: EntryKind = kind or (by_repo.kind if by_repo else "checkpoint")  # type: ignore[assignment]
             return ModelEntry(
@@ -561,13 +612,20 @@ class ModelRegistry:
         """The scanned entry holding catalog entry `ce`, if installed."""
         if ce.a1111_folder == DIFFUSERS_FOLDER and ce.install_subdir:
             wanted = ce.install_subdir
-            hits = [e for e in visible if e.source == "diffusers-folder" and e.name == wanted and e.refused is None]
+            hits = [
+                e
+                for e in visible
+                if e.source == "diffusers-folder" and e.name == wanted and e.refused is None
+            ]
         elif ce.primary_file is not None:
             fname = ce.primary_file.filename.lower()
             hits = [
                 e
                 for e in visible
-                if e.source == "folder" and e.path is not None and e.path.name.lower() == fname and e.kind == ce.kind
+                if e.source == "folder"
+                and e.path is not None
+                and e.path.name.lower() == fname
+                and e.kind == ce.kind
             ]
         else:
             hits = []
@@ -624,7 +682,9 @@ class ModelRegistry:
         filename = src.name
         if name is not None:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _.+-]{0,127}", name) or ".." in name:
-                raise InputError("name", f"must be a plain file name (letters, digits, ' _.+-'), got {name!r}", name)
+                raise InputError(
+                    "name", f"must be a plain file name (letters, digits, ' _.+-'), got {name!r}", name
+                )
             filename = name if name.lower().endswith(".safetensors") else name + ".safetensors"
         base = self.models_dirs[0] / USERS_FOLDER / owner if owner else self.models_dirs[0]
         folder = ADD_FOLDER[result.kind]
@@ -673,7 +733,9 @@ class ModelRegistry:
         if (folder / "model_index.json").is_file():
             return folder
         if arch in CONFIG_CATALOG:
-            hint = f"run `toonbooth models pull {CONFIG_CATALOG[arch]}` (configs and tokenizers only, a few MB)"
+            hint = (
+                f"run `toonbooth models pull {CONFIG_CATALOG[arch]}` (configs and tokenizers only, a few MB)"
+            )
         else:
             hint = (
                 f"no catalog entry provides {arch!r} configs; copy a diffusers pipeline folder of that family "

@@ -126,7 +126,12 @@ _SAMPLERS: tuple[_Sampler, ...] = (
         "DPM++ 2S a",
         ("k_dpmpp_2s_a", "dpmpp_2s_ancestral", "DPMSolverSinglestepScheduler"),
         "DPMSolverSinglestepScheduler",
-        {"solver_order": 2, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True},
+        {
+            "solver_order": 2,
+            "algorithm_type": "dpmsolver++",
+            "solver_type": "midpoint",
+            "lower_order_final": True,
+        },
         "karras",
         options={"scheduler": "karras", "uses_ensd": "True", "second_order": "True"},
         exact=False,
@@ -149,9 +154,7 @@ _SAMPLERS: tuple[_Sampler, ...] = (
         options={"uses_ensd": "True"},
     ),
     _Sampler("Euler", ("k_euler", "EulerDiscreteScheduler"), "EulerDiscreteScheduler"),
-    _Sampler(
-        "LMS", ("k_lms", "LMSDiscreteScheduler"), "LMSDiscreteScheduler", requires=("scipy",)
-    ),
+    _Sampler("LMS", ("k_lms", "LMSDiscreteScheduler"), "LMSDiscreteScheduler", requires=("scipy",)),
     _Sampler(
         "Heun",
         ("k_heun", "HeunDiscreteScheduler"),
@@ -380,7 +383,9 @@ def _require(packages: tuple[str, ...], what: str) -> None:
             )
 
 
-def make_scheduler(name: str, base_config: dict[str, Any], schedule_type: str | None = None) -> SchedulerMixin:
+def make_scheduler(
+    name: str, base_config: dict[str, Any], schedule_type: str | None = None
+) -> SchedulerMixin:
     """Build the diffusers scheduler that runs A1111 sampler `name` (with A1111 ≥ 1.9 `schedule_type`,
     default Automatic) for the model whose scheduler config is `base_config` (e.g. `pipe.scheduler.config`).
 
@@ -404,7 +409,9 @@ def make_scheduler(name: str, base_config: dict[str, Any], schedule_type: str | 
         raise InputError("sampler", f"sampler '{sampler.name}' is not supported: {sampler.note}", name)
     if schedule.kwargs is None:
         raise InputError(
-            "schedule_type", f"schedule type '{schedule.label}' is not supported: {schedule.note}", schedule_type
+            "schedule_type",
+            f"schedule type '{schedule.label}' is not supported: {schedule.note}",
+            schedule_type,
         )
     _require(sampler.requires, f"sampler '{sampler.name}'")
     _require(schedule.requires, f"schedule type '{schedule.label}'")

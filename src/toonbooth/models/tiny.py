@@ -3,11 +3,16 @@
 
 These builders are part of the package (not only the tests): `toonbooth models make-tiny DIR` writes
 a complete tiny model set in AUTOMATIC1111 folder layout.
+
+The tiny models keep the structural rules of the real ones (SD 1.5 model card / `v1-inference.yaml`;
+SDXL base, Podell et al. 2023, arXiv:2307.01952): x8 VAE with 4 latent channels, SDXL's `text_time`
+size/crop conditioning, two text encoders of different widths whose hidden states are concatenated,
+ControlNet (Zhang et al. 2023, arXiv:2302.05543) built from the UNet's encoder half. LoRA files follow
+PEFT / diffusers and kohya-ss naming; embeddings follow AUTOMATIC1111's textual-inversion safetensors.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 TINY_VOCAB_SIZE = 1000  # >= 256*2 byte tokens + specials; extra ids are unused
@@ -92,7 +97,9 @@ def make_tiny_text_encoder(
 
 SDXL_TE1_HIDDEN = 32  # CLIP ViT-L stand-in
 SDXL_TE2_HIDDEN = 64  # OpenCLIP bigG stand-in; must differ from encoder 1 (see convert.py / report)
-SDXL_TE2_LAYERS = 10  # >= 10 so `conditioner.embedders.1.model.transformer.resblocks.9` exists (SDXL probe key)
+SDXL_TE2_LAYERS = (
+    10  # >= 10 so `conditioner.embedders.1.model.transformer.resblocks.9` exists (SDXL probe key)
+)
 SDXL_TIME_EMBED_DIM = 8
 SD15_TE_HIDDEN = 32
 CONTROLNET_EMBED_CHANNELS = (8, 16, 32, 32)  # 4 entries: x8 hint encoder, like the real ones
@@ -325,9 +332,7 @@ def write_tiny_lora(
 
     def lora_state(model, targets) -> tuple[dict, dict]:
         model = copy.deepcopy(model)
-        cfg = LoraConfig(
-            r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets)
-        )
+        cfg = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets))
         # peft's own injection: transformers' `add_adapter` refuses peft < its MIN_PEFT_VERSION
         inject_adapter_in_model(cfg, model)
         with torch.no_grad():
@@ -366,7 +371,11 @@ def write_tiny_lora(
 
         flat = {f"{comp}.{k}": v for comp, sd in layers.items() for k, v in sd.items()}
         kohya = peft_lora_to_kohya(flat, unet.config, arch, alphas=alpha)
-        meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha)}
+        meta = {
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": str(rank),
+            "ss_network_alpha": str(alpha),
+        }
         save_file(kohya, str(path), metadata=meta)
     return path
 
@@ -430,7 +439,9 @@ def make_tiny_set(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     sd_dir = root / "Stable-diffusion"
     out["sdxl"] = write_single_file(sdxl, sd_dir / "tiny-sdxl.safetensors", "sdxl")
     out["sd15"] = write_single_file(sd15, sd_dir / "tiny-sd15.safetensors", "sd15")
-    out["sd15-inpainting"] = write_single_file(sd15_inpaint, sd_dir / "tiny-sd15-inpainting.safetensors", "sd15")
+    out["sd15-inpainting"] = write_single_file(
+        sd15_inpaint, sd_dir / "tiny-sd15-inpainting.safetensors", "sd15"
+    )
     out["controlnet-sdxl-canny"] = write_controlnet_single_file(
         cn_sdxl, root / "ControlNet" / "tiny-sdxl-canny.safetensors", layout="diffusers"
     )
@@ -446,12 +457,22 @@ def make_tiny_set(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     out["lora-sd15-style"] = write_tiny_lora(
         sd15["unet"], root / "Lora" / "tiny-sd15-style.safetensors", layout="kohya", seed=seed + 22
     )
-    out["embedding-sd15"] = write_tiny_embedding(root / "embeddings" / "tiny-sd15-emb.safetensors", "sd15", seed=seed)
-    out["embedding-sdxl"] = write_tiny_embedding(root / "embeddings" / "tiny-sdxl-emb.safetensors", "sdxl", seed=seed)
+    out["embedding-sd15"] = write_tiny_embedding(
+        root / "embeddings" / "tiny-sd15-emb.safetensors", "sd15", seed=seed
+    )
+    out["embedding-sdxl"] = write_tiny_embedding(
+        root / "embeddings" / "tiny-sdxl-emb.safetensors", "sdxl", seed=seed
+    )
     out["config-sdxl"] = save_config_folder(sdxl, root / "configs" / "sdxl", "sdxl")
     out["config-sd15"] = save_config_folder(sd15, root / "configs" / "sd15", "sd15")
-    out["config-sd15-inpainting"] = save_config_folder(sd15_inpaint, root / "configs" / "sd15-inpainting", "sd15")
-    out["config-controlnet-sdxl"] = save_controlnet_config_folder(cn_sdxl, root / "configs" / "controlnet-sdxl")
-    out["config-controlnet-sd15"] = save_controlnet_config_folder(cn_sd15, root / "configs" / "controlnet-sd15")
+    out["config-sd15-inpainting"] = save_config_folder(
+        sd15_inpaint, root / "configs" / "sd15-inpainting", "sd15"
+    )
+    out["config-controlnet-sdxl"] = save_controlnet_config_folder(
+        cn_sdxl, root / "configs" / "controlnet-sdxl"
+    )
+    out["config-controlnet-sd15"] = save_controlnet_config_folder(
+        cn_sd15, root / "configs" / "controlnet-sd15"
+    )
     out["diffusers-sdxl"] = save_diffusers_folder(sdxl, root / "diffusers" / "tiny-sdxl", "sdxl")
     return out

@@ -99,7 +99,7 @@ class LamaConfig:
             ngf=ngf,
             n_downsampling=n_down,
             n_blocks=n_blocks,
-            max_features=max(bottleneck, ngf),
+            max_features=1024 if bottleneck == ngf * 2**n_down else bottleneck,
             ratio_g=global_c / bottleneck,
         )
         if cfg.channels(n_down) != bottleneck:

@@ -14,6 +14,7 @@ from .context import JobContext
 # kind -> engine module (each exposes `run(spec, ctx) -> EngineResult`)
 ENGINES: dict[str, str] = {
     "avatar": "toonbooth.engines.avatar",
+    "generate": "toonbooth.engines.generate",
 }
 
 

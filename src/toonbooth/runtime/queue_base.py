@@ -41,7 +41,9 @@ class JobRecord(BaseModel):
     error_type: str | None = None
     output: JobOutput | None = None
     attempts: int = Field(0, description="How many times a runner started this job.")
-    delivery: dict[str, Any] | None = Field(None, description="E-mail delivery: status sent|failed, to, error.")
+    delivery: dict[str, Any] | None = Field(
+        None, description="E-mail delivery: status sent|failed, to, error."
+    )
     cancel_requested: bool = False
     worker: str | None = Field(None, description="Runner that holds (or last held) the job.")
 
@@ -141,6 +143,10 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def owns_blob(self, ref: str, owner: str) -> bool: ...
+
+    @abc.abstractmethod
+    def drop_blob(self, ref: str, owner: str) -> bool:
+        """Forget that `owner` owns `ref`; True when nobody owns it and no job names it any more."""
 
     @abc.abstractmethod
     def purge(self, before: float, owner: str | None = None) -> list[str]:

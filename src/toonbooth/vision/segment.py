@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_SAM_ID = "facebook/sam-vit-base"
 """Hub id used when no SAM model is named (larger: facebook/sam-vit-large, facebook/sam-vit-huge)."""
 
+MAX_CLICK_REGION = 0.5
+"""GrabCut from clicks only: the probable-foreground region covers at most this share of the photo."""
+
 EMBED_CACHE_ITEMS = 4
 """Image embeddings kept per `SamSegmenter` (one per distinct photo)."""
 
@@ -174,13 +177,6 @@ def prompt_from_face(img: Image.Image | np.ndarray) -> ClickPrompt:
     cx = min(w - 1, max(0, int(round((face.x0 + face.x1) / 2.0))))
     cy = min(h - 1, max(0, int(round((face.y0 + face.y1) / 2.0))))
     return ClickPrompt(points=[Point(x=cx, y=cy, positive=True)], box=person_box_from_face(face, w, h))
-
-
-def _disk_mask(h: int, w: int, points: Sequence[Point], radius: int) -> np.ndarray:
-    m = np.zeros((h, w), np.uint8)
-    for p in points:
-        cv2.circle(m, (int(p.x), int(p.y)), int(radius), 1, thickness=-1)
-    return m.astype(bool)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,20 +364,27 @@ def _face_box_under_click(arr: np.ndarray, positive: Sequence[Point]) -> tuple[i
 def grabcut_segment(
     img: Image.Image | np.ndarray,
     prompt: ClickPrompt | None = None,
-    iterations: int = 5,
+    iterations: int = 4,
     click_radius: int | None = None,
-    click_expand: float = 0.45,
+    click_expand: float = 0.4,
     work_side: int = 320,
     use_face: bool = True,
+    roi_margin: float = 0.15,
 ) -> MaskResult:
     """GrabCut seeded by the prompt; without a prompt, by the person box grown from the largest face.
 
     Seeds: a user box is a hard limit (outside = sure background). Without a box, when `use_face` and a
     positive click lies on the largest detected face, the person box grown from that face is probable
-    foreground; otherwise the region around the clicks (their bounding box grown by `click_expand` x
-    the image's long side). The rest is probable background. Positive clicks become sure-foreground disks and negative clicks
-    sure-background disks of `click_radius` px (default 1.5 % of the long side, at least 3 px). Large
-    photos are cut on a copy whose long side is `work_side` and the mask is scaled back.
+    foreground; otherwise the region around the clicks: their bounding box grown by `click_expand` x
+    the photo's long side, shrunk until it covers at most half of the photo. The rest is probable
+    background. Positive clicks become sure-foreground disks and negative clicks sure-background disks
+    of `click_radius` px (default 1.5 % of the long side, at least 3 px).
+
+    With a box (the user's or the face's), GrabCut runs on a crop: the box plus a context ring of
+    `roi_margin` x its long side (nothing outside the crop can be foreground). The working image is
+    reduced so that its long side is at most `work_side`; the mask is scaled back to the photo's size.
+    GrabCut separates colour distributions: a part of the person whose colours differ from the clicked
+    part and lies outside the probable region needs its own click.
     """
     # 1. Check inputs
     arr = _to_rgb_array(img)
@@ -392,6 +395,8 @@ def grabcut_segment(
         raise InputError("click_expand", f"must be in [0, 2], got {click_expand!r}", click_expand)
     if work_side < 64:
         raise InputError("work_side", f"must be >= 64, got {work_side!r}", work_side)
+    if not (0.0 <= roi_margin <= 2.0):
+        raise InputError("roi_margin", f"must be in [0, 2], got {roi_margin!r}", roi_margin)
     soft_box = prompt is None
     if prompt is None:
         prompt = prompt_from_face(arr)
@@ -402,39 +407,49 @@ def grabcut_segment(
             prompt = ClickPrompt(points=prompt.points, box=face_box)
             soft_box = True
 
-    # 2. Working copy
-    scale = min(1.0, work_side / max(h, w))
-    if scale < 1.0:
-        sw, sh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-        work = cv2.resize(arr, (sw, sh), interpolation=cv2.INTER_AREA)
+    # 2. Probable-foreground region (full-image pixels) and the crop GrabCut works on
+    if prompt.box is not None:
+        rx0, ry0, rx1, ry1 = prompt.box
     else:
-        sw, sh, work = w, h, arr
-    long_side = max(sw, sh)
+        xs, ys = [p.x for p in prompt.positive_points], [p.y for p in prompt.positive_points]
+        grow = int(round(click_expand * max(h, w)))
+        while True:  # leave at least half of the photo outside, to learn the background's colours
+            rx0, ry0 = max(0, min(xs) - grow), max(0, min(ys) - grow)
+            rx1, ry1 = min(w, max(xs) + grow + 1), min(h, max(ys) + grow + 1)
+            if (rx1 - rx0) * (ry1 - ry0) <= MAX_CLICK_REGION * w * h or grow <= 2:
+                break
+            grow = int(grow * 0.9)
+    if prompt.box is not None:  # crop: the box and a context ring for the background model
+        ring = max(8, int(round(roi_margin * max(rx1 - rx0, ry1 - ry0))))
+        cx0, cy0 = max(0, rx0 - ring), max(0, ry0 - ring)
+        cx1, cy1 = min(w, rx1 + ring), min(h, ry1 + ring)
+    else:  # clicks only: the whole photo models the background
+        cx0, cy0, cx1, cy1 = 0, 0, w, h
+    crop = arr[cy0:cy1, cx0:cx1]
+    ch, cw = crop.shape[:2]
+    scale = min(1.0, work_side / max(ch, cw))
+    if scale < 1.0:
+        sw, sh = max(1, int(round(cw * scale))), max(1, int(round(ch * scale)))
+        work = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_AREA)
+    else:
+        sw, sh, work = cw, ch, crop
+    long_side = max(w, h) * scale
     radius = int(click_radius * scale) if click_radius is not None else max(3, int(round(0.015 * long_side)))
 
-    def sc(p: Point) -> Point:
-        return Point(x=min(sw - 1, int(p.x * scale)), y=min(sh - 1, int(p.y * scale)), positive=p.positive)
+    def to_work(x: float, y: float) -> tuple[int, int]:
+        return int((x - cx0) * scale), int((y - cy0) * scale)
 
-    pos = [sc(p) for p in prompt.positive_points]
-    neg = [sc(p) for p in prompt.negative_points]
-
-    # 3. Seed mask
-    gc = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
-    if prompt.box is not None:
-        x0, y0, x1, y1 = (int(round(v * scale)) for v in prompt.box)
-        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-        if not soft_box:
-            gc[:] = cv2.GC_BGD  # a user box is a hard limit
-        gc[y0:y1, x0:x1] = cv2.GC_PR_FGD
-    else:
-        grow = int(round(click_expand * long_side))
-        xs, ys = [p.x for p in pos], [p.y for p in pos]
-        gc[
-            max(0, min(ys) - grow) : min(sh, max(ys) + grow + 1),
-            max(0, min(xs) - grow) : min(sw, max(xs) + grow + 1),
-        ] = cv2.GC_PR_FGD
-    gc[_disk_mask(sh, sw, pos, radius)] = cv2.GC_FGD
-    gc[_disk_mask(sh, sw, neg, radius)] = cv2.GC_BGD
+    # 3. Seed mask: region probable foreground, clicks sure, outside probable (soft) or sure (user box) bg
+    hard_box = prompt.box is not None and not soft_box
+    gc = np.full((sh, sw), cv2.GC_BGD if hard_box else cv2.GC_PR_BGD, np.uint8)
+    wx0, wy0 = to_work(rx0, ry0)
+    wx1, wy1 = to_work(rx1, ry1)
+    gc[wy0 : max(wy1, wy0 + 1), wx0 : max(wx1, wx0 + 1)] = cv2.GC_PR_FGD
+    for pts, label in ((prompt.positive_points, cv2.GC_FGD), (prompt.negative_points, cv2.GC_BGD)):
+        for p in pts:
+            x, y = to_work(p.x, p.y)
+            if 0 <= x < sw and 0 <= y < sh:
+                cv2.circle(gc, (x, y), radius, int(label), thickness=-1)
     if not np.isin(gc, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
         # GrabCut needs background samples: a one-pixel frame of probable background
         frame = np.ones((sh, sw), bool)
@@ -448,9 +463,12 @@ def grabcut_segment(
     cv2.grabCut(np.ascontiguousarray(work[:, :, ::-1]), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     fg = np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD))
 
-    # 5. Back to the original size (smooth edge: bilinear then threshold)
+    # 5. Back to the original size (smooth edge: bilinear then threshold), pasted into the crop
     if scale < 1.0:
-        fg = cv2.resize(fg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        fg = cv2.resize(fg.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR) >= 0.5
+    full = np.zeros((h, w), bool)
+    full[cy0:cy1, cx0:cx1] = fg
+    fg = full
     return MaskResult(mask=fg, score=None, all_scores=[], backend="grabcut")
 
 

@@ -1,0 +1,567 @@
+"""The service facade: JobSpec -> durable queue -> runner threads -> stored result. The REST routes,
+the AUTOMATIC1111 adapter and the web UI all go through `Service`; there is no other way a job runs.
+
+Embedded defaults: SQLite queue + users in `<data_dir>/toonbooth.db`, blobs in `<data_dir>/blobs`
+(or S3 with `storage=s3`), `settings.runners` runner threads in this process. Only one process may run
+runners over a data folder (an exclusive `flock` on `<data_dir>/runners.lock`), which is what makes
+"every job left `running` at start belonged to a dead process" true: those are re-queued once, then
+failed with the reason. Every upload, job and result belongs to one user; others get NotFoundError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import typing
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from ..core import specs as specs_mod
+from ..core.errors import InputError, LimitError, NotFoundError, ToonboothError
+from ..core.events import JobEvent
+from ..core.images import _read_source, load_image
+from ..core.settings import Settings
+from ..core.specs import SpecBase, parse_job_spec
+from . import execute as execute_mod
+from .events_bus import BusItem, EventBus
+from .mail import mail_configured
+from .queue_base import TERMINAL_EVENTS, JobQueue, JobRecord
+from .runner import ActiveJob, Runner
+from .storage_base import Storage, is_ref, parse_ref
+from .users import Users
+
+log = logging.getLogger(__name__)
+
+_IMAGE_REF_DESCRIPTION = typing.get_args(specs_mod.ImageRef)[1].description
+Path_ = tuple[str | int, ...]
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        from .storage_s3 import S3Storage
+
+        return S3Storage(settings)
+    from .storage_local import LocalStorage
+
+    return LocalStorage(settings.resolved_data_dir)
+
+
+# --- spec walking ------------------------------------------------------------------------------
+def _has_image_ref(annotation: Any) -> bool:
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, FieldInfo) and arg.description == _IMAGE_REF_DESCRIPTION:
+            return True
+        if _has_image_ref(arg):
+            return True
+    return False
+
+
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        found.append(annotation)
+    for arg in typing.get_args(annotation):
+        found += _model_classes(arg)
+    return found
+
+
+def image_fields(
+    cls: type[BaseModel], data: dict[str, Any], prefix: Path_ = ()
+) -> Iterator[tuple[Path_, str]]:
+    """(path, value) of every ImageRef value in a spec's JSON (top level, lists, nested models)."""
+    for name, info in cls.model_fields.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        path = (*prefix, name)
+        if info.description == _IMAGE_REF_DESCRIPTION or _has_image_ref(info.annotation):
+            if isinstance(value, str):
+                yield path, value
+            elif isinstance(value, list):
+                yield from (((*path, i), v) for i, v in enumerate(value) if isinstance(v, str))
+            continue
+        for sub in _model_classes(info.annotation):
+            if isinstance(value, dict):
+                yield from image_fields(sub, value, path)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, dict):
+                        yield from image_fields(sub, item, (*path, i))
+            break
+
+
+def _all_strings(value: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, str]]:
+    if isinstance(value, str):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _all_strings(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _all_strings(v, (*prefix, i))
+
+
+def _field_name(path: Path_) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _set_path(data: Any, path: Path_, value: Any) -> None:
+    for key in path[:-1]:
+        data = data[key]
+    data[path[-1]] = value
+
+
+# --- following a job's events --------------------------------------------------------------------
+class _Follower:
+    """Merges the durable event log and live bus items into one ordered stream without duplicates."""
+
+    def __init__(self, after: int):
+        self.cursor = int(after)
+        self.ended = False
+
+    def take_stored(self, rows: list[tuple[int, JobEvent]]) -> list[tuple[int, JobEvent]]:
+        out: list[tuple[int, JobEvent]] = []
+        for seq, event in rows:
+            if self.ended or seq <= self.cursor:
+                continue
+            out.append((seq, event))
+            self.cursor = seq
+            if event.type in TERMINAL_EVENTS:
+                self.ended = True
+        return out
+
+    def take_live(self, item: BusItem) -> list[tuple[int, JobEvent]] | None:
+        """Events to yield for a live item; None when stored events are missing (read the log)."""
+        if self.ended:
+            return []
+        if item.stored:
+            if item.seq <= self.cursor:
+                return []
+            if item.seq > self.cursor + 1:
+                return None
+            return self.take_stored([(item.seq, item.event)])
+        return [] if item.seq < self.cursor else [(item.seq, item.event)]
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: Storage | None = None,
+        queue: JobQueue | None = None,
+        models: Any | None = None,
+        users: Users | None = None,
+        start_runners: bool = True,
+    ):
+        self.settings = settings
+        data_dir = settings.resolved_data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage: Storage = storage if storage is not None else make_storage(settings)
+        if queue is None:
+            from .queue_sqlite import SqliteQueue
+
+            queue = SqliteQueue(data_dir / "toonbooth.db")
+        self.queue: JobQueue = queue
+        self.users = users if users is not None else Users(data_dir / "toonbooth.db")
+        if models is None:
+            from ..models.manager import ModelManager
+
+            models = ModelManager(settings)
+        self.models = models
+        self.bus = EventBus()
+        self.stopping = threading.Event()
+        self.runners: list[Runner] = []
+        self._active: dict[str, ActiveJob] = {}
+        self._active_lock = threading.Lock()
+        self._work = threading.Condition()
+        self._watchdog: threading.Thread | None = None
+        self._lock_file: Any = None
+        self._started = False
+        if start_runners:
+            self.start()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover jobs of a dead process, then start the runner threads (idempotent)."""
+        if self._started:
+            return
+        self._take_runner_lock()
+        self.stopping.clear()
+        for job_id, state in self.queue.requeue_stale((), self.settings.job_max_attempts):
+            log.warning("job %s was running when the previous process died: now %s", job_id, state)
+        for i in range(self.settings.runners):
+            self.runners.append(Runner(self, i, self._models_for_runner(i)))
+        for runner in self.runners:
+            runner.start()
+        self._watchdog = threading.Thread(target=self._watch, name="toonbooth-watchdog", daemon=True)
+        self._watchdog.start()
+        self._started = True
+
+    def _models_for_runner(self, index: int) -> Any:
+        if index == 0:
+            return self.models
+        from ..models.manager import ModelManager
+
+        device = self.settings.device
+        if device in ("cuda", "auto"):
+            settings = self.settings.model_copy(
+                update={"device": f"cuda:{index}"} if device == "cuda" else {}
+            )
+            return ModelManager(settings)
+        return ModelManager(self.settings)
+
+    def _take_runner_lock(self) -> None:
+        path = self.settings.resolved_data_dir / "runners.lock"
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: single-process use is the operator's duty
+            return
+        fh = open(path, "a+")  # noqa: SIM115 - held for the life of the runners
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise ToonboothError(
+                f"another toonbooth process is already running jobs over {self.settings.resolved_data_dir}; "
+                "stop it or use another data_dir"
+            ) from None
+        self._lock_file = fh
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop the runners: a running job is interrupted at its next step and put back in the queue
+        (without counting the attempt), so the next start runs it again."""
+        if not self._started:
+            return
+        self.stopping.set()
+        with self._active_lock:
+            for active in self._active.values():
+                active.shutdown = True
+                active.cancel.set()
+        with self._work:
+            self._work.notify_all()
+        deadline = time.monotonic() + timeout
+        for runner in self.runners:
+            runner.thread.join(max(0.0, deadline - time.monotonic()))
+            if runner.thread.is_alive():
+                log.warning("runner %s did not stop within %s s", runner.worker_id, timeout)
+        if self._watchdog is not None:
+            self._watchdog.join(max(0.0, deadline - time.monotonic()))
+        self.runners = []
+        self._started = False
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    def close(self) -> None:
+        self.stop()
+        self.queue.close()
+        self.users.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- runner plumbing ----------------------------------------------------------------------
+    def wait_for_work(self, timeout: float) -> None:
+        with self._work:
+            if not self.stopping.is_set():
+                self._work.wait(timeout)
+
+    def register_active(self, active: ActiveJob) -> None:
+        with self._active_lock:
+            self._active[active.job_id] = active
+
+    def unregister_active(self, job_id: str) -> None:
+        with self._active_lock:
+            self._active.pop(job_id, None)
+
+    def _watch(self) -> None:
+        """Time limits and cancels asked for by another process (the queue's cancel flag)."""
+        last_poll = 0.0
+        while not self.stopping.wait(0.1):
+            now = time.monotonic()
+            with self._active_lock:
+                actives = list(self._active.values())
+            poll = now - last_poll >= 0.5
+            if poll:
+                last_poll = now
+            for active in actives:
+                if active.cancel.is_set():
+                    continue
+                if active.deadline is not None and now > active.deadline:
+                    active.timed_out = True
+                    active.cancel.set()
+                elif poll:
+                    with contextlib.suppress(Exception):
+                        if self.queue.cancel_requested(active.job_id):
+                            active.cancel.set()
+
+    # --- uploads ------------------------------------------------------------------------------
+    def _limits(self) -> dict[str, int]:
+        return {"max_bytes": self.settings.max_upload_bytes, "max_pixels": self.settings.max_pixels}
+
+    def put_upload(self, data: bytes | str, owner: str, field: str = "image") -> str:
+        """Validate an image (format, bytes and pixel limits), store it, record `owner` owns it."""
+        raw = _read_source(data, field=field, max_bytes=self.settings.max_upload_bytes)
+        load_image(raw, field=field, **self._limits())
+        ref = self.storage.put(raw)
+        self.queue.add_blob(ref, owner, role="upload", field=field, size=len(raw))
+        return ref
+
+    def read_upload(self, ref: str, owner: str) -> bytes:
+        parse_ref(ref, "ref")
+        if not self.queue.owns_blob(ref, owner):
+            raise NotFoundError(f"no upload {ref}")
+        return self._blob(ref)
+
+    def _blob(self, ref: str) -> bytes:
+        try:
+            return self.storage.get(ref)
+        except InputError:
+            raise NotFoundError(f"the blob {ref} is no longer stored") from None
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def submit(self, spec: SpecBase | dict[str, Any], owner: str) -> JobRecord:
+        """Accept a job for `owner`: durable (on disk) before this returns.
+
+        Every `blob:` reference must be one of the owner's uploads or results (else NotFoundError
+        naming the field); inline images (data URL / base64) are validated and stored as the
+        owner's uploads; over the per-user queued limit -> LimitError, and nothing is stored."""
+        # 1. Check the spec and its kind
+        if isinstance(spec, dict):
+            spec = parse_job_spec(spec)
+        kind = str(getattr(spec, "kind", ""))
+        if kind not in execute_mod.ENGINES:
+            raise InputError(
+                "kind", f"no engine for job kind {kind!r}; known: {', '.join(sorted(execute_mod.ENGINES))}"
+            )
+        data = spec.model_dump(mode="json")
+        if getattr(spec, "email", None) and not mail_configured(self.settings):
+            raise InputError(
+                "email", "this server has no e-mail configured (TOONBOOTH_SMTP_HOST / _FROM)", spec.email
+            )  # type: ignore[attr-defined]
+        # 2. Every stored reference must be the owner's
+        for path, value in _all_strings(data):
+            if is_ref(value) and not self.queue.owns_blob(value, owner):
+                raise NotFoundError(f"`{_field_name(path)}`: no upload {value}")
+        # 3. Inline images: validate now (before anything is stored)
+        inline: list[tuple[Path_, bytes]] = []
+        for path, value in image_fields(type(spec), data):
+            name = _field_name(path)
+            if value.startswith("blob:"):
+                parse_ref(value, name)
+                continue
+            raw = _read_source(value, field=name, max_bytes=self.settings.max_upload_bytes)
+            load_image(raw, field=name, **self._limits())
+            inline.append((path, raw))
+        # 4. Per-user limit, checked before storing (and again atomically when enqueuing)
+        limit = self.settings.max_queued_jobs_per_user
+        queued = self.queue.queued_count(owner)
+        if queued >= limit:
+            raise LimitError(f"you already have {queued} queued jobs (limit {limit}); wait or cancel one")
+        # 5. Store inline images as uploads, the spec names them by reference
+        new_refs: list[str] = []
+        for path, raw in inline:
+            ref = self.storage.put(raw)
+            if not self.queue.owns_blob(ref, owner):
+                new_refs.append(ref)
+                self.queue.add_blob(ref, owner, role="upload", field=_field_name(path), size=len(raw))
+            _set_path(data, path, ref)
+        if inline:
+            spec = parse_job_spec(data)
+            data = spec.model_dump(mode="json")
+        # 6. Enqueue durably
+        job_id = uuid.uuid4().hex
+        try:
+            record, seq, event = self.queue.enqueue(job_id, owner, kind, data, max_queued=limit)
+        except LimitError:
+            self._forget(new_refs, owner)
+            raise
+        self.bus.publish(job_id, seq, event)
+        with self._work:
+            self._work.notify()
+        return record
+
+    def _forget(self, refs: list[str], owner: str) -> None:
+        """Undo the uploads of a refused submit (only blobs this submit stored for `owner`)."""
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                if self.queue.drop_blob(ref, owner):
+                    self.storage.delete(ref)
+
+    def get(self, job_id: str, owner: str) -> JobRecord:
+        record = self.queue.get(job_id) if isinstance(job_id, str) else None
+        if record is None or record.owner != owner:
+            raise NotFoundError(f"no job {str(job_id)[:80]!r}")
+        return self._with_live(record)
+
+    def _with_live(self, record: JobRecord) -> JobRecord:
+        with self._active_lock:
+            active = self._active.get(record.id)
+        if active is None or record.state != "running":
+            return record
+        with active.lock:
+            update = {
+                "percent": active.percent,
+                "step": active.step,
+                "total": active.total,
+                "stage": active.stage,
+            }
+        return record.model_copy(update=update)
+
+    def list(self, owner: str, offset: int = 0, limit: int = 20, kind: str | None = None) -> list[JobRecord]:
+        if not 1 <= limit <= 200:
+            raise InputError("limit", f"must be in [1, 200], got {limit}", limit)
+        if offset < 0:
+            raise InputError("offset", f"must be >= 0, got {offset}", offset)
+        return [self._with_live(r) for r in self.queue.list(owner, offset=offset, limit=limit, kind=kind)]
+
+    def cancel(self, job_id: str, owner: str) -> JobRecord:
+        """A queued job is canceled at once; a running one stops at its next step (its record turns
+        `canceled` when the runner notices; `cancel_requested` is set meanwhile)."""
+        self.get(job_id, owner)
+        record, written = self.queue.request_cancel(job_id)
+        for seq, event in written:
+            self.bus.publish(job_id, seq, event)
+        if record.state == "running":
+            with self._active_lock:
+                active = self._active.get(job_id)
+            if active is not None:
+                active.cancel.set()
+        return self._with_live(record)
+
+    def wait(self, job_id: str, owner: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job is completed, failed or canceled; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.bus.subscribe(job_id) as sub:
+            while True:
+                record = self.get(job_id, owner)
+                if record.done:
+                    return record
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"job {job_id} is still {record.state} after {timeout} s")
+                sub.get(0.5 if left is None else min(0.5, left))
+
+    def read_output(self, job_id: str, owner: str, name: str) -> bytes:
+        record = self.get(job_id, owner)
+        if record.output is None:
+            raise NotFoundError(f"job {job_id} has no results (it is {record.state})")
+        try:
+            out = record.output.output(name)
+        except KeyError:
+            names = ", ".join(o.name for o in record.output.outputs)
+            raise NotFoundError(f"job {job_id} has no output {name[:80]!r}; it has: {names}") from None
+        return self._blob(out.ref)
+
+    def preview(self, job_id: str, owner: str) -> bytes | None:
+        """The latest live preview PNG of a running job (A1111 `current_image`), if its engine sends any."""
+        self.get(job_id, owner)
+        with self._active_lock:
+            active = self._active.get(job_id)
+        return active.preview_png if active is not None else None
+
+    def running(self) -> list[JobRecord]:
+        return [self._with_live(r) for r in self.queue.running()]
+
+    def queued_count(self) -> int:
+        return self.queue.queued_count()
+
+    # --- events -------------------------------------------------------------------------------
+    def events(
+        self, job_id: str, owner: str, after: int = 0, timeout: float | None = None
+    ) -> Iterator[tuple[int, JobEvent]]:
+        """Stored events with seq > `after`, then live ones, until the terminal event. With `timeout`,
+        the stream also ends when no event came for that many seconds."""
+        self.get(job_id, owner)
+        follower = _Follower(after)
+        with self.bus.subscribe(job_id) as sub:
+            yield from follower.take_stored(self.queue.events_after(job_id, follower.cursor))
+            last = time.monotonic()
+            while not follower.ended:
+                item = sub.get(0.5)
+                out = follower.take_live(item) if item is not None and not sub.overflowed else None
+                if out is None:
+                    out = self._catch_up(job_id, follower, sub, idle=item is None)
+                    if out is None:
+                        return
+                yield from out
+                now = time.monotonic()
+                if out:
+                    last = now
+                elif timeout is not None and now - last >= timeout:
+                    return
+
+    async def aevents(
+        self, job_id: str, owner: str, after: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[tuple[int, JobEvent]]:
+        """`events` for async routes (SSE / WebSocket): waits without blocking the event loop."""
+        await asyncio.to_thread(self.get, job_id, owner)
+        follower = _Follower(after)
+        with self.bus.subscribe(job_id) as sub:
+            rows = await asyncio.to_thread(self.queue.events_after, job_id, follower.cursor)
+            for pair in follower.take_stored(rows):
+                yield pair
+            last = time.monotonic()
+            while not follower.ended:
+                item = await sub.aget(0.5)
+                out = follower.take_live(item) if item is not None and not sub.overflowed else None
+                if out is None:
+                    out = await asyncio.to_thread(self._catch_up, job_id, follower, sub, item is None)
+                    if out is None:
+                        return
+                for pair in out:
+                    yield pair
+                now = time.monotonic()
+                if out:
+                    last = now
+                elif timeout is not None and now - last >= timeout:
+                    return
+
+    def _catch_up(
+        self, job_id: str, follower: _Follower, sub: Any, idle: bool
+    ) -> list[tuple[int, JobEvent]] | None:
+        """Read the durable log after the cursor (idle, overflow or a gap). None: the job is over (or
+        gone) and nothing is left to send."""
+        sub.overflowed = False
+        out = follower.take_stored(self.queue.events_after(job_id, follower.cursor))
+        if not out and idle:
+            record = self.queue.get(job_id)
+            if record is None or record.done:
+                return None
+        return out
+
+    # --- retention ----------------------------------------------------------------------------
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete finished jobs, uploads and results older than `retention_days`. Returns blobs deleted."""
+        if self.settings.retention_days <= 0:
+            return 0
+        cutoff = (now if now is not None else time.time()) - self.settings.retention_days * 86400
+        return self._delete_blobs(self.queue.purge(cutoff))
+
+    def delete_user_data(self, owner: str) -> int:
+        """Delete-my-data: cancel the owner's unfinished jobs, then remove their jobs, uploads and
+        results (blobs another user also owns stay). Returns blobs deleted."""
+        for record in self.queue.list(owner, 0, 100_000):
+            if not record.done:
+                self.cancel(record.id, owner)
+                with contextlib.suppress(TimeoutError):
+                    self.wait(record.id, owner, timeout=30)
+        return self._delete_blobs(self.queue.purge(time.time(), owner=owner))
+
+    def _delete_blobs(self, refs: list[str]) -> int:
+        n = 0
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                n += bool(self.storage.delete(ref))
+        return n
