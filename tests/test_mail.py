@@ -27,10 +27,13 @@ class Inbox:
     def __init__(self):
         self.messages: list = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), email.message_from_bytes(envelope.content,
-                                                                                   policy=email.policy.default))
+            (
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                email.message_from_bytes(envelope.content, policy=email.policy.default),
+            )
         )
         return "250 OK"
 
@@ -55,8 +58,14 @@ def smtp_server():
 
 def mail_settings(tmp_path, port: int, **kw) -> Settings:
     values = dict(
-        home=tmp_path / "home", data_dir=tmp_path / "data", device="cpu", smtp_host="127.0.0.1",
-        smtp_port=port, smtp_security="none", smtp_from="booth@example.org", smtp_timeout_s=5,
+        home=tmp_path / "home",
+        data_dir=tmp_path / "data",
+        device="cpu",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        smtp_from="booth@example.org",
+        smtp_timeout_s=5,
     )
     values.update(kw)
     return Settings(**values)
@@ -72,7 +81,7 @@ def test_send_result_attaches_the_png(tmp_path, smtp_server):
     inbox, port = smtp_server
     settings = mail_settings(tmp_path, port, smtp_user="mailer", smtp_password="s3cret")
     send_result(settings, "ann@example.com", "Your avatar", "Here it is.", png(), "my avatar/../x.png")
-    (sender, rcpts, msg), = inbox.messages
+    ((sender, rcpts, msg),) = inbox.messages
     assert sender == "booth@example.org" and rcpts == ["ann@example.com"]
     assert msg["Subject"] == "Your avatar" and msg["To"] == "ann@example.com"
     parts = list(msg.iter_attachments())
@@ -84,8 +93,13 @@ def test_send_result_attaches_the_png(tmp_path, smtp_server):
 
 @pytest.mark.parametrize(
     "address",
-    ["ann@example.com\r\nBcc: evil@example.com", "Ann <ann@example.com>", "a@example.com,b@example.com",
-     "no-at-sign", "ann@localhost"],
+    [
+        "ann@example.com\r\nBcc: evil@example.com",
+        "Ann <ann@example.com>",
+        "a@example.com,b@example.com",
+        "no-at-sign",
+        "ann@localhost",
+    ],
 )
 def test_header_injection_and_display_names_are_refused(tmp_path, smtp_server, address):
     inbox, port = smtp_server
@@ -99,8 +113,14 @@ def test_header_injection_and_display_names_are_refused(tmp_path, smtp_server, a
 def test_bad_login_and_unreachable_server_raise_mail_error(tmp_path, smtp_server):
     _, port = smtp_server
     with pytest.raises(MailError, match="login") as exc:
-        send_result(mail_settings(tmp_path, port, smtp_user="mailer", smtp_password="wrong-pw"),
-                    "ann@example.com", "s", "b", png(), "a.png")
+        send_result(
+            mail_settings(tmp_path, port, smtp_user="mailer", smtp_password="wrong-pw"),
+            "ann@example.com",
+            "s",
+            "b",
+            png(),
+            "a.png",
+        )
     assert "wrong-pw" not in str(exc.value)
     with pytest.raises(MailError, match="ConnectionRefused"):
         send_result(mail_settings(tmp_path, free_port()), "ann@example.com", "s", "b", png(), "a.png")
@@ -118,8 +138,12 @@ def test_job_result_is_mailed(tmp_path, smtp_server, sample_photo_path):
         ref = svc.put_upload(_photo(sample_photo_path), "alice")
         job = svc.submit(AvatarSpec(image=ref, backend="classic", email="ann@example.com"), "alice")
         rec = svc.wait(job.id, "alice", timeout=60)
-        assert rec.state == "completed" and rec.delivery["status"] == "sent" and rec.delivery["to"] == "ann@example.com"
-        (_, rcpts, msg), = inbox.messages
+        assert (
+            rec.state == "completed"
+            and rec.delivery["status"] == "sent"
+            and rec.delivery["to"] == "ann@example.com"
+        )
+        ((_, rcpts, msg),) = inbox.messages
         assert rcpts == ["ann@example.com"]
         (part,) = msg.iter_attachments()
         assert part.get_content() == svc.read_output(job.id, "alice", "avatar")

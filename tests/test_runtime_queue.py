@@ -28,7 +28,7 @@ REF = "blob:" + "ab" * 32
 
 # Progress steps with a delay from the environment, so a parent can make the child's job slow.
 TEST_ENGINE = textwrap.dedent(
-    '''
+    """
     import os, time
     from PIL import Image
     from toonbooth.engines.base import EngineResult, NamedImage
@@ -41,7 +41,7 @@ TEST_ENGINE = textwrap.dedent(
             ctx.progress(i + 1, spec.steps, stage="test")
         return EngineResult(images=[NamedImage("avatar", Image.new("RGB", (8, 8), (spec.steps, 0, 0)))],
                             backend="classic", info={"pid": os.getpid()})
-    '''
+    """
 )
 
 CHILD = textwrap.dedent(
@@ -88,8 +88,10 @@ def test_enqueue_claim_progress_finish(tmp_path):
     first = q.claim("w1")
     assert (first.id, first.state, first.attempts, first.worker) == ("job0", "running", 1, "w1")
     assert q.claim("w2").id == "job1" and q.queue_position("job2") == 0
-    seq = q.append_event("job0", ProgressEvent(job_id="job0", percent=40, step=2, total=5, stage="x",
-                                               preview_png=b"\x89PNG fake"))
+    seq = q.append_event(
+        "job0",
+        ProgressEvent(job_id="job0", percent=40, step=2, total=5, stage="x", preview_png=b"\x89PNG fake"),
+    )
     assert seq == 2
     rec = q.get("job0")
     assert (rec.percent, rec.step, rec.total, rec.stage) == (40, 2, 5, "x")
@@ -162,7 +164,9 @@ def test_blob_ownership_and_retention(tmp_path):
     assert q.owns_blob(r1, "alice") and not q.owns_blob(r1, "bob")
     q.enqueue("old", "alice", "avatar", {"image": r1})
     q.claim("w")
-    q.finish("old", "completed", output=JobOutput(outputs=[OutputRef(name="avatar", ref=r3)], backend="classic"))
+    q.finish(
+        "old", "completed", output=JobOutput(outputs=[OutputRef(name="avatar", ref=r3)], backend="classic")
+    )
     q.enqueue("pending", "alice", "avatar", {"image": r2})
     orphans = q.purge(before=time.time() + 1)
     # the finished job goes with its input and result; r2 is named by a queued job and stays

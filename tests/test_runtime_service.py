@@ -25,7 +25,7 @@ from toonbooth.runtime.service import Service
 #   steps -> number of progress steps; prompt "fail" -> RuntimeError; prompt "zero" -> ZeroDivisionError;
 #   TB_TEST_STEP_DELAY -> seconds per step. The output is an 8x8 image whose red channel = steps done.
 TEST_ENGINE = textwrap.dedent(
-    '''
+    """
     import os, time
     from PIL import Image
     from toonbooth.engines.base import EngineResult, NamedImage
@@ -45,7 +45,7 @@ TEST_ENGINE = textwrap.dedent(
         img = Image.new("RGB", (8, 8), (done % 256, photo.width % 256, 7))
         return EngineResult(images=[NamedImage("avatar", img)], backend="classic",
                             info={"models_id": id(ctx.models), "steps_done": done})
-    '''
+    """
 )
 
 
@@ -212,8 +212,10 @@ def test_failures_are_recorded_and_runner_survives(settings, test_engine):
 def test_models_stay_loaded_between_jobs(settings, test_engine):
     with make_service(settings) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
-        ids = {svc.wait(svc.submit(spec_for(ref, steps=1), "alice").id, "alice", 20).output.info["models_id"]
-               for _ in range(3)}
+        ids = {
+            svc.wait(svc.submit(spec_for(ref, steps=1), "alice").id, "alice", 20).output.info["models_id"]
+            for _ in range(3)
+        }
         assert ids == {id(svc.models)}
 
 
@@ -250,7 +252,11 @@ def test_time_limit_fails_the_job(settings, test_engine, monkeypatch):
         slow = svc.submit(spec_for(ref, steps=150), "alice")
         after = svc.submit(spec_for(ref, steps=2), "alice")
         rec = svc.wait(slow.id, "alice", timeout=20)
-        assert rec.state == "failed" and rec.error == "time limit of 0.3 s exceeded" and rec.error_type == "TimeLimit"
+        assert (
+            rec.state == "failed"
+            and rec.error == "time limit of 0.3 s exceeded"
+            and rec.error_type == "TimeLimit"
+        )
         assert rec.finished_at - rec.started_at < 2.0
         assert svc.wait(after.id, "alice", timeout=20).state == "completed"
 
@@ -274,7 +280,10 @@ def test_progress_is_live_and_throttled_in_storage(settings, test_engine, monkey
         assert len(live_progress) == 150  # every step reaches a live subscriber
         assert [e.step for e in live_progress] == list(range(1, 151))
         assert 2 <= len(stored_progress) < 150 and stored_progress[-1].percent == 100
-        assert [e.type for _, e in live][-1] == "completed" and [e.type for _, e in live][:2] == ["queued", "started"]
+        assert [e.type for _, e in live][-1] == "completed" and [e.type for _, e in live][:2] == [
+            "queued",
+            "started",
+        ]
         # live-only events carry the seq of the stored event before them: seqs never go back
         assert all(a <= b for (a, _), (b, _) in zip(live, live[1:], strict=False))
     finally:
@@ -329,3 +338,22 @@ def test_one_runner_process_per_data_dir(settings):
         with pytest.raises(Exception, match="already running jobs"):
             Service(settings)
         Service(settings, start_runners=False).queue.close()  # readers are fine
+
+
+def test_delete_my_data_and_retention(settings, test_engine):
+    with make_service(settings) as svc:
+        shared = svc.put_upload(png_bytes(), "alice")
+        assert svc.put_upload(png_bytes(), "bob") == shared
+        mine = svc.put_upload(png_bytes(color=(1, 1, 1)), "alice")
+        a = svc.wait(svc.submit(spec_for(mine, steps=1), "alice").id, "alice", 20)
+        b = svc.wait(svc.submit(spec_for(shared, steps=2), "bob").id, "bob", 20)
+        a_result, b_result = a.output.outputs[0].ref, b.output.outputs[0].ref
+        assert svc.delete_user_data("alice") == 2  # her own upload and her result
+        assert svc.list("alice") == [] and not svc.storage.exists(mine) and not svc.storage.exists(a_result)
+        with pytest.raises(NotFoundError):
+            svc.read_upload(shared, "alice")
+        assert svc.read_upload(shared, "bob") == png_bytes()  # bob's copy of the same bytes stays
+        assert svc.read_output(b.id, "bob", "avatar")[:4] == b"\x89PNG"
+        assert svc.purge_expired(now=time.time() + 29 * 86400) == 0  # inside the 30-day retention
+        assert svc.purge_expired(now=time.time() + 31 * 86400) == 2
+        assert svc.list("bob") == [] and not svc.storage.exists(shared) and not svc.storage.exists(b_result)

@@ -32,9 +32,17 @@ def test_add_and_authenticate(users, tmp_path):
     assert secret.encode() not in raw and token.encode() not in raw
 
 
-@pytest.mark.parametrize("mangle", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: t + "x",
-                                    lambda t: "tb_000000000000_" + t.split("_", 2)[2], lambda t: "",
-                                    lambda t: t.upper(), lambda t: None])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),
+        lambda t: t + "x",
+        lambda t: "tb_000000000000_" + t.split("_", 2)[2],
+        lambda t: "",
+        lambda t: t.upper(),
+        lambda t: None,
+    ],
+)
 def test_wrong_tokens_are_refused(users, mangle):
     token = users.add_user("alice")
     assert users.authenticate(mangle(token)) is None

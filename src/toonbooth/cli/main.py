@@ -74,7 +74,7 @@ def _run_job(spec, storage, models, quiet: bool = False):
             bar.set_description(event.stage or "working")
             bar.n = event.percent
             bar.refresh()
-        elif isinstance(event, LogEvent) and not quiet:
+        elif isinstance(event, LogEvent) and event.level == "warning" and not quiet:
             tqdm.write(("warning: " if event.level == "warning" else "") + event.message, file=sys.stderr)
 
     ctx = JobContext(STATE.settings, models, storage, on_event=on_event, cancel_event=threading.Event())

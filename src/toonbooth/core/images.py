@@ -148,7 +148,7 @@ def load_image(source: ImageSource, *, field: str, max_bytes: int, max_pixels: i
                 field, f"the image could not be decoded ({_describe_exc(exc)})", type(source).__name__
             ) from exc
         return _finish(source, field=field)
-    data = _read_source(source, field=field, max_bytes=max_bytes)
+    data = read_image_bytes(source, field=field, max_bytes=max_bytes)
     try:
         return decode_image_bytes(data, field=field, max_pixels=max_pixels)
     except InputTooLargeError:
@@ -333,7 +333,9 @@ def _flatten_to_rgb(img: Image.Image, *, field: str) -> Image.Image:
         raise InputError(field, f"colour mode {mode} cannot be converted to RGB", mode) from exc
 
 
-def _read_source(source: object, *, field: str, max_bytes: int) -> bytes:
+def read_image_bytes(source: object, *, field: str, max_bytes: int) -> bytes:
+    """The raw bytes of an image source (bytes, Path, base64 / data URL str, file object), size-checked
+    but not decoded: for storing an upload exactly as received after `load_image` accepted it."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         _check_bytes(len(data), field=field, max_bytes=max_bytes)

@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     smtp_host: str | None = Field(None, description="SMTP server; None = e-mail delivery is off.")
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_security: Literal["starttls", "ssl", "none"] = Field(
-        "starttls", description="starttls (port 587), ssl (implicit TLS, port 465) or none (local relays only)."
+        "starttls",
+        description="starttls (port 587), ssl (implicit TLS, port 465) or none (local relays only).",
     )
     smtp_user: str | None = Field(None, description="SMTP login; None = no AUTH.")
     smtp_password: SecretStr | None = Field(None, description="SMTP password (never logged).")

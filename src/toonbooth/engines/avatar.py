@@ -46,8 +46,8 @@ def choose_backend(spec: AvatarSpec, ctx: EngineContext) -> tuple[str, str]:
     if not missing:
         return "neural", "all weights of the recipe are present"
     reason = "neural weights missing: " + "; ".join(missing) + (
-        " — fetch them with `toonbooth models pull memoji` (the memoji LoRA and the Samaritan checkpoint are "
-        "not on the hub: add them with `toonbooth models add FILE`)"
+        " — fetch them with `toonbooth models pull memoji` (the seed's memoji LoRA is not on the hub: "
+        "add it with `toonbooth models add memoji-07.safetensors`)"
     )
     if spec.backend == "neural":
         raise BackendUnavailableError(reason)

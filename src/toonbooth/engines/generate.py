@@ -152,12 +152,15 @@ def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.I
         out = Image.new(im.mode, (width, height))
         x0, y0 = width // 2 - w // 2, height // 2 - h // 2
         out.paste(resized, (x0, y0))
+        below, right = height - y0 - h, width - x0 - w
         if y0 > 0:  # bands above / below: the first / last row stretched
             out.paste(resized.resize((width, y0), lanczos, box=(0, 0, w, 0)), (0, 0))
-            out.paste(resized.resize((width, height - y0 - h), lanczos, box=(0, h, w, h)), (0, y0 + h))
+        if below > 0:
+            out.paste(resized.resize((width, below), lanczos, box=(0, h, w, h)), (0, y0 + h))
         if x0 > 0:  # bands left / right: the first / last column stretched
             out.paste(resized.resize((x0, height), lanczos, box=(0, 0, 0, h)), (0, 0))
-            out.paste(resized.resize((width - x0 - w, height), lanczos, box=(w, 0, w, h)), (x0 + w, 0))
+        if right > 0:
+            out.paste(resized.resize((right, height), lanczos, box=(w, 0, w, h)), (x0 + w, 0))
         return out
     raise InputError("resize_mode", f"must be 0, 1 or 2 here, got {mode}", mode)
 

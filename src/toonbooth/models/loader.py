@@ -95,8 +95,12 @@ def _is_sd_pipeline(cls: Any) -> bool:
 
 
 def load_controlnet(*, source: str, path: str, layout: str, unet_config: dict[str, Any] | None,
-                    config_folder: Path | None, torch_dtype: Any, offline: bool) -> Any:
-    """Load a ControlNetModel from a single file (diffusers or original layout), a folder or a hub id."""
+                    config_folder: Path | None, torch_dtype: Any, offline: bool,
+                    config_subfolder: str | None = "unet") -> Any:
+    """Load a ControlNetModel from a single file (diffusers or original layout), a folder or a hub id.
+
+    Original-layout files read their config from `config_folder` / `config_subfolder` (a pipeline folder's
+    `unet`, or with `config_subfolder=None` a ControlNet's own config folder)."""
     from diffusers import ControlNetModel
 
     try:
@@ -108,7 +112,9 @@ def load_controlnet(*, source: str, path: str, layout: str, unet_config: dict[st
             return _load_diffusers_layout_controlnet(Path(path), unet_config, torch_dtype)
         kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
         if config_folder is not None:
-            kwargs.update(config=str(config_folder), subfolder="unet")
+            kwargs["config"] = str(config_folder)
+            if config_subfolder:
+                kwargs["subfolder"] = config_subfolder
         return ControlNetModel.from_single_file(str(path), **kwargs)
     except (ModelError, OfflineError):
         raise

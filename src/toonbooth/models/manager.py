@@ -166,12 +166,19 @@ class ModelManager:
 
         def load():
             config = None
+            subfolder: str | None = "unet"
             if entry.source == "folder" and entry.layout != "diffusers":
-                config = self.registry.config_folder(arch)
+                # a ControlNet config folder `<config_dir>/controlnet-<arch>` (config.json) wins over the
+                # pipeline's UNet config (whose hint-encoder defaults are the standard ones)
+                own = self.registry.config_dir / f"controlnet-{arch}"
+                if (own / "config.json").is_file():
+                    config, subfolder = own, None
+                else:
+                    config = self.registry.config_folder(arch)
             model = loader.load_controlnet(
                 source=entry.source, path=entry.location, layout=entry.layout,
                 unet_config=loader.read_unet_config(None, base_pipe), config_folder=config,
-                torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
+                torch_dtype=self.dtype, offline=loader.is_offline(self.settings), config_subfolder=subfolder,
             )
             return model.to(self.device)
 

@@ -207,7 +207,7 @@ class Runner:
         if not to or not output.outputs:
             return None
         svc = self.service
-        first = output.outputs[-1] if record.kind != "avatar" else _pick(output, "avatar")
+        first = _pick(output, record.kind)
         try:
             png = svc.storage.get(first.ref, field="output")
             send_result(
@@ -229,7 +229,8 @@ class Runner:
 
 
 def _pick(output: JobOutput, name: str):
+    """The output named like the job kind (the avatar of an avatar job), else the first one."""
     try:
         return output.output(name)
     except KeyError:
-        return output.outputs[-1]
+        return output.outputs[0]

@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 from ..core import specs as specs_mod
 from ..core.errors import InputError, LimitError, NotFoundError, ToonboothError
 from ..core.events import JobEvent
-from ..core.images import _read_source, load_image
+from ..core.images import read_image_bytes, load_image
 from ..core.settings import Settings
 from ..core.specs import SpecBase, parse_job_spec
 from . import execute as execute_mod
@@ -312,7 +312,7 @@ class Service:
 
     def put_upload(self, data: bytes | str, owner: str, field: str = "image") -> str:
         """Validate an image (format, bytes and pixel limits), store it, record `owner` owns it."""
-        raw = _read_source(data, field=field, max_bytes=self.settings.max_upload_bytes)
+        raw = read_image_bytes(data, field=field, max_bytes=self.settings.max_upload_bytes)
         load_image(raw, field=field, **self._limits())
         ref = self.storage.put(raw)
         self.queue.add_blob(ref, owner, role="upload", field=field, size=len(raw))
@@ -346,10 +346,11 @@ class Service:
                 "kind", f"no engine for job kind {kind!r}; known: {', '.join(sorted(execute_mod.ENGINES))}"
             )
         data = spec.model_dump(mode="json")
-        if getattr(spec, "email", None) and not mail_configured(self.settings):
+        email = getattr(spec, "email", None)
+        if email and not mail_configured(self.settings):
             raise InputError(
-                "email", "this server has no e-mail configured (TOONBOOTH_SMTP_HOST / _FROM)", spec.email
-            )  # type: ignore[attr-defined]
+                "email", "this server has no e-mail configured (TOONBOOTH_SMTP_HOST / _FROM)", email
+            )
         # 2. Every stored reference must be the owner's
         for path, value in _all_strings(data):
             if is_ref(value) and not self.queue.owns_blob(value, owner):
@@ -361,7 +362,7 @@ class Service:
             if value.startswith("blob:"):
                 parse_ref(value, name)
                 continue
-            raw = _read_source(value, field=name, max_bytes=self.settings.max_upload_bytes)
+            raw = read_image_bytes(value, field=name, max_bytes=self.settings.max_upload_bytes)
             load_image(raw, field=name, **self._limits())
             inline.append((path, raw))
         # 4. Per-user limit, checked before storing (and again atomically when enqueuing)

@@ -71,9 +71,11 @@ def _rgb_from_lab(lab: np.ndarray) -> np.ndarray:
 
 
 def border_band(mask: np.ndarray, band_px: int) -> np.ndarray:
-    """The ring of pixels within `band_px` outside `mask`."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
-    return (cv2.dilate(mask.astype(np.uint8), k) > 0) & ~mask
+    """The ring of pixels within Euclidean distance `band_px` outside `mask`."""
+    if not mask.any():
+        return np.zeros_like(mask, dtype=bool)
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return (dist <= band_px) & ~mask
 
 
 def harmonize(
@@ -111,13 +113,15 @@ def harmonize(
     # 2. Statistics
     lab_c = _lab(char)
     lab_b = _lab(bg)
-    mu_c, sd_c = lab_c[m].mean(0), lab_c[m].std(0)
-    mu_b, sd_b = lab_b[band].mean(0), lab_b[band].std(0)
+    mu_c, sd_c = (v.reshape(3) for v in cv2.meanStdDev(lab_c, mask=m.astype(np.uint8)))
+    mu_b, sd_b = (v.reshape(3) for v in cv2.meanStdDev(lab_b, mask=band.astype(np.uint8)))
     ratio = np.clip(sd_b / np.maximum(sd_c, 1e-3), *STD_RATIO_LIMITS)
 
     # 3. Transfer and blend
-    moved = (lab_c - mu_c) * ratio + mu_b
-    out = (1.0 - strength) * lab_c + strength * moved
+    # (1 - s) x + s ((x - mu_c) ratio + mu_b) = gain x + offset, per channel
+    gain = ((1.0 - strength) + strength * ratio).astype(np.float32)
+    offset = (strength * (mu_b - mu_c * ratio)).astype(np.float32)
+    out = lab_c * gain + offset
     return Image.fromarray(_rgb_from_lab(out))
 
 
