@@ -57,9 +57,9 @@ def main() -> None:
         make_tiny_set(tmp / "models")
         checkpoint, controlnet, lora = "tiny-sdxl", "tiny-sdxl-canny", "tiny-memoji"
     else:
-        from toonbooth.models.tiny import make_full_size_sdxl_set  # random weights, real configs
+        from toonbooth.models.reference_configs import make_full_size_sdxl_set  # real configs, random weights
 
-        make_full_size_sdxl_set(tmp / "models")
+        make_full_size_sdxl_set(tmp / "models", dtype=torch.float16)
         checkpoint, controlnet, lora = "full-sdxl", "full-sdxl-canny", "full-memoji"
     settings = Settings(home=tmp, models_dir=tmp / "models", device=device, max_side=side)
     models = ModelManager(settings)

@@ -50,7 +50,14 @@ def env(tiny_models_dir, tmp_path_factory, sample_photo_path):
 
 
 def spec(env, **kw) -> GenerateSpec:
-    base = {"checkpoint": "tiny-sdxl", "steps": 3, "width": W, "height": H, "seed": 5, "sampler_name": "Euler a"}
+    base = {
+        "checkpoint": "tiny-sdxl",
+        "steps": 3,
+        "width": W,
+        "height": H,
+        "seed": 5,
+        "sampler_name": "Euler a",
+    }
     if kw.get("mode") == "img2img":
         base["init_images"] = [env["photo"]]
     base.update(kw)
@@ -92,7 +99,7 @@ def test_txt2img_sdxl_and_sd15_sizes_info_and_png_parameters(env):
     assert settings["Model"] == "tiny-sdxl" and settings["Sampler"] == "Euler a"
     assert params == info["infotexts"][0]
     perc = percents(events)
-    assert perc[0] == 0.0 and perc[-1] == 100.0 and all(b >= a for a, b in zip(perc, perc[1:]))
+    assert perc[0] == 0.0 and perc[-1] == 100.0 and all(b >= a for a, b in zip(perc, perc[1:], strict=False))
     assert len(perc) >= 1 + 3
 
     sd15 = run(env, spec(env, checkpoint="tiny-sd15", width=32, height=40, clip_skip=2))
@@ -105,7 +112,12 @@ def test_batch_size_and_n_iter_give_consecutive_seeds(env):
     res = run(env, spec(env, checkpoint="tiny-sd15", seed=100, batch_size=2, n_iter=2), events)
     assert len(res.images) == 4
     assert res.info["all_seeds"] == [100, 101, 102, 103]
-    assert [parse_a1111_parameters(t)[2]["Seed"] for t in res.info["infotexts"]] == ["100", "101", "102", "103"]
+    assert [parse_a1111_parameters(t)[2]["Seed"] for t in res.info["infotexts"]] == [
+        "100",
+        "101",
+        "102",
+        "103",
+    ]
     arrays = [px(x.image) for x in res.images]
     assert all(not np.array_equal(arrays[i], arrays[j]) for i in range(4) for j in range(i + 1, 4))
     # each image depends on its own seed only, not on its place in the batch
@@ -113,7 +125,7 @@ def test_batch_size_and_n_iter_give_consecutive_seeds(env):
     assert np.abs(px(alone.images[0].image) - arrays[2]).max() <= 2
     # one 0..100 stream over both batches: 3 steps each
     perc = percents(events)
-    assert perc[-1] == 100.0 and all(b >= a for a, b in zip(perc, perc[1:]))
+    assert perc[-1] == 100.0 and all(b >= a for a, b in zip(perc, perc[1:], strict=False))
     assert any(40 <= p <= 60 for p in perc)
 
 
@@ -164,7 +176,9 @@ def test_inpaint_whole_picture_keeps_outside_and_repaints_inside(env):
     far = _far_from_mask(env["mask_arr"], margin=6)  # blur 2 -> kernel 11, radius 5
     assert np.array_equal(out[far], init[far])
     assert np.abs(out[16:32, 24:40] - init[16:32, 24:40]).mean() > 10
-    assert "Mask blur: 2" in res.info["infotexts"][0] and "Masked content: original" in res.info["infotexts"][0]
+    assert (
+        "Mask blur: 2" in res.info["infotexts"][0] and "Masked content: original" in res.info["infotexts"][0]
+    )
 
     # masked content 0 / 2 / 3 change only the inside, each differently
     inside = {}
@@ -264,7 +278,9 @@ def test_lora_tag_changes_output_unknown_and_wrong_family_refused(env):
     plain = run(env, spec(env, checkpoint="tiny-sd15", prompt="a cat"))
     styled = run(env, spec(env, checkpoint="tiny-sd15", prompt="a cat <lora:tiny-sd15-style:1>"))
     assert np.abs(px(plain.images[0].image) - px(styled.images[0].image)).mean() > 0.5
-    assert "Lora hashes: tiny-sd15-style" in styled.info["infotexts"][0]
+    assert parse_a1111_parameters(styled.info["infotexts"][0])[2]["Lora hashes"].startswith(
+        "tiny-sd15-style: "
+    )
     assert styled.info["prompt"] == "a cat <lora:tiny-sd15-style:1>"
     again = run(env, spec(env, checkpoint="tiny-sd15", prompt="a cat"))  # LoRA switched off again
     assert np.array_equal(px(plain.images[0].image), px(again.images[0].image))
@@ -282,12 +298,32 @@ def test_lora_tag_changes_output_unknown_and_wrong_family_refused(env):
         ({"sampler_name": "Warp Drive"}, "sampler_name"),
         ({"sampler_name": "DDIM", "scheduler": "Karras"}, "scheduler"),
         ({"checkpoint": "no-such-model"}, "checkpoint"),
-        ({"controlnet_units": [{"module": "canny", "model": "nope", "image": "x"}]}, "controlnet_units.0.model"),
-        ({"controlnet_units": [{"module": "canny", "model": "tiny-sd15-canny", "image": "x"}]},
-         "controlnet_units.0.model"),  # an SD1.5 ControlNet on an SDXL checkpoint
-        ({"controlnet_units": [{"module": "canny", "model": "tiny-sdxl-canny", "image": "x", "threshold_a": 200,
-                                "threshold_b": 100}]}, "controlnet_units.0.threshold_a"),
-        ({"mode": "img2img", "init_images": ["x"], "steps": 2, "denoising_strength": 0.2}, "denoising_strength"),
+        (
+            {"controlnet_units": [{"module": "canny", "model": "nope", "image": "x"}]},
+            "controlnet_units.0.model",
+        ),
+        (
+            {"controlnet_units": [{"module": "canny", "model": "tiny-sd15-canny", "image": "x"}]},
+            "controlnet_units.0.model",
+        ),  # an SD1.5 ControlNet on an SDXL checkpoint
+        (
+            {
+                "controlnet_units": [
+                    {
+                        "module": "canny",
+                        "model": "tiny-sdxl-canny",
+                        "image": "x",
+                        "threshold_a": 200,
+                        "threshold_b": 100,
+                    }
+                ]
+            },
+            "controlnet_units.0.threshold_a",
+        ),
+        (
+            {"mode": "img2img", "init_images": ["x"], "steps": 2, "denoising_strength": 0.2},
+            "denoising_strength",
+        ),
     ],
 )
 def test_bad_inputs_are_refused_before_loading_and_name_the_field(env, kw, field):
@@ -299,8 +335,14 @@ def test_bad_inputs_are_refused_before_loading_and_name_the_field(env, kw, field
 @pytest.mark.parametrize(
     ("raw", "field"),
     [
-        ({"controlnet_units": [{"module": "depth_leres", "model": "m"}], "mode": "img2img", "init_images": ["x"]},
-         "controlnet_units.0.module"),
+        (
+            {
+                "controlnet_units": [{"module": "depth_leres", "model": "m"}],
+                "mode": "img2img",
+                "init_images": ["x"],
+            },
+            "controlnet_units.0.module",
+        ),
         ({"mode": "img2img"}, "init_images"),
         ({"init_images": ["x"]}, "init_images"),
         ({"mask": "x"}, "mask"),
@@ -354,8 +396,10 @@ def test_fill_and_canny_map_helpers():
     im = Image.new("RGB", (32, 32), (10, 200, 30))
     mask = Image.new("L", (32, 32), 0)
     mask.paste(255, (8, 8, 24, 24))
+    im.paste((250, 250, 250), (8, 8, 24, 24))  # what the mask hides
     filled = np.asarray(generate.fill_masked(im, mask), dtype=np.int16)
-    assert np.abs(filled - np.array([10, 200, 30])).max() <= 3  # the hole takes the surrounding colour
+    assert np.abs(filled - np.array([10, 200, 30])).max() <= 8  # the hole takes the surrounding colour
+    assert (filled[:8] == np.array([10, 200, 30])).all()  # unmasked pixels are untouched
     photo = np.zeros((40, 60, 3), np.uint8)
     photo[10:30, 20:40] = 255
     assert generate.pixel_perfect_resolution(60, 40, 48, 32, "Crop and Resize") == 32

@@ -126,7 +126,11 @@ class AvatarSpec(SpecBase):
 CONTROLNET_MODULES: tuple[str, ...] = ("none", "canny", "invert")
 _MODULE_ALIASES = {"invert (from white bg & black line)": "invert"}
 CONTROLNET_RESIZE_MODES: tuple[str, ...] = ("Just Resize", "Crop and Resize", "Resize and Fill")
-CONTROLNET_CONTROL_MODES: tuple[str, ...] = ("Balanced", "My prompt is more important", "ControlNet is more important")
+CONTROLNET_CONTROL_MODES: tuple[str, ...] = (
+    "Balanced",
+    "My prompt is more important",
+    "ControlNet is more important",
+)
 ControlNetResizeMode = Literal["Just Resize", "Crop and Resize", "Resize and Fill"]
 ControlNetControlMode = Literal["Balanced", "My prompt is more important", "ControlNet is more important"]
 
@@ -158,14 +162,17 @@ class ControlNetUnit(SpecBase):
     )  # fmt: skip
     weight: float = Field(1.0, ge=0.0, le=2.0, description="Control strength (diffusers conditioning scale).")
     image: ImageRef | None = Field(
-        None, description="Control image; default (img2img): the first init image, as sd-webui-controlnet does."
+        None,
+        description="Control image; default (img2img): the first init image, as sd-webui-controlnet does.",
     )
     resize_mode: ControlNetResizeMode = Field(
         "Crop and Resize",
         description="How the control map is fitted to the generation size (also 0, 1, 2): stretch, "
         "cover + centre crop, fit + black borders.",
     )
-    processor_res: int = Field(-1, ge=-1, le=4096, description="Short side the preprocessor runs at; -1 = 512.")
+    processor_res: int = Field(
+        -1, ge=-1, le=4096, description="Short side the preprocessor runs at; -1 = 512."
+    )
     threshold_a: float = Field(-1, ge=-1, le=255, description="canny: low threshold; -1 = 100.")
     threshold_b: float = Field(-1, ge=-1, le=255, description="canny: high threshold; -1 = 200.")
     guidance_start: float = Field(0.0, ge=0.0, le=1.0, description="Active from this fraction of the steps.")
@@ -217,13 +224,17 @@ class GenerateSpec(SpecBase):
     kind: Literal["generate"] = "generate"
     version: Literal[1] = 1
     mode: Literal["txt2img", "img2img"] = Field("txt2img", description="img2img needs `init_images`.")
-    prompt: str = Field("", max_length=20000, description="A1111 syntax: (emphasis:1.2), [less], BREAK, <lora:name:w>.")
+    prompt: str = Field(
+        "", max_length=20000, description="A1111 syntax: (emphasis:1.2), [less], BREAK, <lora:name:w>."
+    )
     negative_prompt: str = Field("", max_length=20000)
     checkpoint: str = Field(
         min_length=1, max_length=400,
         description="SD1.5 or SDXL checkpoint: registry name, file name or A1111 title `name [hash]`.",
     )  # fmt: skip
-    sampler_name: str = Field("Euler a", max_length=100, description="A1111 sampler name (Euler a, DPM++ 2M, DDIM, ...).")
+    sampler_name: str = Field(
+        "Euler a", max_length=100, description="A1111 sampler name (Euler a, DPM++ 2M, DDIM, ...)."
+    )
     scheduler: str | None = Field(
         None, max_length=100, description="A1111 >= 1.9 schedule type (Automatic, Karras, Exponential, ...)."
     )
@@ -232,14 +243,19 @@ class GenerateSpec(SpecBase):
     seed: int = Field(-1, ge=-1, le=2**32 - 1, description="-1 = random; image i uses seed + i (reported).")
     subseed: int = Field(-1, ge=-1, le=2**32 - 1, description="Variation seed; -1 = random.")
     subseed_strength: float = Field(
-        0.0, ge=0.0, le=1.0, description="Variation strength (honoured for txt2img; reported as ignored otherwise)."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Variation strength (honoured for txt2img; reported as ignored otherwise).",
     )
     seed_resize_from_w: int = Field(-1, ge=-1, le=8192, description="Not supported: values > 0 are reported.")
     seed_resize_from_h: int = Field(-1, ge=-1, le=8192, description="Not supported: values > 0 are reported.")
     width: int = Field(512, ge=8, le=4096, description="Multiple of 8.")
     height: int = Field(512, ge=8, le=4096, description="Multiple of 8.")
     batch_size: int = Field(1, ge=1, le=8, description="Images per denoising batch.")
-    n_iter: int = Field(1, ge=1, le=100, description="Batches run one after the other (batch_size*n_iter images).")
+    n_iter: int = Field(
+        1, ge=1, le=100, description="Batches run one after the other (batch_size*n_iter images)."
+    )
     clip_skip: int = Field(1, ge=1, le=12, description="A1111 CLIP skip (1 = last layer); SD1.5 only.")
     denoising_strength: float | None = Field(
         None, ge=0.0, le=1.0, description="img2img strength; default 0.75. Unused by txt2img (no hires fix)."
@@ -253,7 +269,9 @@ class GenerateSpec(SpecBase):
         description="Init image to width x height: 0 just resize, 1 crop and resize, 2 resize and fill, "
         "3 latent upscale (runs as 0 and is reported in info.ignored).",
     )
-    mask: ImageRef | None = Field(None, description="Inpainting mask (img2img): white = repaint, black = keep.")
+    mask: ImageRef | None = Field(
+        None, description="Inpainting mask (img2img): white = repaint, black = keep."
+    )
     mask_blur: int = Field(4, ge=0, le=64, description="Gaussian blur of the mask (A1111 kernel and sigma).")
     inpainting_fill: Literal[0, 1, 2, 3] = Field(
         0, description="Masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing."
@@ -307,7 +325,9 @@ class GenerateSpec(SpecBase):
         if info.data.get("mode") == "txt2img":
             for i, unit in enumerate(v):
                 if unit.enabled and unit.image is None:
-                    raise ValueError(f"unit {i}: txt2img needs the unit's own `image` (no init image to default to)")
+                    raise ValueError(
+                        f"unit {i}: txt2img needs the unit's own `image` (no init image to default to)"
+                    )
         return v
 
     def used_strength(self) -> float | None:

@@ -103,9 +103,9 @@ def slerp(val: float, low, high, dim: int = 1):
         return low * (1.0 - val) + high * val
     omega = torch.acos(dot)
     so = torch.sin(omega)
-    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(dim) * low + (torch.sin(val * omega) / so).unsqueeze(
-        dim
-    ) * high
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(dim) * low + (
+        torch.sin(val * omega) / so
+    ).unsqueeze(dim) * high
 
 
 def variation_noise(shape: tuple[int, ...], seeds: list[int], subseeds: list[int], strength: float):
@@ -245,7 +245,9 @@ def latent_mask_blocks(mask: Image.Image, width: int, height: int, scale: int = 
 def paste_back(original: Image.Image, generated: Image.Image, alpha: np.ndarray) -> Image.Image:
     """original * (1 - alpha) + generated * alpha, alpha in [0, 1] (A1111 `apply_overlay`)."""
     a = alpha.astype(np.float32)[..., None]
-    out = to_rgb_array(original).astype(np.float32) * (1.0 - a) + to_rgb_array(generated).astype(np.float32) * a
+    out = (
+        to_rgb_array(original).astype(np.float32) * (1.0 - a) + to_rgb_array(generated).astype(np.float32) * a
+    )
     return from_array(np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
 
@@ -256,7 +258,9 @@ def paste_back(original: Image.Image, generated: Image.Image, alpha: np.ndarray)
 
 def _cv_resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:
     shrink = w * h < arr.shape[0] * arr.shape[1]
-    return cv2.resize(arr, (max(1, w), max(1, h)), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return cv2.resize(
+        arr, (max(1, w), max(1, h)), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    )
 
 
 def pixel_perfect_resolution(image_w: int, image_h: int, width: int, height: int, resize_mode: str) -> int:
@@ -303,7 +307,9 @@ def canny_thresholds(unit: ControlNetUnit, index: int) -> tuple[int, int]:
     return low, high
 
 
-def control_map(source: Image.Image, unit: ControlNetUnit, index: int, width: int, height: int) -> Image.Image:
+def control_map(
+    source: Image.Image, unit: ControlNetUnit, index: int, width: int, height: int
+) -> Image.Image:
     """The unit's control image at width x height: preprocess (`module`), then fit (`resize_mode`)."""
     from ..vision.edges import canny_control_image
 
@@ -431,7 +437,9 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
     entry = _lookup(models, spec.checkpoint, "checkpoint", owner, "checkpoint")
     if entry.arch not in SUPPORTED_ARCHS:
         raise InputError(
-            "checkpoint", f"{entry.name!r} is a {entry.arch} model; supported: {', '.join(SUPPORTED_ARCHS)}", spec.checkpoint
+            "checkpoint",
+            f"{entry.name!r} is a {entry.arch} model; supported: {', '.join(SUPPORTED_ARCHS)}",
+            spec.checkpoint,
         )
     arch = entry.arch
     # LoRA tags (from the prompt only, as A1111's extra networks)
@@ -441,7 +449,9 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
     for tag in tags:
         lora = _lookup(models, tag.name, "lora", owner, "prompt")
         if lora.arch not in (arch, "unknown"):
-            raise InputError("prompt", f"LoRA {tag.name!r} is for {lora.arch}, the checkpoint is {arch}", tag.name)
+            raise InputError(
+                "prompt", f"LoRA {tag.name!r} is for {lora.arch}, the checkpoint is {arch}", tag.name
+            )
         if tag.unet_weight != tag.weight:
             ignore("prompt", f"<lora:{tag.name}:...> has a separate UNet weight {tag.unet_weight:g}; "
                    f"both parts use {tag.weight:g}")  # fmt: skip
@@ -454,7 +464,9 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
         cn = _lookup(models, unit.model, "controlnet", owner, f"controlnet_units.{i}.model")
         if cn.arch not in (arch, "unknown"):
             raise InputError(
-                f"controlnet_units.{i}.model", f"ControlNet {cn.name!r} is for {cn.arch}, the checkpoint is {arch}", unit.model
+                f"controlnet_units.{i}.model",
+                f"ControlNet {cn.name!r} is for {cn.arch}, the checkpoint is {arch}",
+                unit.model,
             )
         if unit.module == "canny":
             canny_thresholds(unit, i)
@@ -482,7 +494,20 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
         ignore("resize_mode", "3 (latent upscale) runs as 0 (just resize)")
     if arch == "sdxl" and spec.clip_skip > 1:
         ignore("clip_skip", "SDXL always uses the penultimate CLIP layer (as A1111)")
-    return _Checked(entry, arch, sampler, schedule, prompt_text, loras, units, seeds, subseeds, strength, ignored, warnings)
+    return _Checked(
+        entry,
+        arch,
+        sampler,
+        schedule,
+        prompt_text,
+        loras,
+        units,
+        seeds,
+        subseeds,
+        strength,
+        ignored,
+        warnings,
+    )
 
 
 @dataclass
@@ -497,12 +522,16 @@ class _Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_images(spec: GenerateSpec, ctx: EngineContext, inpainting_unet: bool, warnings: list[str]) -> _Prepared:
+def prepare_images(
+    spec: GenerateSpec, ctx: EngineContext, inpainting_unet: bool, warnings: list[str]
+) -> _Prepared:
     """Init image, mask and overlay at the generation size, as A1111's img2img `init` builds them."""
     w, h = spec.width, spec.height
     if spec.mode == "txt2img":
         if inpainting_unet:  # A1111 conditions inpainting models with a full mask over a blank image
-            return _Prepared("inpaint", Image.new("RGB", (w, h), (127, 127, 127)), Image.new("L", (w, h), 255))
+            return _Prepared(
+                "inpaint", Image.new("RGB", (w, h), (127, 127, 127)), Image.new("L", (w, h), 255)
+            )
         return _Prepared("txt2img")
     photo = ctx.load_image(spec.init_images[0], field="init_images.0")
     mode = 0 if spec.resize_mode == 3 else spec.resize_mode
@@ -529,7 +558,9 @@ def prepare_images(spec: GenerateSpec, ctx: EngineContext, inpainting_unet: bool
     if spec.inpaint_full_res:
         region = crop_region(mask_img, spec.inpaint_full_res_padding)
         if region is None:  # A1111 switches to plain img2img of the whole picture
-            warnings.append("the mask is empty: 'only masked' inpainting ran as plain img2img (as A1111 does)")
+            warnings.append(
+                "the mask is empty: 'only masked' inpainting ran as plain img2img (as A1111 does)"
+            )
             init = resize_image(mode, photo, w, h)
             if inpainting_unet:
                 return _Prepared("inpaint", init, Image.new("L", (w, h), 255))
@@ -699,9 +730,13 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
         specs = [u.spec for u in checked.units]
         common["image" if prep.route == "txt2img" else "control_image"] = controls if many else controls[0]
         common["controlnet_conditioning_scale"] = [u.weight for u in specs] if many else specs[0].weight
-        common["control_guidance_start"] = [u.guidance_start for u in specs] if many else specs[0].guidance_start
+        common["control_guidance_start"] = (
+            [u.guidance_start for u in specs] if many else specs[0].guidance_start
+        )
         common["control_guidance_end"] = [u.guidance_end for u in specs] if many else specs[0].guidance_end
-    hooks = ControlModeHooks(pipe, [u.model for u in checked.units], [u.spec.control_mode for u in checked.units])
+    hooks = ControlModeHooks(
+        pipe, [u.model for u in checked.units], [u.spec.control_mode for u in checked.units]
+    )
 
     # 4. Denoise: n_iter batches of batch_size images, one 0..100 progress stream
     ctx.progress(0, total, stage="generate")
@@ -714,7 +749,11 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
             kwargs = dict(common)
             kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
             if spec.mode == "txt2img" and spec.subseed_strength > 0:
-                shape = (pipe.unet.config.out_channels, h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
+                shape = (
+                    pipe.unet.config.out_channels,
+                    h // pipe.vae_scale_factor,
+                    w // pipe.vae_scale_factor,
+                )
                 noise = variation_noise(shape, seeds, subseeds, spec.subseed_strength)
                 kwargs["latents"] = noise.to(models.device, models.dtype)
 

@@ -210,7 +210,7 @@ def build_tiny_sd15(seed: int = 0, inpaint: bool = False) -> dict:
     }
 
 
-def build_tiny_controlnet(unet, seed: int = 0, scale: float = 0.1):
+def build_tiny_controlnet(unet, seed: int = 0, scale: float = 0.1, embed_channels: tuple | None = None):
     """`ControlNetModel.from_unet` with random (non-zero) zero-convs, so the hint visibly changes the output.
 
     A freshly made ControlNet adds exactly nothing (its zero convolutions and hint `conv_out` are zero); a
@@ -220,7 +220,8 @@ def build_tiny_controlnet(unet, seed: int = 0, scale: float = 0.1):
     import torch
     from diffusers import ControlNetModel
 
-    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONTROLNET_EMBED_CHANNELS)
+    channels = embed_channels or CONTROLNET_EMBED_CHANNELS
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
     gen = torch.Generator().manual_seed(seed)
     modules = [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]
     with torch.no_grad():
