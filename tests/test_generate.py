@@ -34,6 +34,17 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU they make torch crawl."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def env(tiny_models_dir, tmp_path_factory, sample_photo_path):
     home = tmp_path_factory.mktemp("generate-home")

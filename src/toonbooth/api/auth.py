@@ -57,7 +57,9 @@ class AuthPolicy:
             if scheme == "bearer":
                 user = self.users.authenticate(value)
                 if user is None:
-                    raise AuthError("the bearer token is not valid (create one with `toonbooth users add NAME`)")
+                    raise AuthError(
+                        "the bearer token is not valid (create one with `toonbooth users add NAME`)"
+                    )
                 return user
             if scheme == "basic" and allow_basic:
                 name, password = _decode_basic(value)
@@ -69,7 +71,9 @@ class AuthPolicy:
             raise AuthError(f"unsupported Authorization scheme {scheme!r}; use {allowed}")
         if self.anonymous_active():
             if host is not None and not is_loopback_host(host):
-                raise AuthError(f"local mode answers only requests addressed to a loopback host, not {host[:80]!r}")
+                raise AuthError(
+                    f"local mode answers only requests addressed to a loopback host, not {host[:80]!r}"
+                )
             return LOCAL_USER
         raise AuthError("authentication required: send `Authorization: Bearer <token>`")
 
@@ -92,7 +96,9 @@ def _decode_basic(value: str) -> tuple[str, str]:
 def current_user(request: Request) -> str:
     """Dependency of the native routes: Bearer token (or local mode)."""
     policy: AuthPolicy = request.app.state.auth
-    return policy.resolve(request.headers.get("authorization"), request.headers.get("host"), allow_basic=False)
+    return policy.resolve(
+        request.headers.get("authorization"), request.headers.get("host"), allow_basic=False
+    )
 
 
 def current_user_a1111(request: Request) -> str:

@@ -31,7 +31,9 @@ class ErrorBody(BaseModel):
 
 
 def error_response(status: int, detail: str, field: str | None = None, headers: dict[str, str] | None = None):
-    return JSONResponse(ErrorBody(detail=detail, field=field).model_dump(), status_code=status, headers=headers)
+    return JSONResponse(
+        ErrorBody(detail=detail, field=field).model_dump(), status_code=status, headers=headers
+    )
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -61,7 +63,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ToonboothError)
     async def _toonbooth(_request: Request, exc: ToonboothError):
         field = exc.field if isinstance(exc, InputError) else None
-        headers = {"WWW-Authenticate": 'Bearer, Basic realm="toonbooth"'} if isinstance(exc, AuthError) else None
+        headers = (
+            {"WWW-Authenticate": 'Bearer, Basic realm="toonbooth"'} if isinstance(exc, AuthError) else None
+        )
         return error_response(exc.http_status, str(exc), field, headers)
 
     @app.exception_handler(RequestValidationError)

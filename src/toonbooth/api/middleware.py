@@ -58,7 +58,9 @@ class BodyLimitMiddleware:
             try:
                 declared = int(length)
             except ValueError:
-                await _send_json(send, 400, f"`Content-Length` is not a number: {length[:40]!r}", "Content-Length")
+                await _send_json(
+                    send, 400, f"`Content-Length` is not a number: {length[:40]!r}", "Content-Length"
+                )
                 return
             if declared > self.max_bytes:
                 await _send_json(send, 413, self._message(declared), "body")

@@ -280,5 +280,11 @@ def version() -> None:
     typer.echo(f"toonbooth {__version__}")
 
 
+# --- server and users commands (cli/serve.py) --- added by the API helper
+from .serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -438,7 +438,9 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
     if entry.arch not in SUPPORTED_ARCHS:
         raise InputError(
             "checkpoint",
-            f"{entry.name!r} is a {entry.arch} model; supported: {', '.join(SUPPORTED_ARCHS)}",
+            f"{entry.name!r} is a {entry.arch} model; supported: {', '.join(SUPPORTED_ARCHS)}"
+            if entry.arch != "unknown"
+            else f"cannot tell whether {entry.name!r} is SD1.5 or SDXL (supported: {', '.join(SUPPORTED_ARCHS)})",
             spec.checkpoint,
         )
     arch = entry.arch
@@ -517,6 +519,7 @@ class _Prepared:
     mask: Image.Image | None = None  # mask given to the pipeline (width x height, 0/255)
     latmask: np.ndarray | None = None  # A1111 latent mask (h/8, w/8) of 0/1
     original: Image.Image | None = None  # picture the result is pasted back into
+    photo: Image.Image | None = None  # the init image as given (default control image)
     overlay: np.ndarray | None = None  # alpha of the generated image over `original`
     region: tuple[int, int, int, int] | None = None  # inpaint "only masked" box in `original`
     extra: dict[str, Any] = field(default_factory=dict)
@@ -535,6 +538,12 @@ def prepare_images(
         return _Prepared("txt2img")
     photo = ctx.load_image(spec.init_images[0], field="init_images.0")
     mode = 0 if spec.resize_mode == 3 else spec.resize_mode
+
+    def plain(init: Image.Image) -> _Prepared:  # img2img without a mask (inpainting UNets: a full mask)
+        if inpainting_unet:
+            return _Prepared("inpaint", init, Image.new("L", (w, h), 255), photo=photo)
+        return _Prepared("img2img", init, photo=photo)
+
     mask_img = None
     if spec.mask is not None:
         mask_img = binary_mask(ctx.load_image(spec.mask, field="mask"), spec.inpainting_mask_invert)
@@ -545,11 +554,8 @@ def prepare_images(
             )  # fmt: skip
         mask_img = blur_mask(mask_img, spec.mask_blur)
     if mask_img is None:
-        init = resize_image(mode, photo, w, h)
-        if inpainting_unet:
-            return _Prepared("inpaint", init, Image.new("L", (w, h), 255))
-        return _Prepared("img2img", init)
-    prep = _Prepared("inpaint")
+        return plain(resize_image(mode, photo, w, h))
+    prep = _Prepared("inpaint", photo=photo)
     if spec.mask_blur > 0:
         prep.extra["Mask blur"] = spec.mask_blur
     if spec.inpainting_mask_invert:
@@ -561,10 +567,7 @@ def prepare_images(
             warnings.append(
                 "the mask is empty: 'only masked' inpainting ran as plain img2img (as A1111 does)"
             )
-            init = resize_image(mode, photo, w, h)
-            if inpainting_unet:
-                return _Prepared("inpaint", init, Image.new("L", (w, h), 255))
-            return _Prepared("img2img", init)
+            return plain(resize_image(mode, photo, w, h))
         region = expand_crop_region(region, w, h, photo.width, photo.height)
         prep.region = region
         prep.original = photo
@@ -659,14 +662,11 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
     arch, entry = checked.arch, checked.entry
     warnings = list(checked.warnings)
     prep = prepare_images(spec, ctx, inpainting_unet=bool(entry.inpainting), warnings=warnings)
-    photo_for_control: Image.Image | None = None
-    if spec.mode == "img2img":
-        photo_for_control = ctx.load_image(spec.init_images[0], field="init_images.0")
     for unit in checked.units:
         if unit.spec.image is not None:
             unit.image = ctx.load_image(unit.spec.image, field=f"controlnet_units.{unit.index}.image")
         else:
-            unit.image = photo_for_control
+            unit.image = prep.photo
     ctx.check_canceled()
 
     # 2. Load models (cached between jobs), activate the prompt's LoRAs, build the pipeline
@@ -739,9 +739,9 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
     )
 
     # 4. Denoise: n_iter batches of batch_size images, one 0..100 progress stream
-    ctx.progress(0, total, stage="generate")
     generated: list[Image.Image] = []
     try:
+        ctx.progress(0, total, stage="generate")
         for it in range(spec.n_iter):
             batch = slice(it * spec.batch_size, (it + 1) * spec.batch_size)
             seeds, subseeds = checked.seeds[batch], checked.subseeds[batch]

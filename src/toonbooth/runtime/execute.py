@@ -15,6 +15,10 @@ from .context import JobContext
 ENGINES: dict[str, str] = {
     "avatar": "toonbooth.engines.avatar",
     "generate": "toonbooth.engines.generate",
+    "train_lora": "toonbooth.training.job",
+    "train_dreambooth": "toonbooth.training.job",
+    "train_ti": "toonbooth.training.job",
+    "anime": "toonbooth.engines.anime",
 }
 
 

@@ -159,7 +159,7 @@ def person_box_from_face(face: Any, width: int, height: int) -> tuple[int, int, 
     cx = (face.x0 + face.x1) / 2.0
     x0 = int(round(cx - 1.8 * fw))
     x1 = int(round(cx + 1.8 * fw))
-    y0 = int(round(face.y0 - 0.35 * fh))
+    y0 = int(round(face.y0 - 0.7 * fh))  # hair: the detector box starts at the brows
     y1 = int(round(face.y1 + 6.0 * fh))
     return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
 
@@ -170,10 +170,13 @@ def prompt_from_face(img: Image.Image | np.ndarray) -> ClickPrompt:
     from toonbooth.vision.faces import largest_face
 
     arr = _to_rgb_array(img)
-    h, w = arr.shape[:2]
     face = largest_face(Image.fromarray(arr))
     if face is None:
         raise InputError("points", "no click given and no face found in the photo: click on the person", None)
+    return _prompt_for_face(face, arr.shape[1], arr.shape[0])
+
+
+def _prompt_for_face(face: Any, w: int, h: int) -> ClickPrompt:
     cx = min(w - 1, max(0, int(round((face.x0 + face.x1) / 2.0))))
     cy = min(h - 1, max(0, int(round((face.y0 + face.y1) / 2.0))))
     return ClickPrompt(points=[Point(x=cx, y=cy, positive=True)], box=person_box_from_face(face, w, h))
@@ -347,8 +350,8 @@ class SamSegmenter:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _face_box_under_click(arr: np.ndarray, positive: Sequence[Point]) -> tuple[int, int, int, int] | None:
-    """The person box grown from the largest face, if one of the positive clicks lies on that face."""
+def _face_under_click(arr: np.ndarray, positive: Sequence[Point]) -> Any | None:
+    """The largest face, if one of the positive clicks lies on it."""
     from toonbooth.vision.faces import largest_face
 
     if not positive:
@@ -358,7 +361,7 @@ def _face_box_under_click(arr: np.ndarray, positive: Sequence[Point]) -> tuple[i
         return None
     if not any(face.x0 <= p.x < face.x1 and face.y0 <= p.y < face.y1 for p in positive):
         return None
-    return person_box_from_face(face, arr.shape[1], arr.shape[0])
+    return face
 
 
 def grabcut_segment(
@@ -375,7 +378,8 @@ def grabcut_segment(
 
     Seeds: a box is a hard limit (outside = sure background, inside probable foreground). Without a box,
     when `use_face` and a positive click lies on the largest detected face, the person box grown from
-    that face is used as the box; otherwise the region around the clicks (their bounding box grown by
+    that face is used as the box, with a head-and-shoulders prior (above the chin, only the head's
+    column is probable foreground); otherwise the region around the clicks (their bounding box grown by
     `click_expand` x the photo's long side, shrunk until it covers at most half of the photo) is
     probable foreground and the rest probable background. Positive clicks become sure-foreground disks and negative clicks sure-background disks
     of `click_radius` px (default 1.5 % of the long side, at least 3 px).
@@ -397,13 +401,21 @@ def grabcut_segment(
         raise InputError("work_side", f"must be >= 64, got {work_side!r}", work_side)
     if not (0.0 <= roi_margin <= 2.0):
         raise InputError("roi_margin", f"must be in [0, 2], got {roi_margin!r}", roi_margin)
+    face = None  # set when the box is grown from a face: then a head-and-shoulders prior applies
     if prompt is None:
-        prompt = prompt_from_face(arr)
+        from toonbooth.vision.faces import largest_face
+
+        face = largest_face(Image.fromarray(arr))
+        if face is None:
+            raise InputError(
+                "points", "no click given and no face found in the photo: click on the person", None
+            )
+        prompt = _prompt_for_face(face, w, h)
     prompt.check(w, h)
     if prompt.box is None and use_face:
-        face_box = _face_box_under_click(arr, prompt.positive_points)
-        if face_box is not None:
-            prompt = ClickPrompt(points=prompt.points, box=face_box)
+        face = _face_under_click(arr, prompt.positive_points)
+        if face is not None:
+            prompt = ClickPrompt(points=prompt.points, box=person_box_from_face(face, w, h))
 
     # 2. Probable-foreground region (full-image pixels) and the crop GrabCut works on
     if prompt.box is not None:
@@ -442,6 +454,14 @@ def grabcut_segment(
     wx0, wy0 = to_work(rx0, ry0)
     wx1, wy1 = to_work(rx1, ry1)
     gc[wy0 : max(wy1, wy0 + 1), wx0 : max(wx1, wx0 + 1)] = cv2.GC_PR_FGD
+    if face is not None:
+        # head and shoulders: above the chin only the head's column (face + hair) is probably the person
+        fw = face.x1 - face.x0
+        hx0, _ = to_work(face.x0 - 0.35 * fw, 0)
+        hx1, chin = to_work(face.x1 + 0.35 * fw, face.y1)
+        above = gc[wy0 : max(chin, wy0), :]
+        above[:, : max(0, hx0)] = cv2.GC_PR_BGD
+        above[:, max(0, hx1) :] = cv2.GC_PR_BGD
     for pts, label in ((prompt.positive_points, cv2.GC_FGD), (prompt.negative_points, cv2.GC_BGD)):
         for p in pts:
             x, y = to_work(p.x, p.y)

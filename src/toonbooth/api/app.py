@@ -1,0 +1,157 @@
+"""The FastAPI application: native REST API (`/v1/*`), the AUTOMATIC1111-compatible API (`/sdapi/v1/*`,
+`/controlnet/*`), the web UI (Gradio, mounted at `/ui`), OpenAPI at `/docs`.
+
+`create_app(settings)` builds everything on the embedded defaults (SQLite queue, local or S3 storage,
+runner threads in this process); pass a `Service` to share one (tests, embedding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import RedirectResponse
+from pydantic import TypeAdapter
+
+from .. import __version__
+from ..core.errors import AuthError
+from ..core.settings import Settings
+from ..core.specs import JobSpec
+from .a1111_options import OptionsStore
+from .auth import LOCAL_USER, AuthPolicy
+from .deps import ApiState
+from .errors import install_error_handlers
+from .middleware import BodyLimitMiddleware, OriginGuardMiddleware
+from .routes import a1111, jobs
+
+log = logging.getLogger(__name__)
+UI_PATH = "/ui"
+BODY_SLACK_BYTES = 1024 * 1024  # JSON fields around the images
+
+
+def max_body_bytes(settings: Settings, images: int = 3) -> int:
+    """Largest request body: `images` images of `max_upload_bytes` as base64 (4/3), plus 1 MiB."""
+    return images * (settings.max_upload_bytes * 4 // 3 + 4) + BODY_SLACK_BYTES
+
+
+def make_service(settings: Settings, start_runners: bool = False):
+    """The embedded service, with a model manager that never takes a user-typed name as a server path."""
+    from ..models.manager import ModelManager
+    from ..runtime.service import Service
+
+    return Service(settings, models=ModelManager(settings, allow_paths=False), start_runners=start_runners)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """OpenAPI with the JobSpec union (every job kind) as the `POST /v1/jobs` body schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        spec_schema = TypeAdapter(JobSpec).json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(spec_schema.pop("$defs", {}))
+        components["JobSpec"] = spec_schema
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: Settings,
+    service: Any | None = None,
+    *,
+    allow_anonymous: bool = False,
+    allowed_origins: Iterable[str] = (),
+    mount_ui: bool = True,
+) -> FastAPI:
+    """Build the server app.
+
+    `service`: a `runtime.service.Service` to use (its lifecycle stays the caller's); None = build
+    one from `settings` and start / stop its runners with the app. `allow_anonymous`: local
+    single-user mode (only for a server bound to loopback, and only while no token exists).
+    `allowed_origins`: other browser origins allowed to call the API (CORS); none by default."""
+    owned = service is None
+    svc = make_service(settings) if owned else service
+    origins = [o.rstrip("/") for o in allowed_origins]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            svc.start()
+        try:
+            yield
+        finally:
+            if owned:
+                svc.close()
+
+    app = FastAPI(
+        title="toonbooth",
+        version=__version__,
+        description="Photos to personal characters. Native job API (`/v1`), AUTOMATIC1111-compatible API "
+        "(`/sdapi/v1`, `/controlnet`), web UI at `/ui`. Authenticate with `Authorization: Bearer <token>` "
+        "(`toonbooth users add NAME`); A1111 routes also take HTTP Basic `user:token`.",
+        lifespan=lifespan,
+    )
+    policy = AuthPolicy(svc.users, allow_anonymous=allow_anonymous)
+    options = OptionsStore(settings.resolved_data_dir / "a1111_options.json")
+    app.state.api = ApiState(settings=settings, service=svc, auth=policy, options=options)
+    app.state.auth = policy
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(a1111.router)
+    _install_openapi(app)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(UI_PATH + "/" if mount_ui else "/docs")
+
+    if mount_ui:
+        _mount_ui(app, settings, svc, policy)
+    # outermost last: origin guard, then CORS for configured origins, then the body limit
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes(settings))
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=False,
+        )
+    app.add_middleware(OriginGuardMiddleware, allowed_origins=origins)
+    return app
+
+
+def _mount_ui(app: FastAPI, settings: Settings, svc: Any, policy: AuthPolicy) -> None:
+    import gradio as gr
+
+    from ..ui.app import build_ui
+
+    def ui_user(username: str | None) -> str:
+        if username:
+            return username
+        if policy.anonymous_active():
+            return LOCAL_USER
+        raise AuthError("sign in again: this server now requires a token (a user was added)")
+
+    blocks = build_ui(svc, settings, user_for=ui_user)
+    auth = None if policy.anonymous_active() else policy.check_password
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path=UI_PATH,
+        auth=auth,
+        auth_message="Sign in with your user name and API token (`toonbooth users add NAME`).",
+        max_file_size=settings.max_upload_bytes,
+        ssr_mode=False,
+        footer_links=[],
+    )

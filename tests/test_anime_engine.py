@@ -1,0 +1,209 @@
+"""The anime-me job (issue 6) end to end: tiny neural models (SAM from a saved folder, LaMa from a
+safetensors file in the models folder, SD1.5 + ControlNet canny + style LoRA) and the classic backends,
+on the shared face photo with a click on the face; bad clicks, mask-only mode, backend choice, cancel."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from toonbooth.core.errors import BackendUnavailableError, InputError, JobCanceledError
+from toonbooth.core.events import ProgressEvent
+from toonbooth.core.images import read_png_parameters
+from toonbooth.core.settings import Settings
+from toonbooth.core.specs import AnimeSpec, parse_job_spec
+from toonbooth.engines import anime
+from toonbooth.models.cache import ModelCache
+from toonbooth.models.manager import ModelManager
+from toonbooth.runtime.context import JobContext
+from toonbooth.runtime.execute import execute
+from toonbooth.runtime.storage_local import LocalStorage
+
+CLICK = {"x": 225, "y": 115}  # on the face of assets/sample_face.png (512 x 512)
+SAM_SEED = 11  # a tiny random SAM whose mask at CLICK is a blob around the face (not the whole photo)
+NEURAL = dict(
+    backend="neural", sam_model="tiny-sam", lama_model="tiny-lama", checkpoint="tiny-sd15",
+    controlnet="tiny-sd15-canny", style="tiny-sd15-style", steps=4, gen_size=64, seed=7,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tiny_models_dir, tmp_path_factory, sample_photo_path):
+    from safetensors.torch import save_file
+
+    from toonbooth.nets.lama import LamaConfig, build_lama
+    from toonbooth.vision.segment import build_tiny_sam
+
+    home = tmp_path_factory.mktemp("anime-home")
+    extra = home / "extra-models"  # SAM/ and LaMa/ next to the shared tiny set (extra_model_dirs)
+    sam, processor = build_tiny_sam(seed=SAM_SEED)
+    sam.save_pretrained(extra / "SAM" / "tiny-sam")
+    processor.save_pretrained(extra / "SAM" / "tiny-sam")
+    lama = build_lama(LamaConfig.tiny(), seed=0)
+    (extra / "LaMa").mkdir(parents=True)
+    sd = {f"generator.{k}": v.contiguous() for k, v in lama.generator.state_dict().items()}
+    save_file(sd, str(extra / "LaMa" / "tiny-lama.safetensors"))
+    settings = Settings(
+        home=home, models_dir=tiny_models_dir, extra_model_dirs=[extra], data_dir=home / "data", device="cpu"
+    )
+    storage = LocalStorage(settings.resolved_data_dir)
+    models = ModelManager(settings, cache=ModelCache(6))
+    ref = storage.put(sample_photo_path.read_bytes())
+    photo = np.asarray(Image.open(sample_photo_path).convert("RGB"))
+    return settings, models, storage, ref, photo
+
+
+def run(env, spec, events=None, cancel=None):
+    settings, models, storage, *_ = env
+    ctx = JobContext(settings, models, storage, on_event=events.append if events is not None else None,
+                     cancel_event=cancel)  # fmt: skip
+    out = execute(spec, ctx)
+    images = {o.name: Image.open(storage.local_path(o.ref)) for o in out.outputs}
+    return out, images
+
+
+def check_full_outputs(out, images, photo):
+    """Sizes, non-empty mask, composite changed inside the mask and byte-identical far outside it."""
+    h, w = photo.shape[:2]
+    assert set(images) == {"composite", "background", "character", "mask"}
+    assert all(im.size == (w, h) for im in images.values())
+    assert images["character"].mode == "RGBA" and images["mask"].mode == "L"
+    mask = np.asarray(images["mask"]) > 127
+    assert 0 < mask.mean() < 0.9
+    comp = np.asarray(images["composite"].convert("RGB")).astype(np.int16)
+    inside = np.abs(comp - photo)[mask].mean()
+    assert inside > 5, inside
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+    far = dist > out.info["dilate_px"] + 12  # beyond the inpainted hole and the feathered edge
+    assert far.mean() > 0.05
+    assert np.array_equal(comp[far], photo[far])
+    bg = np.asarray(images["background"].convert("RGB")).astype(np.int16)
+    assert np.array_equal(bg[far], photo[far]) and np.abs(bg - photo)[mask].mean() > 5
+    alpha = np.asarray(images["character"])[:, :, 3]
+    assert alpha[mask].min() > 0 and alpha[far].max() == 0
+    return mask
+
+
+def test_neural_job_end_to_end_and_mask_mode(env):
+    _, models, storage, ref, photo = env
+    events: list = []
+    spec = AnimeSpec(image=ref, points=[CLICK], **NEURAL)
+    out, images = run(env, spec, events)
+    assert out.backend == "neural"
+    assert out.info["backends"] == {"segment": "sam", "inpaint": "lama", "character": "sd15"}
+    mask = check_full_outputs(out, images, photo)
+    assert mask[CLICK["y"], CLICK["x"]]
+    assert isinstance(out.info["score"], float) and len(out.info["all_scores"]) == 3
+    # crop long side -> gen_size, multiples of 8; tiny LoRA active; seed as asked
+    assert max(out.info["gen_size"]) == 64 and all(v % 8 == 0 for v in out.info["gen_size"])
+    assert out.info["seed"] == 7 and out.info["loras"][0]["name"] == "tiny-sd15-style"
+    params = read_png_parameters(storage.local_path(out.output("composite").ref))
+    assert params.startswith("anime style, cel shading") and "<lora:tiny-sd15-style:1>" in params
+    for key in ("Negative prompt: photo, realistic", "Steps: 4", "Sampler: DPM++ 2M Karras", "Seed: 7",
+                "Denoising strength: 0.6", "ControlNet 0: ", "Model: tiny-sd15", 'Segment: "SAM tiny-sam',
+                "Inpaint: LaMa tiny-lama", "Lora hashes: "):  # fmt: skip
+        assert key in params, key
+    assert "Inpaint: LaMa tiny-lama" in read_png_parameters(storage.local_path(out.output("background").ref))
+    # one monotonic progress stream 0 -> 100 over the stages; int(4 * 0.6) = 2 denoising steps
+    prog = [e for e in events if isinstance(e, ProgressEvent)]
+    perc = [e.percent for e in prog]
+    assert perc[0] == 0.0 and perc[-1] == 100.0 and bool(np.all(np.diff(perc) >= 0))
+    assert [e.stage for e in prog if e.stage == "generate"] and prog[-1].total == 2 + 2 + 1
+    # mask mode: segmentation only (SAM and its image embedding cached), the same mask, an overlay
+    hits = models.cache.hits
+    out_m, images_m = run(env, spec.model_copy(update={"mode": "mask"}))
+    assert set(images_m) == {"mask", "overlay"} and out_m.backend == "neural"
+    assert np.array_equal(np.asarray(images_m["mask"]) > 127, mask)
+    assert images_m["overlay"].size == (photo.shape[1], photo.shape[0])
+    assert models.cache.hits > hits  # SAM came from the cache
+
+
+def test_classic_job_end_to_end(env):
+    _, _, storage, ref, photo = env
+    events: list = []
+    out, images = run(env, AnimeSpec(image=ref, points=[CLICK], backend="classic", edge_line_px=2), events)
+    assert out.backend == "classic"
+    assert out.info["backends"] == {"segment": "grabcut", "inpaint": "telea", "character": "toon"}
+    assert out.info["score"] is None
+    mask = check_full_outputs(out, images, photo)
+    assert mask[CLICK["y"], CLICK["x"]]
+    params = read_png_parameters(storage.local_path(out.output("character").ref))
+    assert "classic toon" in params and "Segment: GrabCut" in params and "Inpaint: Telea" in params
+    assert [e.percent for e in events if isinstance(e, ProgressEvent)] == [0.0, 25.0, 50.0, 75.0, 100.0]
+    out_m, images_m = run(env, AnimeSpec(image=ref, points=[CLICK], backend="classic", mode="mask"))
+    assert set(images_m) == {"mask", "overlay"} and out_m.info["backends"] == {"segment": "grabcut"}
+
+
+def test_auto_picks_per_stage_and_neural_without_weights_refuses(env):
+    settings, models, storage, ref, _ = env
+    ctx = JobContext(settings, models, storage)
+    # SAM only on the (offline) hub, LaMa not in the folder, SD1.5 present -> grabcut, telea, sd15
+    spec = AnimeSpec(image=ref, points=[CLICK], lama_model="no-such-lama", checkpoint="tiny-sd15",
+                     controlnet="tiny-sd15-canny")  # fmt: skip
+    plan = anime.choose_backends(spec, ctx, None)
+    assert (plan.segment, plan.inpaint, plan.character) == ("grabcut", "telea", "sd15")
+    assert "facebook/sam-vit-base" in plan.reasons["segment"] and "no-such-lama" in plan.reasons["inpaint"]
+    full = anime.choose_backends(
+        spec.model_copy(update={"sam_model": "tiny-sam", "lama_model": "tiny-lama"}), ctx, None
+    )
+    assert (full.segment, full.inpaint, full.character) == ("sam", "lama", "sd15")
+    with pytest.raises(BackendUnavailableError, match="inpaint: LaMa weights 'no-such-lama' not found"):
+        anime.choose_backends(
+            spec.model_copy(update={"backend": "neural", "sam_model": "tiny-sam"}), ctx, None
+        )
+    # API managers take names only: a path is refused, naming the field
+    api_models = ModelManager(settings, registry=models.registry, allow_paths=False)
+    with pytest.raises(InputError) as err:
+        anime.locate_sam("../../etc", JobContext(settings, api_models, storage))
+    assert err.value.field == "sam_model"
+
+
+@pytest.mark.parametrize(
+    ("points", "box", "field", "text"),
+    [
+        ([{"x": 600, "y": 10}], None, "points[0]", "outside the 512x512 image"),
+        ([CLICK, {"x": -1, "y": 5, "positive": False}], None, "points[1]", "outside"),
+        ([{"x": 10, "y": 10, "positive": False}], None, "points", "at least one positive point"),
+        ([], (10, 10, 600, 200), "box", "not inside"),
+    ],
+)
+def test_bad_clicks_name_the_field(env, points, box, field, text):
+    ref = env[3]
+    with pytest.raises(InputError) as err:
+        run(env, AnimeSpec(image=ref, points=points, box=box, backend="classic"))
+    assert err.value.field == field and text in str(err.value)
+
+
+def test_spec_errors_and_unknown_style(env):
+    ref = env[3]
+    with pytest.raises(InputError) as err:
+        parse_job_spec({"kind": "anime", "image": ref, "points": [CLICK], "gen_size": 500})
+    assert err.value.field == "gen_size"
+    with pytest.raises(InputError) as err:
+        run(env, AnimeSpec(image=ref, points=[CLICK], **{**NEURAL, "style": "nobody-style"}))
+    assert err.value.field == "style" and "tiny-sd15-style" in str(err.value)
+    with pytest.raises(InputError) as err:
+        run(env, AnimeSpec(image=ref, points=[CLICK], **{**NEURAL, "style": "tiny-memoji"}))  # an SDXL LoRA
+    assert err.value.field == "style" and "sdxl" in str(err.value)
+
+
+def test_cancel_between_stages(env):
+    ref = env[3]
+    cancel = threading.Event()
+    stages: list[str] = []
+
+    def on_event(event):
+        if isinstance(event, ProgressEvent):
+            stages.append(event.stage)
+            if event.stage == "inpaint":
+                cancel.set()
+
+    settings, models, storage, *_ = env
+    ctx = JobContext(settings, models, storage, on_event=on_event, cancel_event=cancel)
+    with pytest.raises(JobCanceledError):
+        execute(AnimeSpec(image=ref, points=[CLICK], backend="classic"), ctx)
+    assert stages == ["segment", "inpaint"]
