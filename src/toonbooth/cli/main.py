@@ -285,6 +285,11 @@ from .serve import register as _register_serve  # noqa: E402
 
 _register_serve(app)
 
+# --- anime-me command (cli/anime.py) --- added by the anime helper
+from .anime import register as _register_anime  # noqa: E402
+
+_register_anime(app)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -153,14 +153,16 @@ def image_tensor(image: Any) -> torch.Tensor:
 def encode_latent_dists(vae: Any, images: list[Any], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(mean, std) of the VAE posterior of each image, in fp32 (SDXL's VAE overflows in fp16), kept on CPU."""
     dtype = next(vae.parameters()).dtype
-    vae.to(torch.float32)
+    if dtype != torch.float32:
+        vae.to(torch.float32)
     out = []
     try:
         for img in images:
             dist = vae.encode(image_tensor(img)[None].to(device)).latent_dist
             out.append((dist.mean[0].float().cpu(), dist.std[0].float().cpu()))
     finally:
-        vae.to(dtype)
+        if dtype != torch.float32:
+            vae.to(dtype)
     return out
 
 
