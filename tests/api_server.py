@@ -85,12 +85,24 @@ def start_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}-{int(time.time() * 1000)}.log"
     cmd = cli_command(
-        models_dir, data_dir, "serve", "--host", host, "--port", str(port), "--log-level", "warning", *extra_args
+        models_dir,
+        data_dir,
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra_args,
     )
     home = data_dir.parent / "home"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, env=server_env({"TOONBOOTH_HOME": str(home), **(env or {})}), stdout=log, stderr=subprocess.STDOUT
+            cmd,
+            env=server_env({"TOONBOOTH_HOME": str(home), **(env or {})}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Server(f"http://127.0.0.1:{port}", port, proc, log_path, data_dir)
     deadline = time.monotonic() + START_TIMEOUT_S

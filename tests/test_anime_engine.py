@@ -114,12 +114,12 @@ def test_neural_job_end_to_end_and_mask_mode(env):
     assert perc[0] == 0.0 and perc[-1] == 100.0 and bool(np.all(np.diff(perc) >= 0))
     assert [e.stage for e in prog if e.stage == "generate"] and prog[-1].total == 2 + 2 + 1
     # mask mode: segmentation only (SAM and its image embedding cached), the same mask, an overlay
-    hits = models.cache.hits
+    hits = models.aux_cache.hits
     out_m, images_m = run(env, spec.model_copy(update={"mode": "mask"}))
     assert set(images_m) == {"mask", "overlay"} and out_m.backend == "neural"
     assert np.array_equal(np.asarray(images_m["mask"]) > 127, mask)
     assert images_m["overlay"].size == (photo.shape[1], photo.shape[0])
-    assert models.cache.hits > hits  # SAM came from the cache
+    assert models.aux_cache.hits > hits  # SAM came from the cache
 
 
 def test_classic_job_end_to_end(env):
@@ -207,3 +207,56 @@ def test_cancel_between_stages(env):
     with pytest.raises(JobCanceledError):
         execute(AnimeSpec(image=ref, points=[CLICK], backend="classic"), ctx)
     assert stages == ["segment", "inpaint"]
+
+
+def small_photo(sample_photo_path, side: int = 160) -> Image.Image:
+    return Image.open(sample_photo_path).convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
+
+
+def test_cli_anime_mask_only_and_bad_point(tmp_path, sample_photo_path):
+    from typer.testing import CliRunner
+
+    from toonbooth.cli.main import app
+
+    photo = tmp_path / "me.png"
+    small_photo(sample_photo_path).save(photo)
+    env = {"TOONBOOTH_HOME": str(tmp_path / "home")}
+    args = ["anime", str(photo), "--point", "70,36", "--point", "5,150:neg", "--mask-only", "--quiet"]
+    res = CliRunner().invoke(app, [*args, "--out-dir", str(tmp_path / "out")], env=env)
+    assert res.exit_code == 0, res.output
+    assert "segment: grabcut" in res.output
+    mask = np.asarray(Image.open(tmp_path / "out" / "me-anime-mask.png")) > 127
+    assert mask.shape == (160, 160) and mask[36, 70] and not mask[150, 5]
+    assert (tmp_path / "out" / "me-anime-overlay.png").is_file()
+    res = CliRunner().invoke(app, ["anime", str(photo), "--point", "170,36", "--quiet"], env=env)
+    assert res.exit_code == 2 and "`points[0]`" in res.output and "outside the 160x160 image" in res.output
+
+
+def test_ui_tab_click_preview_and_generate(tmp_path, sample_photo_path):
+    import gradio as gr
+
+    from toonbooth.runtime.service import Service
+    from toonbooth.ui.anime_tab import AnimeTabActions, build_anime_tab
+
+    settings = Settings(home=tmp_path / "home", data_dir=tmp_path / "data", device="cpu")
+    with Service(settings) as service:
+        with gr.Blocks():
+            assert isinstance(build_anime_tab(service, settings), gr.Tab)
+        ui = AnimeTabActions(service, settings, wait_s=120)
+        ref, points, shown, _ = ui.upload(small_photo(sample_photo_path))
+        assert ref.startswith("blob:") and points == []
+        click = gr.SelectData(None, {"index": [70, 36], "value": None, "selected": True})
+        points, overlay, status = ui.click(ref, points, "the person", "", "classic", click)
+        assert points == [{"x": 70, "y": 36, "positive": True}] and "Mask: grabcut" in status
+        assert overlay.size == (160, 160) and overlay.tobytes() != shown.tobytes()
+        outside = gr.SelectData(None, {"index": [5, 150], "value": None, "selected": True})
+        points, _, status = ui.click(ref, points, "not the person", "", "classic", outside)
+        assert points[-1] == {"x": 5, "y": 150, "positive": False}
+        *_, (job, text, composite, layers) = ui.generate(
+            ref, points, "", "classic", "(none)", 1.0, "", "anime", "", 0.6, 4, 1, 0.5, 1
+        )
+        assert text.startswith("Done (classic"), text
+        assert composite.size == (160, 160) and [n for _, n in layers] == ["background", "character", "mask"]
+        assert "Nothing is running" in ui.cancel(None)
+        _, _, status = ui.click(ref, [], "not the person", "", "classic", outside)
+        assert "at least one positive point" in status

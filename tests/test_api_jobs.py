@@ -16,6 +16,8 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
+
 from api_server import (
     add_user,
     b64,
@@ -28,7 +30,6 @@ from api_server import (
     start_server,
     stop_server,
 )
-from PIL import Image
 
 MAX_UPLOAD = 300_000
 MAX_PIXELS = 1_000_000
@@ -51,7 +52,9 @@ def srv(tiny_models_dir, tmp_path_factory):
 
 
 def client(srv, user: str = "alice") -> httpx.Client:
-    return httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.tokens[user]}"}, timeout=120)
+    return httpx.Client(
+        base_url=srv.url, headers={"Authorization": f"Bearer {srv.tokens[user]}"}, timeout=120
+    )
 
 
 def generate_spec(steps: int = 6, seed: int = 1) -> dict:
@@ -94,9 +97,16 @@ def test_health_docs_openapi(srv):
 def test_auth_required(srv):
     r = httpx.get(srv.url + "/v1/jobs")
     assert r.status_code == 401 and "Bearer" in r.json()["detail"]
-    assert httpx.get(srv.url + "/v1/jobs", headers={"Authorization": "Bearer tb_000000000000_" + "x" * 40}).status_code == 401
+    assert (
+        httpx.get(
+            srv.url + "/v1/jobs", headers={"Authorization": "Bearer tb_000000000000_" + "x" * 40}
+        ).status_code
+        == 401
+    )
     basic = "Basic " + base64.b64encode(f"alice:{srv.tokens['alice']}".encode()).decode()
-    assert httpx.get(srv.url + "/v1/jobs", headers={"Authorization": basic}).status_code == 401  # Bearer only here
+    assert (
+        httpx.get(srv.url + "/v1/jobs", headers={"Authorization": basic}).status_code == 401
+    )  # Bearer only here
     with client(srv) as c:
         assert c.get("/v1/jobs").status_code == 200
 
@@ -142,7 +152,9 @@ def test_multipart_job_and_upload(srv, sample_photo_path):
     photo = png_bytes((96, 96), sample_photo_path)
     with client(srv) as c:
         spec = {"kind": "avatar", "backend": "classic", "gender": "female", "expression": "laughing"}
-        r = c.post("/v1/jobs", data={"spec": json.dumps(spec)}, files={"image": ("face.png", photo, "image/png")})
+        r = c.post(
+            "/v1/jobs", data={"spec": json.dumps(spec)}, files={"image": ("face.png", photo, "image/png")}
+        )
         assert r.status_code == 201, r.text
         job = wait_done(c, r.json()["id"])
         assert job["state"] == "completed", job
@@ -254,12 +266,17 @@ def test_users_are_isolated(srv):
             assert r.status_code == 404, (method, path, r.text)
         assert job["id"] not in [j["id"] for j in bob.get("/v1/jobs", params={"limit": 200}).json()["jobs"]]
         # alice's upload cannot be used by bob
-        ref = alice.post("/v1/uploads", files={"file": ("a.png", png_bytes(seed=11), "image/png")}).json()["ref"]
+        ref = alice.post("/v1/uploads", files={"file": ("a.png", png_bytes(seed=11), "image/png")}).json()[
+            "ref"
+        ]
         r = bob.post("/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": ref})
         assert r.status_code == 404 and "image" in r.json()["detail"]
         # and bob's result reference cannot be used by alice... nor alice's by bob
         out_ref = done["output"]["outputs"][0]["ref"]
-        assert bob.post("/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": out_ref}).status_code == 404
+        assert (
+            bob.post("/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": out_ref}).status_code
+            == 404
+        )
 
 
 BAD_INPUTS = [
@@ -316,10 +333,14 @@ def test_queued_jobs_limit(srv):
     with client(srv, "bob") as c:
         first = c.post("/v1/jobs", json=generate_spec(steps=150, seed=20)).json()
         wait_state(c, first["id"], "running")
-        queued = [c.post("/v1/jobs", json=generate_spec(steps=2, seed=21 + i)).json() for i in range(MAX_QUEUED)]
+        queued = [
+            c.post("/v1/jobs", json=generate_spec(steps=2, seed=21 + i)).json() for i in range(MAX_QUEUED)
+        ]
         assert all(q["state"] == "queued" for q in queued)
         blobs = blob_count(srv.data_dir)
-        r = c.post("/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": b64(png_bytes(seed=99))})
+        r = c.post(
+            "/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": b64(png_bytes(seed=99))}
+        )
         assert r.status_code == 429 and str(MAX_QUEUED) in r.json()["detail"]
         assert blob_count(srv.data_dir) == blobs
         for job in [first, *queued]:
@@ -333,9 +354,14 @@ def test_cross_origin_refused(srv):
         r = httpx.get(srv.url + "/v1/jobs", headers={**token, "Origin": origin})
         assert r.status_code == 403 and r.json()["field"] == "Origin", origin
         assert "access-control-allow-origin" not in r.headers
-    pre = httpx.options(srv.url + "/v1/jobs", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    pre = httpx.options(
+        srv.url + "/v1/jobs",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
-    r = httpx.get(srv.url + "/v1/jobs", headers={**token, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"})
+    r = httpx.get(
+        srv.url + "/v1/jobs", headers={**token, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}
+    )
     assert r.status_code == 403
     same = httpx.get(srv.url + "/v1/jobs", headers={**token, "Origin": srv.url})
     assert same.status_code == 200
@@ -346,7 +372,11 @@ def test_models_and_rescan(srv):
     with client(srv) as c:
         models = c.get("/v1/models").json()
         names = {(m["kind"], m["name"]) for m in models}
-        assert {("checkpoint", "tiny-sdxl"), ("controlnet", "tiny-sdxl-canny"), ("lora", "tiny-memoji")} <= names
+        assert {
+            ("checkpoint", "tiny-sdxl"),
+            ("controlnet", "tiny-sdxl-canny"),
+            ("lora", "tiny-memoji"),
+        } <= names
         assert all("path" not in m for m in models)
         loras = c.get("/v1/models", params={"kind": "lora"}).json()
         assert loras and all(m["kind"] == "lora" for m in loras)
@@ -362,7 +392,9 @@ def test_killed_server_restarted_serves_finished_job(tiny_models_dir, tmp_path):
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
             photo = png_bytes((64, 64), seed=4)
-            job = c.post("/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": b64(photo)}).json()
+            job = c.post(
+                "/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": b64(photo)}
+            ).json()
             done = wait_done(c, job["id"])
             assert done["state"] == "completed"
             first_png = c.get(f"/v1/jobs/{job['id']}/outputs/avatar").content
@@ -380,14 +412,18 @@ def test_killed_server_restarted_serves_finished_job(tiny_models_dir, tmp_path):
 
 def test_serve_refuses_public_bind_without_users(tiny_models_dir, tmp_path):
     cmd = cli_command(tiny_models_dir, tmp_path / "data", "serve", "--host", "0.0.0.0", "--port", "1")
-    out = subprocess.run(cmd, env=server_env({"TOONBOOTH_HOME": str(tmp_path)}), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        cmd, env=server_env({"TOONBOOTH_HOME": str(tmp_path)}), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     assert "refusing to bind 0.0.0.0" in out.stderr and "users add" in out.stderr
 
 
 def test_users_add_prints_token_once(tiny_models_dir, tmp_path):
     cmd = cli_command(tiny_models_dir, tmp_path / "data", "users", "add", "dave")
-    out = subprocess.run(cmd, env=server_env({"TOONBOOTH_HOME": str(tmp_path)}), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        cmd, env=server_env({"TOONBOOTH_HOME": str(tmp_path)}), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     assert token.startswith("tb_") and "shown only this once" in out.stderr
@@ -399,5 +435,7 @@ def test_users_add_prints_token_once(tiny_models_dir, tmp_path):
         assert token.encode() not in (tmp_path / "data" / "toonbooth.db").read_bytes()  # stored hashed
     finally:
         users.close()
-    again = subprocess.run(cmd, env=server_env({"TOONBOOTH_HOME": str(tmp_path)}), capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        cmd, env=server_env({"TOONBOOTH_HOME": str(tmp_path)}), capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 2 and "already exists" in again.stderr

@@ -25,7 +25,9 @@ def parse_point(text: str) -> dict[str, Any]:
     try:
         x, y = int(parts[0]), int(parts[1])
     except ValueError:
-        raise typer.BadParameter(f"--point must be X,Y or X,Y:neg with integer pixels, got {text!r}") from None
+        raise typer.BadParameter(
+            f"--point must be X,Y or X,Y:neg with integer pixels, got {text!r}"
+        ) from None
     return {"x": x, "y": y, "positive": label not in _NEG}
 
 
@@ -47,26 +49,46 @@ def anime(
         typer.Option(help="Click X,Y on the person (repeatable); X,Y:neg marks what is NOT the person."),
     ] = None,
     box: Annotated[str | None, typer.Option(help="Box x0,y0,x1,y1 around the person.")] = None,
-    style: Annotated[str | None, typer.Option(help="Style / character LoRA (SD1.5), e.g. a trained style.")] = None,
+    style: Annotated[
+        str | None, typer.Option(help="Style / character LoRA (SD1.5), e.g. a trained style.")
+    ] = None,
     style_weight: Annotated[float | None, typer.Option(help="LoRA strength (default 1).")] = None,
-    trigger: Annotated[str | None, typer.Option(help="The style's trigger word, put first in the prompt.")] = None,
+    trigger: Annotated[
+        str | None, typer.Option(help="The style's trigger word, put first in the prompt.")
+    ] = None,
     prompt: Annotated[str | None, typer.Option(help="Prompt after the trigger word (A1111 syntax).")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
-    strength: Annotated[float | None, typer.Option(help="Denoising strength of the restyle (default 0.6).")] = None,
+    strength: Annotated[
+        float | None, typer.Option(help="Denoising strength of the restyle (default 0.6).")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Sampling steps (default 25).")] = None,
     cfg: Annotated[float | None, typer.Option(help="CFG scale (default 7).")] = None,
     sampler: Annotated[str | None, typer.Option(help="A1111 sampler name (default DPM++ 2M Karras).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed; -1 = random (default).")] = None,
-    checkpoint: Annotated[str | None, typer.Option(help="SD1.5 checkpoint (default stable-diffusion-v1-5).")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="SD1.5 checkpoint (default stable-diffusion-v1-5).")
+    ] = None,
     controlnet: Annotated[str | None, typer.Option(help="SD1.5 canny ControlNet.")] = None,
     sam_model: Annotated[str | None, typer.Option(help="SAM hub id, <models>/SAM/ name or folder.")] = None,
     lama_model: Annotated[str | None, typer.Option(help="LaMa weights name in <models>/LaMa/.")] = None,
-    backend: Annotated[str, typer.Option(help="auto | neural | classic (per stage; auto: neural where weights exist).")] = "auto",
-    mask_only: Annotated[bool, typer.Option("--mask-only", help="Only segment: write the mask and an overlay.")] = False,
-    feather: Annotated[float | None, typer.Option(help="Soft edge of the character's mask, px (default 4).")] = None,
-    dilate: Annotated[int | None, typer.Option(help="Growth of the erased hole, px (default 1.5% of the long side).")] = None,
-    harmonize: Annotated[float | None, typer.Option(help="Colour match to the scene 0..1 (default 0.5).")] = None,
-    edge_line: Annotated[int | None, typer.Option(help="Outline around the character, px (default 0).")] = None,
+    backend: Annotated[
+        str, typer.Option(help="auto | neural | classic (per stage; auto: neural where weights exist).")
+    ] = "auto",
+    mask_only: Annotated[
+        bool, typer.Option("--mask-only", help="Only segment: write the mask and an overlay.")
+    ] = False,
+    feather: Annotated[
+        float | None, typer.Option(help="Soft edge of the character's mask, px (default 4).")
+    ] = None,
+    dilate: Annotated[
+        int | None, typer.Option(help="Growth of the erased hole, px (default 1.5% of the long side).")
+    ] = None,
+    harmonize: Annotated[
+        float | None, typer.Option(help="Colour match to the scene 0..1 (default 0.5).")
+    ] = None,
+    edge_line: Annotated[
+        int | None, typer.Option(help="Outline around the character, px (default 0).")
+    ] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the PNGs are written.")] = Path("out"),
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:

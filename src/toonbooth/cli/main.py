@@ -291,5 +291,11 @@ from .anime import register as _register_anime  # noqa: E402
 _register_anime(app)
 
 
+# --- personalization training commands (cli/train.py) --- added by the training helper
+from .train import register as _register_train  # noqa: E402
+
+_register_train(app)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -562,7 +562,8 @@ def _png_info(parameters: str | None) -> PngImagePlugin.PngInfo | None:
 def image_to_png_bytes(img: Image.Image, parameters: str | None = None) -> bytes:
     """Encode as PNG (any PNG-capable mode is kept); `parameters` goes in the A1111 `parameters` chunk."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG", pnginfo=_png_info(parameters))
+    # level 3: ~2.5x faster than Pillow's default 6 on photos, files ~5-10 % larger
+    img.save(buf, format="PNG", pnginfo=_png_info(parameters), compress_level=3)
     return buf.getvalue()
 
 

@@ -377,7 +377,7 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
 
     # 2. Segment + clean the mask
     t0 = time.perf_counter()
-    seg = _segment(spec, ctx, plan, photo, prompt)
+    seg = _segment(spec, ctx, plan, photo, prompt, from_face)
     timings["segment"] = time.perf_counter() - t0
     mask_img = Image.fromarray((seg.mask * 255).astype(np.uint8), "L")
     mask_params = format_a1111_parameters(
@@ -524,7 +524,7 @@ def _check_generation_inputs(
 
 
 def _segment(
-    spec: AnimeSpec, ctx: EngineContext, plan: Plan, photo: Image.Image, prompt: ClickPrompt
+    spec: AnimeSpec, ctx: EngineContext, plan: Plan, photo: Image.Image, prompt: ClickPrompt, from_face: bool
 ) -> _Segmented:
     from ..vision.segment import clean_mask, grabcut_segment
 
@@ -534,7 +534,8 @@ def _segment(
         result = load_sam(plan.sam, ctx).segment(arr, prompt)
         text = f"SAM {plan.sam.name}, score {result.score:.3f}"
     else:
-        result = grabcut_segment(arr, prompt)
+        # without clicks GrabCut builds its own head-and-shoulders prior from the face (better than a box)
+        result = grabcut_segment(arr, None if from_face else prompt)
         text = "GrabCut"
     ctx.check_canceled()
     mask, alpha = clean_mask(result.mask, prompt.positive_points, fill_holes=True, feather_px=spec.feather_px)

@@ -45,6 +45,8 @@ class ModelManager:
         self.allow_paths = allow_paths
         self._registry = registry
         self.cache = cache or ModelCache(settings.model_cache_items)
+        # small perception models (SAM, LaMa, ...) live apart so big pipelines do not push them out
+        self.aux_cache = ModelCache(4)
         self._lock = threading.RLock()
         self._device = None
         self._dtype = None

@@ -62,7 +62,9 @@ def save_checkpoint(
     tmp = work_dir / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainables.items()}, str(tmp / "trainable.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in trainables.items()}, str(tmp / "trainable.safetensors")
+    )
     opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     rng: dict[str, torch.Tensor] = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
@@ -120,7 +122,9 @@ def load_checkpoint(
     state = read_state(path)
     saved = load_file(str(path / "trainable.safetensors"))
     if set(saved) != set(trainables):
-        raise ValueError(f"{path}: trained tensors differ from this run's ({len(saved)} vs {len(trainables)})")
+        raise ValueError(
+            f"{path}: trained tensors differ from this run's ({len(saved)} vs {len(trainables)})"
+        )
     with torch.no_grad():
         for name, tensor in trainables.items():
             tensor.copy_(saved[name].to(tensor.device, tensor.dtype))

@@ -56,7 +56,9 @@ class FolderImage:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_image_folder(folder: Path, *, max_bytes: int, max_pixels: int, field: str = "images") -> list[FolderImage]:
+def read_image_folder(
+    folder: Path, *, max_bytes: int, max_pixels: int, field: str = "images"
+) -> list[FolderImage]:
     """Image files of `folder` (sorted by name, not recursive) with the caption of a `.txt` beside each.
 
     Every file is decoded once through `load_image` so a bad file is named before anything is stored."""
@@ -132,7 +134,9 @@ def check_duplicates(images: list[Image.Image], names: list[str], field: str = "
         digest = _pixel_digest(im)
         if digest in seen:
             j = seen[digest]
-            raise InputError(f"{field}[{i}]", f"{names[i]} is the same image as {names[j]}: remove one", names[i])
+            raise InputError(
+                f"{field}[{i}]", f"{names[i]} is the same image as {names[j]}: remove one", names[i]
+            )
         seen[digest] = i
         for j in range(i):
             close = bin(hashes[i] ^ hashes[j]).count("1") <= DHASH_BITS_SAME
@@ -163,7 +167,9 @@ def build_caption(
         caption = f"{trigger}, {caption}"
     elif not has and require_trigger:
         raise InputError(
-            field, f"the caption of {name} does not contain the token {trigger!r}, which is what is learned", given
+            field,
+            f"the caption of {name} does not contain the token {trigger!r}, which is what is learned",
+            given,
         )
     return caption
 
@@ -184,7 +190,9 @@ def _crop_box(
         face = largest_face(image)
         if face is None:
             raise InputError(
-                field, f"no face found in {name}: portrait training needs one clearly visible face per photo", name
+                field,
+                f"no face found in {name}: portrait training needs one clearly visible face per photo",
+                name,
             )
         box = head_and_shoulders_box(face, (w, h), aspect=bw / bh)
         return box.as_tuple()
@@ -245,8 +253,12 @@ def prepare_examples(
         )  # fmt: skip
         out.append(
             TrainExample(
-                name=name, image=crop, caption=caption, original_size=(img.height, img.width),
-                crop_top_left=(round(y0 * scale), round(x0 * scale)), bucket=bucket,
+                name=name,
+                image=crop,
+                caption=caption,
+                original_size=(img.height, img.width),
+                crop_top_left=(round(y0 * scale), round(x0 * scale)),
+                bucket=bucket,
             )  # fmt: skip
         )
     return out
@@ -272,9 +284,7 @@ class BatchOrder:
         self.batch_size = batch_size
         self.seed = seed
         self._epoch: tuple[int, list[list[int]]] | None = None
-        self.batches_per_epoch = sum(
-            math.ceil(buckets.count(b) / batch_size) for b in sorted(set(buckets))
-        )
+        self.batches_per_epoch = sum(math.ceil(buckets.count(b) / batch_size) for b in sorted(set(buckets)))
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         if self._epoch is not None and self._epoch[0] == epoch:

@@ -38,7 +38,9 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 def _write(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata)
+    )
     tmp.replace(path)
     return path
 
@@ -147,7 +149,9 @@ def save_kohya_lora(
     return _write(peft_lora_to_kohya(flat, unet_config, arch, alphas=alpha), path, metadata)
 
 
-def a1111_embedding(vectors: Mapping[str, torch.Tensor], arch: str, layout: str = "emb_params") -> dict[str, torch.Tensor]:
+def a1111_embedding(
+    vectors: Mapping[str, torch.Tensor], arch: str, layout: str = "emb_params"
+) -> dict[str, torch.Tensor]:
     """Stage-less A1111 tensors: (n, width) per key, the mean over stages when there are several."""
     flat = {k: (v.mean(0) if v.dim() == 3 else v).float().contiguous() for k, v in vectors.items()}
     if arch == "sd15" and layout == "string_to_param":
@@ -156,7 +160,11 @@ def a1111_embedding(vectors: Mapping[str, torch.Tensor], arch: str, layout: str 
 
 
 def save_ti(
-    path: Path, arch: str, vectors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], layout: str = "emb_params"
+    path: Path,
+    arch: str,
+    vectors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str],
+    layout: str = "emb_params",
 ) -> Path:
     """A1111 textual-inversion file: SD1.5 `emb_params` / `string_to_param.*`, SDXL `clip_l` + `clip_g`."""
     return _write(a1111_embedding(vectors, arch, layout), path, metadata)

@@ -55,7 +55,11 @@ def _owner(spec: TrainSpec, ctx: EngineContext) -> str | None:
     ctx_owner = getattr(ctx, "owner", None)
     if ctx_owner is not None:
         if spec.owner not in (None, ctx_owner):
-            raise InputError("owner", f"styles can only be trained for yourself ({ctx_owner!r}), got {spec.owner!r}", spec.owner)
+            raise InputError(
+                "owner",
+                f"styles can only be trained for yourself ({ctx_owner!r}), got {spec.owner!r}",
+                spec.owner,
+            )
         return ctx_owner
     return spec.owner
 
@@ -129,7 +133,11 @@ def _class_images(
 
 def _fmt_eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
@@ -146,7 +154,11 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
     entry = models.entry(spec.base, "checkpoint", owner)
     arch = entry.arch if spec.arch == "auto" else spec.arch
     if arch not in ("sd15", "sdxl"):
-        raise InputError("arch", f"cannot tell whether {spec.base!r} is sd15 or sdxl ({entry.arch}): give `arch`", spec.arch)
+        raise InputError(
+            "arch",
+            f"cannot tell whether {spec.base!r} is sd15 or sdxl ({entry.arch}): give `arch`",
+            spec.arch,
+        )
     if entry.arch not in (arch, "unknown"):
         raise InputError("arch", f"{spec.base!r} is a {entry.arch} checkpoint, got arch {arch!r}", arch)
     precision = resolve_precision(spec.mixed_precision, models.device)
@@ -179,17 +191,26 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
     pipe.unet.requires_grad_(False)
     pipe.vae.requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    prediction = noise_scheduler.config.prediction_type if spec.prediction_type == "auto" else spec.prediction_type
+    prediction = (
+        noise_scheduler.config.prediction_type if spec.prediction_type == "auto" else spec.prediction_type
+    )
     if prediction not in ("epsilon", "v_prediction"):
-        raise InputError("prediction_type", f"the base uses {prediction!r}; give epsilon or v_prediction", prediction)
+        raise InputError(
+            "prediction_type", f"the base uses {prediction!r}; give epsilon or v_prediction", prediction
+        )
     long = too_long(tokenizers[0], [ex.caption for ex in examples])
     if long:
-        ctx.log(f"{len(long)} caption(s) are longer than 75 tokens and are cut there, e.g. {long[0][:80]!r}", warning=True)
+        ctx.log(
+            f"{len(long)} caption(s) are longer than 75 tokens and are cut there, e.g. {long[0][:80]!r}",
+            warning=True,
+        )
 
     batches = -(-len(examples) // spec.batch_size)
     steps = total_steps(spec.steps, spec.epochs, batches, spec.gradient_accumulation_steps)
     n_samples = max(1, len(spec.sample_prompts))
-    progress = _Progress(ctx, steps + n_samples + (spec.num_class_images if is_db and spec.prior_preservation else 0))
+    progress = _Progress(
+        ctx, steps + n_samples + (spec.num_class_images if is_db and spec.prior_preservation else 0)
+    )
 
     # 4. Prior preservation: class images from the base model (cached by base + prompt), before any adapter
     class_latents = None
@@ -198,9 +219,13 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
         class_imgs = _class_images(spec, ctx, pipe, entry, base_hash, resolution, progress)
         cache: dict[tuple[int, tuple[int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def class_latents(c: int, bucket: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        def class_latents(
+            c: int, bucket: tuple[int, int], vae: Any = pipe.vae
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             if (c, bucket) not in cache:
-                cache[(c, bucket)] = encode_latent_dists(pipe.vae, [fit_to_bucket(class_imgs[c], bucket)], precision.device)[0]
+                cache[(c, bucket)] = encode_latent_dists(
+                    vae, [fit_to_bucket(class_imgs[c], bucket)], precision.device
+                )[0]
             return cache[(c, bucket)]
 
     # 5. Cache the latent posteriors of the training images (VAE in fp32)
@@ -252,7 +277,9 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
     )  # fmt: skip
     if trainer.optimizer_note:
         ctx.log(trainer.optimizer_note, warning=True)
-    ctx.log(f"training {spec.kind} on {arch} ({precision.label}, {trainer.optimizer_name}, {prediction}): {steps} steps")
+    ctx.log(
+        f"training {spec.kind} on {arch} ({precision.label}, {trainer.optimizer_name}, {prediction}): {steps} steps"
+    )
 
     # 7. Resume from this job's last checkpoint (same spec only)
     last = ckpt.latest_checkpoint(work)
@@ -278,12 +305,18 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
         ctx.check_canceled()
         r = trainer.train_step()
         if not torch.isfinite(torch.tensor(r.loss)):
-            raise InputError("learning_rate", f"training diverged (loss {r.loss}) at step {r.step}: lower it", spec.learning_rate)
+            raise InputError(
+                "learning_rate",
+                f"training diverged (loss {r.loss}) at step {r.step}: lower it",
+                spec.learning_rate,
+            )
         rate = (time.perf_counter() - started) / max(1, r.step - first_step)
         eta = _fmt_eta(rate * (steps - r.step))
         progress.advance(1, f"training step {r.step}/{steps} loss {r.loss:.4f} lr {r.lr:.2e} eta {eta}")
         if r.step % log_every == 0 or r.step == steps:
-            ctx.log(f"step {r.step}/{steps} loss {r.loss:.4f} lr {r.lr:.2e} {1 / max(rate, 1e-9):.2f} steps/s eta {eta}")
+            ctx.log(
+                f"step {r.step}/{steps} loss {r.loss:.4f} lr {r.lr:.2e} {1 / max(rate, 1e-9):.2f} steps/s eta {eta}"
+            )
         if spec.checkpoint_every and r.step % spec.checkpoint_every == 0 and r.step < steps:
             ckpt.save_checkpoint(
                 work, r.step, trainables=method.trainables(), optimizer=trainer.optimizer,
@@ -325,7 +358,9 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
         model_kind, usage = "embedding", trigger
     else:
         layers, metas = method.lora_layers()
-        extras["peft"] = save_peft_lora(out_dir / "pytorch_lora_weights.safetensors", arch, layers, metas, meta)
+        extras["peft"] = save_peft_lora(
+            out_dir / "pytorch_lora_weights.safetensors", arch, layers, metas, meta
+        )
         model_file = save_kohya_lora(
             out_dir / f"{spec.style_name}.safetensors", arch, pipe.unet.config, layers, alpha,
             {**meta, **kohya_metadata(facts, spec.rank, alpha)},

@@ -50,7 +50,9 @@ def resolve_precision(mixed_precision: str, device: torch.device) -> Precision:
     if device.type == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
         if mixed_precision == "bf16" and not bf16_ok:
-            raise InputError("mixed_precision", f"bf16 is not supported by this GPU, got {mixed_precision!r}", "bf16")
+            raise InputError(
+                "mixed_precision", f"bf16 is not supported by this GPU, got {mixed_precision!r}", "bf16"
+            )
         if mixed_precision == "no":
             return Precision(device, torch.float32, None, "fp32")
         if mixed_precision == "fp16" or (mixed_precision == "auto" and not bf16_ok):
@@ -67,7 +69,12 @@ def resolve_precision(mixed_precision: str, device: torch.device) -> Precision:
 
 
 def make_optimizer(
-    param_groups: list[dict[str, Any]], *, lr: float, weight_decay: float, want_8bit: bool, device: torch.device
+    param_groups: list[dict[str, Any]],
+    *,
+    lr: float,
+    weight_decay: float,
+    want_8bit: bool,
+    device: torch.device,
 ) -> tuple[torch.optim.Optimizer, str, str | None]:
     """(optimizer, its name, a log note when 8-bit Adam was asked for but cannot run here)."""
     note = None
@@ -80,10 +87,14 @@ def make_optimizer(
         if bnb is not None and device.type != "cuda":
             bnb, note = None, f"8-bit AdamW needs a CUDA GPU (device is {device.type}): using torch AdamW"
         if bnb is not None:
-            opt = bnb.optim.AdamW8bit(param_groups, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8)
+            opt = bnb.optim.AdamW8bit(
+                param_groups, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8
+            )
             return opt, "AdamW8bit", None
     kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
-    opt = torch.optim.AdamW(param_groups, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8, **kwargs)
+    opt = torch.optim.AdamW(
+        param_groups, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, eps=1e-8, **kwargs
+    )
     return opt, "AdamW", note
 
 
@@ -110,7 +121,11 @@ def lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 
 def tokenize(tokenizer: Any, captions: list[str]) -> torch.Tensor:
     return tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
     ).input_ids
 
 
@@ -150,7 +165,9 @@ def image_tensor(image: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latent_dists(vae: Any, images: list[Any], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def encode_latent_dists(
+    vae: Any, images: list[Any], device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(mean, std) of the VAE posterior of each image, in fp32 (SDXL's VAE overflows in fp16), kept on CPU."""
     dtype = next(vae.parameters()).dtype
     if dtype != torch.float32:
@@ -178,7 +195,9 @@ class Method(Protocol):
 
     def trainables(self) -> dict[str, torch.Tensor]: ...
 
-    def encode(self, captions: list[str], timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def encode(
+        self, captions: list[str], timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 @dataclass
@@ -261,9 +280,7 @@ class Trainer:
         return lat * self.vae_scaling
 
     def _time_ids(self, idx: list[int], bucket: tuple[int, int]) -> torch.Tensor:
-        rows = [
-            [*self.data.original_sizes[i], *self.data.crops[i], bucket[1], bucket[0]] for i in idx
-        ]
+        rows = [[*self.data.original_sizes[i], *self.data.crops[i], bucket[1], bucket[0]] for i in idx]
         return torch.tensor(rows, dtype=torch.float32)
 
     def micro_batch(self, k: int) -> torch.Tensor:
@@ -281,7 +298,9 @@ class Trainer:
             captions += [data.class_caption] * n_inst
             if time_ids is not None:
                 h, w = bucket[1], bucket[0]
-                time_ids = torch.cat([time_ids, torch.tensor([[h, w, 0, 0, h, w]] * n_inst, dtype=torch.float32)])
+                time_ids = torch.cat(
+                    [time_ids, torch.tensor([[h, w, 0, 0, h, w]] * n_inst, dtype=torch.float32)]
+                )
         latents = self._sample_latents(dists)
         noise = torch.randn(latents.shape, generator=self.generator)
         if self.cfg.noise_offset:

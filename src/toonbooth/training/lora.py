@@ -51,7 +51,11 @@ class LoraMethod:
         self.rank, self.alpha = rank, alpha
         torch.manual_seed(seed)  # LoRA A init (kaiming) is drawn from the global generator
         self.unet_config = LoraConfig(
-            r=rank, lora_alpha=alpha, lora_dropout=dropout, init_lora_weights="gaussian", target_modules=target_modules
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            init_lora_weights="gaussian",
+            target_modules=target_modules,
         )
         unet.requires_grad_(False)
         unet.add_adapter(self.unet_config)
@@ -81,7 +85,9 @@ class LoraMethod:
         return {"unet": self.unet, **dict(zip(names, self.text_encoders, strict=True))}
 
     def param_groups(self) -> list[dict[str, Any]]:
-        groups = [{"params": [p for n, p in self.unet.named_parameters() if "lora_" in n], "lr": self.learning_rate}]
+        groups = [
+            {"params": [p for n, p in self.unet.named_parameters() if "lora_" in n], "lr": self.learning_rate}
+        ]
         if self.train_text_encoder:
             te_params = [p for te in self.text_encoders for n, p in te.named_parameters() if "lora_" in n]
             groups.append({"params": te_params, "lr": self.text_encoder_lr})
@@ -95,13 +101,17 @@ class LoraMethod:
                     out[f"{comp}.{n}"] = p
         return out
 
-    def encode(self, captions: list[str], timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode(
+        self, captions: list[str], timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.train_text_encoder:
             return encode_text(self.arch, self.tokenizers, self.text_encoders, captions, self.device)
         missing = [c for c in dict.fromkeys(captions) if c not in self._cache]
         if missing:
             with torch.no_grad():
-                embeds, pooled = encode_text(self.arch, self.tokenizers, self.text_encoders, missing, self.device)
+                embeds, pooled = encode_text(
+                    self.arch, self.tokenizers, self.text_encoders, missing, self.device
+                )
             for i, c in enumerate(missing):
                 self._cache[c] = (embeds[i].float(), pooled[i].float() if pooled is not None else None)
         embeds = torch.stack([self._cache[c][0] for c in captions])
@@ -122,6 +132,7 @@ class LoraMethod:
                     layers[comp] = get_peft_model_state_dict(te)
                     metas[comp] = self.te_config.to_dict()
         clean = {
-            comp: {k: v.detach().float().cpu().contiguous() for k, v in sd.items()} for comp, sd in layers.items()
+            comp: {k: v.detach().float().cpu().contiguous() for k, v in sd.items()}
+            for comp, sd in layers.items()
         }
         return clean, metas

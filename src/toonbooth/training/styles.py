@@ -77,17 +77,28 @@ def check_name_free(registry: Any, models_dir: Path, owner: str | None, name: st
     """InputError when the owner already has a style or model of this name."""
     _check_name(name)
     if (style_dir(models_dir, owner, name) / MANIFEST).exists():
-        raise InputError("style_name", f"you already have a style called {name!r}: delete it or pick another name", name)
+        raise InputError(
+            "style_name", f"you already have a style called {name!r}: delete it or pick another name", name
+        )
     for kind in ("lora", "embedding"):
         if model_path(models_dir, owner, name, kind).exists():
             raise InputError("style_name", f"a {kind} called {name!r} already exists in your models", name)
-    own = [e for e in registry.list(owner=owner) if e.owner == owner and e.name == name and e.kind in ("lora", "embedding")]
+    own = [
+        e
+        for e in registry.list(owner=owner)
+        if e.owner == owner and e.name == name and e.kind in ("lora", "embedding")
+    ]
     if own:
         raise InputError("style_name", f"a {own[0].kind} called {name!r} already exists in your models", name)
 
 
 def register_style(
-    registry: Any, models_dir: Path, owner: str | None, info: StyleInfo, model_file: Path, extra: dict[str, Path]
+    registry: Any,
+    models_dir: Path,
+    owner: str | None,
+    info: StyleInfo,
+    model_file: Path,
+    extra: dict[str, Path],
 ) -> StyleInfo:
     """Copy the files into place, add the model to the registry under `owner` and write the manifest."""
     with _LOCK:

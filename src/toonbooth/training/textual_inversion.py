@@ -38,7 +38,11 @@ def expand_trigger(text: str, trigger: str, num_vectors: int) -> str:
     """`trigger` -> `trigger trigger_1 ...` (whole words only), as diffusers' `maybe_convert_prompt`."""
     if num_vectors == 1:
         return text
-    return re.sub(rf"(?<![\w<>]){re.escape(trigger)}(?![\w<>])", " ".join(placeholder_tokens(trigger, num_vectors)), text)
+    return re.sub(
+        rf"(?<![\w<>]){re.escape(trigger)}(?![\w<>])",
+        " ".join(placeholder_tokens(trigger, num_vectors)),
+        text,
+    )
 
 
 def stage_of(timesteps: torch.Tensor | int, stages: int, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -74,10 +78,13 @@ class StagedTokenEmbedding(nn.Module):
 
 
 def _add_tokens(tokenizer: Any, text_encoder: Any, tokens: list[str], field: str = "trigger") -> list[int]:
-    added = tokenizer.add_tokens(tokens)
-    if added != len(tokens):
+    vocab = tokenizer.get_vocab()
+    known = [t for t in tokens if t in vocab or len(tokenizer(t, add_special_tokens=False).input_ids) == 1]
+    if known or tokenizer.add_tokens(tokens) != len(tokens):
         raise InputError(
-            field, f"{tokens[0]!r} is already a token of the base model's tokenizer: choose a new word", tokens[0]
+            field,
+            f"{tokens[0]!r} is already a token of the base model's tokenizer: choose a new word",
+            tokens[0],
         )
     ids = tokenizer.convert_tokens_to_ids(tokens)
     emb = text_encoder.get_input_embeddings()
@@ -140,7 +147,9 @@ class TextualInversionMethod:
         names = ["text_encoder", "text_encoder_2"]
         return {f"{names[i]}.vectors": w.vectors for i, w in enumerate(self.wrappers)}
 
-    def encode(self, captions: list[str], timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode(
+        self, captions: list[str], timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         stage = stage_of(timesteps, self.stages, self.num_train_timesteps).to(self.device)
         for w in self.wrappers:
             w.stage = stage
@@ -211,7 +220,9 @@ class StagedEmbedding:
             with torch.no_grad():
                 weight[torch.tensor(ids, device=weight.device)] = vec[stage].to(weight.device, weight.dtype)
 
-    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, guidance: float) -> list[dict[str, Any]]:
+    def encode(
+        self, pipe: Any, prompt: str, negative_prompt: str | None, guidance: float
+    ) -> list[dict[str, Any]]:
         """Per stage: the keyword arguments (`prompt_embeds`, ...) a pipeline call takes."""
         device = pipe._execution_device
         cfg = guidance > 1.0
@@ -255,7 +266,9 @@ class StagedEmbedding:
                 kwargs["prompt_embeds"] = torch.cat([kw["negative_prompt_embeds"], pe]) if cfg else pe
                 if self.arch == "sdxl":
                     pp = kw["pooled_prompt_embeds"]
-                    kwargs["add_text_embeds"] = torch.cat([kw["negative_pooled_prompt_embeds"], pp]) if cfg else pp
+                    kwargs["add_text_embeds"] = (
+                        torch.cat([kw["negative_pooled_prompt_embeds"], pp]) if cfg else pp
+                    )
             return kwargs
 
         inputs = ["prompt_embeds"] + (["add_text_embeds"] if self.arch == "sdxl" else [])

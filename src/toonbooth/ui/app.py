@@ -132,7 +132,8 @@ class MemojiUI:
                 f"**{record.state}**: {html.escape(why)}",
             )
             return
-        out = record.output.outputs[0]
+        outs = record.output.outputs
+        out = next((o for o in outs if o.name == record.kind), outs[0])  # avatar: the final image, not pass1
         path = self._write(record.id, out.name, self.service.read_output(record.id, user, out.name))
         note = f"**Backend:** {record.output.backend} — {html.escape(record.output.backend_reason)}"
         if record.delivery:

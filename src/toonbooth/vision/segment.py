@@ -457,8 +457,8 @@ def grabcut_segment(
     if face is not None:
         # head and shoulders: above the chin only the head's column (face + hair) is probably the person
         fw = face.x1 - face.x0
-        hx0, _ = to_work(face.x0 - 0.35 * fw, 0)
-        hx1, chin = to_work(face.x1 + 0.35 * fw, face.y1)
+        hx0, _ = to_work(face.x0 - 0.6 * fw, 0)
+        hx1, chin = to_work(face.x1 + 0.6 * fw, face.y1)
         above = gc[wy0 : max(chin, wy0), :]
         above[:, : max(0, hx0)] = cv2.GC_PR_BGD
         above[:, max(0, hx1) :] = cv2.GC_PR_BGD
