@@ -48,6 +48,7 @@ def srv(tiny_models_dir, tmp_path_factory):
     }
     with running_server(tiny_models_dir, data_dir, env=env) as server:
         server.tokens = tokens  # type: ignore[attr-defined]
+        server.env = env  # type: ignore[attr-defined]
         yield server
 
 
@@ -384,28 +385,25 @@ def test_models_and_rescan(srv):
         assert r.status_code == 200 and r.json()["models"] >= len(models) - 1
 
 
-def test_killed_server_restarted_serves_finished_job(tiny_models_dir, tmp_path):
-    data_dir = tmp_path / "data"
-    token = add_user(data_dir, "carol")
-    headers = {"Authorization": f"Bearer {token}"}
-    server = start_server(tiny_models_dir, data_dir)
+def test_killed_server_restarted_serves_finished_job(srv, tiny_models_dir):
+    """Last test on the module server: SIGKILL it, start a new process over the same data folder."""
+    with client(srv, "alice") as c:
+        job = c.post(
+            "/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": b64(png_bytes(seed=4))}
+        ).json()
+        done = wait_done(c, job["id"])
+        assert done["state"] == "completed"
+        first_png = c.get(f"/v1/jobs/{job['id']}/outputs/avatar").content
+    srv.kill()
+    server = start_server(tiny_models_dir, srv.data_dir, env=srv.env)
     try:
-        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
-            photo = png_bytes((64, 64), seed=4)
-            job = c.post(
-                "/v1/jobs", json={"kind": "avatar", "backend": "classic", "image": b64(photo)}
-            ).json()
-            done = wait_done(c, job["id"])
-            assert done["state"] == "completed"
-            first_png = c.get(f"/v1/jobs/{job['id']}/outputs/avatar").content
-    finally:
-        server.kill()
-    server = start_server(tiny_models_dir, data_dir, port=None)
-    try:
+        headers = {"Authorization": f"Bearer {srv.tokens['alice']}"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
             again = c.get(f"/v1/jobs/{job['id']}").json()
             assert again["state"] == "completed" and again["output"] == done["output"]
             assert c.get(f"/v1/jobs/{job['id']}/outputs/avatar").content == first_png
+            listed = [j["id"] for j in c.get("/v1/jobs", params={"limit": 200}).json()["jobs"]]
+            assert job["id"] in listed
     finally:
         stop_server(server)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -132,6 +133,7 @@ def create_app(
 
 
 def _mount_ui(app: FastAPI, settings: Settings, svc: Any, policy: AuthPolicy) -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: never phone home
     import gradio as gr
 
     from ..ui.app import build_ui

@@ -298,7 +298,11 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
             ctx.log("a checkpoint of a different spec was found and discarded", warning=True)
             ckpt.clear_checkpoints(work)
 
-    # 8. Train
+    # 8. Train (with the loss on fixed noise before and after, a noise-free measure of learning)
+    if trainer.step == 0:
+        eval_start = trainer.evaluate()
+    else:
+        eval_start = float(state["extra"].get("eval_start", float("nan")))
     log_every = max(1, steps // 20)
     started, first_step = time.perf_counter(), trainer.step
     while trainer.step < steps:
@@ -321,8 +325,16 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
             ckpt.save_checkpoint(
                 work, r.step, trainables=method.trainables(), optimizer=trainer.optimizer,
                 lr_scheduler=trainer.lr_scheduler, scaler=trainer.scaler, generator=trainer.generator,
-                extra={"fingerprint": fp, "losses": trainer.losses, "position": trainer.position()},
+                extra={
+                    "fingerprint": fp,
+                    "losses": trainer.losses,
+                    "position": trainer.position(),
+                    "eval_start": eval_start,
+                },
             )  # fmt: skip
+
+    eval_end = trainer.evaluate()
+    ctx.log(f"loss on fixed noise: {eval_start:.4f} before, {eval_end:.4f} after training")
 
     # 9. Export: PEFT + kohya LoRA, or A1111 embedding (+ stages)
     pipe.unet.eval()
@@ -417,6 +429,7 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
         "style": info.model_dump(mode="json"), "steps": steps, "loss_history": losses[::stride],
         "loss_stride": stride, "optimizer": trainer.optimizer_name, "precision": precision.label,
         "images_deleted": deleted,
+        "eval_loss": {"before": eval_start, "after": eval_end},
     }  # fmt: skip
     del pipe, trainer, method
     gc.collect()

@@ -359,6 +359,41 @@ class Trainer:
         self.losses.append(loss)
         return StepResult(self.step, loss, lr, time.perf_counter() - t0)
 
+    # --- evaluation on fixed noise -----------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, timesteps_per_image: int = 4) -> float:
+        """Mean denoising loss of the training images at fixed timesteps and fixed noise (posterior means, own
+        generator): the same number before and after training measures learning without sampling noise."""
+        dev, data = self.precision.device, self.data
+        gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 7919)
+        span = self.num_train_timesteps
+        t = torch.tensor([int((j + 0.5) * span / timesteps_per_image) for j in range(timesteps_per_image)])
+        total = 0.0
+        autocast = self.precision.autocast_dtype is not None
+        for i, (mean, _std) in enumerate(data.latents):
+            lat = mean[None].repeat(timesteps_per_image, 1, 1, 1)
+            lat = ((lat - self.vae_shift) if self.vae_shift is not None else lat) * self.vae_scaling
+            noise = torch.randn(lat.shape, generator=gen)
+            lat, noise, tt = lat.to(dev), noise.to(dev), t.to(dev)
+            noisy = self.noise_scheduler.add_noise(lat, noise, tt)
+            with torch.autocast(
+                dev.type, dtype=self.precision.autocast_dtype or torch.float32, enabled=autocast
+            ):
+                embeds, pooled = self.method.encode([data.captions[i]] * timesteps_per_image, tt)
+                kwargs: dict[str, Any] = {}
+                if self.arch == "sdxl":
+                    bucket = data.buckets[i]
+                    ids = self._time_ids([i], bucket).repeat(timesteps_per_image, 1).to(dev)
+                    kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids}
+                pred = self.unet(noisy, tt, embeds, **kwargs).sample
+            target = (
+                self.noise_scheduler.get_velocity(lat, noise, tt)
+                if self.cfg.prediction_type == "v_prediction"
+                else noise
+            )
+            total += float(F.mse_loss(pred.float(), target.float()).item())
+        return total / max(1, len(data.latents))
+
     # --- checkpoint state ------------------------------------------------------------------------
     def position(self) -> dict[str, int]:
         return self.order.position(self.step * self.cfg.grad_accum)

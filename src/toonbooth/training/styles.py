@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,7 +157,3 @@ def delete_style(registry: Any, models_dir: Path, owner: str | None, name: str) 
         shutil.rmtree(style_dir(models_dir, owner, name), ignore_errors=True)
         registry.scan()
     return info
-
-
-def now() -> float:
-    return time.time()
