@@ -73,7 +73,7 @@ def test_single_file_job_sizes_and_metadata(env):
     # progress: one stream over both passes, monotonic, 0 -> 100
     perc = [e.percent for e in events if isinstance(e, ProgressEvent)]
     assert perc[0] == 0.0 and perc[-1] == 100.0
-    assert all(b >= a for a, b in zip(perc, perc[1:]))
+    assert all(b >= a for a, b in zip(perc, perc[1:], strict=False))
     assert len(perc) == 1 + 3 + 3  # int(4*0.75)=3 steps per pass
 
 

@@ -66,9 +66,8 @@ def engine_cross_imports() -> list[str]:
     engines = PKG / "engines"
     for path in sorted(engines.glob("*.py")):
         for lineno, target in _imports(path):
-            if len(target) >= 3 and target[:2] == ["toonbooth", "engines"] and target[2] not in ("base",):
-                if target[2] != path.stem:
-                    bad.append(f"engines/{path.name}:{lineno} imports engine {'.'.join(target)}")
+            if len(target) >= 3 and target[:2] == ["toonbooth", "engines"] and target[2] not in ("base", path.stem):
+                bad.append(f"engines/{path.name}:{lineno} imports engine {'.'.join(target)}")
     return bad
 
 

@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 from ..core import specs as specs_mod
 from ..core.errors import InputError, LimitError, NotFoundError, ToonboothError
 from ..core.events import JobEvent
-from ..core.images import read_image_bytes, load_image
+from ..core.images import load_image, read_image_bytes
 from ..core.settings import Settings
 from ..core.specs import SpecBase, parse_job_spec
 from . import execute as execute_mod
