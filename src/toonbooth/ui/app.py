@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ..core.errors import ToonboothError
 from ..core.settings import Settings
 from ..core.specs import AvatarSpec
+from .anime_tab import build_anime_tab
 
 GENDERS = ["unspecified", "male", "female"]
 EXPRESSIONS = ["smiling", "crying", "neutral", "angry", "laughing", "sad"]
@@ -232,6 +233,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
                 show_progress="hidden",
                 api_visibility="private",
             )
+        build_anime_tab(service, settings, owner_of=ui._user)
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")
             gallery = gr.Gallery(label="My results", columns=4, elem_id="tb-gallery")
