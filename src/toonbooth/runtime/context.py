@@ -28,6 +28,7 @@ class JobContext:
         on_event: EventSink | None = None,
         cancel_event: threading.Event | None = None,
         preview_every: int = 0,
+        release_upload: Callable[[str], bool] | None = None,
     ):
         self.settings = settings
         self.models = models
@@ -39,12 +40,23 @@ class JobContext:
         self.preview_every = preview_every
         self.logs: list[str] = []
         self._last_percent = 0.0
+        self._release_upload = release_upload
 
     def load_image(self, ref: str, field: str) -> Image.Image:
         limits = {"max_bytes": self.settings.max_upload_bytes, "max_pixels": self.settings.max_pixels}
         if isinstance(ref, str) and ref.startswith("blob:"):
             return load_image(self.storage.get(ref, field=field), field=field, **limits)
         return load_image(ref, field=field, **limits)
+
+    def release_upload(self, ref: str) -> bool:
+        """Give up this job's owner's claim on an uploaded blob (e.g. training photos after training).
+
+        With the service's callable the blob is deleted only when no other user owns it and no other
+        unfinished job needs it (blobs are content-addressed: identical uploads share one). Without one
+        (the CLI, no ownership records) the blob is deleted. True when the stored blob was deleted."""
+        if self._release_upload is not None:
+            return bool(self._release_upload(ref))
+        return bool(self.storage.delete(ref))
 
     def progress(self, step: int, total: int, *, stage: str = "", preview: Image.Image | None = None) -> None:
         percent = 100.0 if total <= 0 else max(0.0, min(100.0, 100.0 * step / total))

@@ -149,6 +149,14 @@ class JobQueue(abc.ABC):
         """Forget that `owner` owns `ref`; True when nobody owns it and no job names it any more."""
 
     @abc.abstractmethod
+    def release_blob(self, ref: str, owner: str, job_id: str | None = None) -> bool:
+        """A job gives up `owner`'s upload `ref` (training photos after training). The ownership stays
+        while another unfinished job of `owner` (not `job_id`) names the blob, or one of `owner`'s job
+        results is this blob; else it is dropped. True when the blob is then owned by nobody and no
+        unfinished job other than `job_id` names it: the caller deletes it from storage (finished jobs
+        that named it keep only the reference)."""
+
+    @abc.abstractmethod
     def purge(self, before: float, owner: str | None = None) -> list[str]:
         """Delete finished jobs (and their events) finished before `before` and blob ownerships
         created before it (all of `owner`'s when given, `before` then ignored for them). Returns the

@@ -478,6 +478,27 @@ class SqliteQueue(JobQueue):
             ).fetchone()
         return owned is None and used is None
 
+    def release_blob(self, ref: str, owner: str, job_id: str | None = None) -> bool:
+        other = "id != ?" if job_id else "1"
+        args: tuple[Any, ...] = (job_id,) if job_id else ()
+        with self._db.write() as conn:
+            needed = conn.execute(
+                f"SELECT 1 FROM jobs WHERE owner = ? AND {other} AND (("
+                "state IN ('queued', 'running') AND instr(spec, ?) > 0) OR instr(COALESCE(output, ''), ?) > 0) "
+                "LIMIT 1",
+                (owner, *args, ref, ref),
+            ).fetchone()
+            if needed is not None:
+                return False
+            conn.execute("DELETE FROM blobs WHERE ref = ? AND owner = ?", (ref, owner))
+            owned = conn.execute("SELECT 1 FROM blobs WHERE ref = ?", (ref,)).fetchone()
+            used = conn.execute(
+                f"SELECT 1 FROM jobs WHERE {other} AND state IN ('queued', 'running') AND instr(spec, ?) > 0 "
+                "LIMIT 1",
+                (*args, ref),
+            ).fetchone()
+        return owned is None and used is None
+
     def purge(self, before: float, owner: str | None = None) -> list[str]:
         with self._db.write() as conn:
             if owner is not None:

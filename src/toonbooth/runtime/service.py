@@ -324,6 +324,15 @@ class Service:
             raise NotFoundError(f"no upload {ref}")
         return self._blob(ref)
 
+    def release_upload(self, ref: str, owner: str, job_id: str | None = None) -> bool:
+        """`owner` gives up an upload (a training job's photos after training, through its JobContext):
+        the ownership is dropped (unless another unfinished job of theirs or one of their results needs
+        the blob) and the blob is deleted when nobody owns it any more. True when it was deleted."""
+        parse_ref(ref, "ref")
+        if not self.queue.release_blob(ref, owner, job_id):
+            return False
+        return bool(self.storage.delete(ref))
+
     def _blob(self, ref: str) -> bytes:
         try:
             return self.storage.get(ref)

@@ -439,14 +439,24 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
 
 
 def _delete_training_images(spec: TrainSpec, ctx: EngineContext) -> int:
+    """Release the uploaded training images (privacy). With the runtime's `ctx.release_upload` the blob
+    goes only when no other user owns it and no other unfinished job needs it (uploads are
+    content-addressed, so an identical photo of another user is the same blob); a context without it
+    (the CLI's own storage) deletes the blob. Returns how many stored blobs were deleted."""
+    release = getattr(ctx, "release_upload", None)
     storage = getattr(ctx, "storage", None)
-    if storage is None:
+    if release is None and storage is None:
         return 0
+    refs = list(dict.fromkeys(ref for ref in spec.images if isinstance(ref, str) and ref.startswith("blob:")))
     count = 0
-    for ref in spec.images:
-        if isinstance(ref, str) and ref.startswith("blob:"):
-            try:
-                count += bool(storage.delete(ref))
-            except ToonboothError:
-                continue
+    for ref in refs:
+        try:
+            count += bool(release(ref) if release is not None else storage.delete(ref))
+        except ToonboothError:
+            continue
+    if len(refs) > count:
+        ctx.log(
+            f"{len(refs) - count} training image(s) not deleted: another user or another of your unfinished "
+            "jobs or results uses the same file (or it was already gone)"
+        )
     return count
