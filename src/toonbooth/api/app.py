@@ -29,6 +29,7 @@ from .deps import ApiState
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, OriginGuardMiddleware
 from .routes import a1111, jobs
+from .routes import styles as styles_routes  # issue 5: trainings and styles routes
 
 log = logging.getLogger(__name__)
 UI_PATH = "/ui"
@@ -110,6 +111,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(a1111.router)
+    app.include_router(styles_routes.router)  # issue 5: trainings and styles routes
     _install_openapi(app)
 
     @app.get("/", include_in_schema=False)
