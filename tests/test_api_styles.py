@@ -132,8 +132,9 @@ def test_train_list_use_download_delete(srv):
         "/v1/jobs", json={"kind": "anime", "image": shared, "mode": "mask", "backend": "classic"}
     )
     assert again.status_code == 201, again.text  # still bob's upload
-    reuse = alice.post("/v1/jobs", json={"kind": "anime", "image": refs[1], "mode": "mask"})
-    assert reuse.status_code == 404  # no longer alice's
+    for ref in (refs[0], refs[1]):  # neither is alice's any more
+        r = alice.post("/v1/trainings", json={**train_spec("other"), "images": [ref]})
+        assert r.status_code == 404 and ref in r.json()["detail"]
 
     # 4. The style is alice's: /v1/styles, /v1/styles/{name}, A1111 /sdapi/v1/loras; bob sees nothing
     mine = alice.get("/v1/styles").json()
@@ -156,8 +157,6 @@ def test_train_list_use_download_delete(srv):
     assert bob.get(style["files"]["model"]).status_code == 404
 
     # 6. A name already taken is refused at once, naming the field
-    r = alice.post("/v1/trainings", json={**train_spec("redstyle"), "images": [shared]})
-    assert r.status_code == 404  # the shared blob is bob's, not alice's any more
     r = alice.post("/v1/trainings", data={"spec": json.dumps(train_spec("redstyle"))}, files=files[:1])
     assert r.status_code == 422 and r.json()["field"] == "style_name" and "already" in r.json()["detail"]
 

@@ -112,25 +112,9 @@ class ModelManager:
         """The img2img pipeline of a checkpoint (cached). Other pipelines are composed from its parts."""
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
-        entry = self.entry(checkpoint, "checkpoint", owner)
-        if entry.arch not in (arch, "unknown"):
-            raise ModelError(f"checkpoint {checkpoint!r} is {entry.arch}, this job needs {arch}")
+        entry = self._checkpoint_entry(checkpoint, arch, owner)
         cls = StableDiffusionXLImg2ImgPipeline if arch == "sdxl" else StableDiffusionImg2ImgPipeline
-        key = ("pipe", cls.__name__, entry.location, str(self.dtype), str(self.device))
-
-        def load():
-            config = self.registry.config_folder(arch) if entry.source == "folder" else None
-            pipe = loader.load_pipeline(
-                cls, source=entry.source, path=entry.location, config_folder=config,
-                torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
-            )
-            pipe.to(self.device)
-            pipe.set_progress_bar_config(disable=True)
-            pipe._toonbooth_scheduler_config = dict(pipe.scheduler.config)
-            pipe._toonbooth_loras = {}
-            return pipe
-
-        return self.cache.get_or_load(key, load), entry
+        return self._cached_pipeline(cls, entry, arch), entry
 
     def inpaint_base_pipeline(self, checkpoint: str, arch: str, owner: str | None = None):
         """The inpaint pipeline of an inpainting checkpoint (UNet with 9 input channels: latents + mask +
@@ -138,16 +122,23 @@ class ModelManager:
         (a diffusers inpainting pipeline's configs). Other pipelines are composed from its parts."""
         from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
-        entry = self.entry(checkpoint, "checkpoint", owner)
-        if entry.arch not in (arch, "unknown"):
-            raise ModelError(f"checkpoint {checkpoint!r} is {entry.arch}, this job needs {arch}")
+        entry = self._checkpoint_entry(checkpoint, arch, owner)
         if not entry.inpainting:
             raise ModelError(f"checkpoint {checkpoint!r} is not an inpainting checkpoint: use base_pipeline")
         cls = StableDiffusionXLInpaintPipeline if arch == "sdxl" else StableDiffusionInpaintPipeline
+        return self._cached_pipeline(cls, entry, f"{arch}-inpainting"), entry
+
+    def _checkpoint_entry(self, checkpoint: str, arch: str, owner: str | None):
+        entry = self.entry(checkpoint, "checkpoint", owner)
+        if entry.arch not in (arch, "unknown"):
+            raise ModelError(f"checkpoint {checkpoint!r} is {entry.arch}, this job needs {arch}")
+        return entry
+
+    def _cached_pipeline(self, cls: Any, entry: Any, config_name: str):
         key = ("pipe", cls.__name__, entry.location, str(self.dtype), str(self.device))
 
         def load():
-            config = self.registry.config_folder(f"{arch}-inpainting") if entry.source == "folder" else None
+            config = self.registry.config_folder(config_name) if entry.source == "folder" else None
             pipe = loader.load_pipeline(
                 cls, source=entry.source, path=entry.location, config_folder=config,
                 torch_dtype=self.dtype, offline=loader.is_offline(self.settings),
@@ -158,7 +149,7 @@ class ModelManager:
             pipe._toonbooth_loras = {}
             return pipe
 
-        return self.cache.get_or_load(key, load), entry
+        return self.cache.get_or_load(key, load)
 
     def controlnet(self, name: str, base_pipe: Any, arch: str, owner: str | None = None):
         entry = self.entry(name, "controlnet", owner)
