@@ -177,6 +177,8 @@ def test_train_list_use_download_delete(srv):
     assert "redstyle" not in [x["name"] for x in alice.get("/sdapi/v1/loras").json()]
     assert not list((srv.models_dir / "users" / "alice").rglob("redstyle*"))
     assert alice.delete("/v1/styles/redstyle").status_code == 404
+    gone = generate(alice, "a red picture <lora:redstyle:1>")
+    assert gone["state"] == "failed" and "unknown LoRA 'redstyle'" in gone["error"]
 
 
 def test_presets_and_bad_requests(srv):
@@ -227,3 +229,31 @@ def test_training_through_jobs_route_and_cancel(srv):
     job = wait_done(alice, job_id)
     assert asked and job["state"] == "canceled" and alice.get("/v1/styles").json() == []
     assert all(blob_path(srv, ref).exists() for ref in job["spec"]["images"])  # kept: not asked to delete
+
+
+def test_release_blob_keeps_what_is_still_needed(tmp_path):
+    """The queue's rule behind `ctx.release_upload`: another unfinished job of the owner or one of their
+    results keeps the ownership; another owner keeps the blob; else it may be deleted."""
+    from toonbooth.core.results import JobOutput, OutputRef
+    from toonbooth.runtime.queue_sqlite import SqliteQueue
+
+    q = SqliteQueue(tmp_path / "q.db")
+    photo, result = "blob:" + "a" * 64, "blob:" + "b" * 64
+    q.add_blob(photo, "alice")
+    q.add_blob(result, "alice", role="result")
+    q.enqueue("train", "alice", "train_lora", {"images": [photo]})
+    q.enqueue("other", "alice", "train_lora", {"images": [photo]})
+    assert q.claim("w").id == "train"
+    assert q.release_blob(photo, "alice", "train") is False and q.owns_blob(
+        photo, "alice"
+    )  # "other" needs it
+    q.request_cancel("other")
+    q.add_blob(photo, "bob")
+    assert q.release_blob(photo, "alice", "train") is False  # bob's upload of the same bytes
+    assert not q.owns_blob(photo, "alice") and q.owns_blob(photo, "bob")
+    assert q.release_blob(photo, "bob") is False  # alice's running training still reads it
+    out = JobOutput(outputs=[OutputRef(name="image", ref=result)], backend="neural")
+    assert q.finish("train", "completed", output=out) is not None
+    assert q.release_blob(photo, "bob") is True  # nobody left; the finished jobs keep only the reference
+    assert q.release_blob(result, "alice") is False and q.owns_blob(result, "alice")  # one of her results
+    q.close()

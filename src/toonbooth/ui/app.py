@@ -23,6 +23,7 @@ from ..core.errors import ToonboothError
 from ..core.settings import Settings
 from ..core.specs import AvatarSpec
 from .anime_tab import build_anime_tab
+from .train_tab import build_train_tab  # issue 5: training tab
 
 GENDERS = ["unspecified", "male", "female"]
 EXPRESSIONS = ["smiling", "crying", "neutral", "angry", "laughing", "sad"]
@@ -234,6 +235,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
                 api_visibility="private",
             )
         build_anime_tab(service, settings, owner_of=ui._user)
+        build_train_tab(service, settings, owner_of=ui._user)  # issue 5: training tab
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")
             gallery = gr.Gallery(label="My results", columns=4, elem_id="tb-gallery")
