@@ -357,3 +357,21 @@ def test_delete_my_data_and_retention(settings, test_engine):
         assert svc.purge_expired(now=time.time() + 29 * 86400) == 0  # inside the 30-day retention
         assert svc.purge_expired(now=time.time() + 31 * 86400) == 2
         assert svc.list("bob") == [] and not svc.storage.exists(shared) and not svc.storage.exists(b_result)
+
+
+def test_watchdog_runs_the_retention_purge(tmp_path, test_engine):
+    # a first service makes a job and its files; a second one, with a retention shorter than their age,
+    # purges them by itself on start (the watchdog's first round), no call needed
+    first = Settings(home=tmp_path / "home", data_dir=tmp_path / "data", device="cpu")
+    with make_service(first) as svc:
+        ref = svc.put_upload(png_bytes(), "alice")
+        job = svc.wait(svc.submit(spec_for(ref, steps=1), "alice").id, "alice", 20)
+        assert job.state == "completed" and blob_files(first)
+    time.sleep(0.2)
+    short = first.model_copy(update={"retention_days": 0.1 / 86400})  # 0.1 s
+    with make_service(short) as svc:
+        deadline = time.monotonic() + 10
+        while blob_files(short) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert blob_files(short) == []
+        assert svc.list("alice") == []

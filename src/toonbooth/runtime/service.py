@@ -119,6 +119,8 @@ def _set_path(data: Any, path: Path_, value: Any) -> None:
 
 
 # --- following a job's events --------------------------------------------------------------------
+RETENTION_EVERY_S = 3600.0  # how often finished jobs, uploads and results past retention are purged
+
 class _Follower:
     """Merges the durable event log and live bus items into one ordered stream without duplicates."""
 
@@ -286,10 +288,21 @@ class Service:
             self._active.pop(job_id, None)
 
     def _watch(self) -> None:
-        """Time limits and cancels asked for by another process (the queue's cancel flag)."""
+        """Time limits, cancels asked for by another process (the queue's cancel flag), and the
+        retention purge (at start, then every `RETENTION_EVERY_S`)."""
         last_poll = 0.0
+        last_purge = -RETENTION_EVERY_S
         while not self.stopping.wait(0.1):
             now = time.monotonic()
+            if now - last_purge >= RETENTION_EVERY_S:
+                last_purge = now
+                try:
+                    removed = self.purge_expired()
+                    if removed:
+                        log.info("retention: deleted %d stored files older than %s days", removed,
+                                 self.settings.retention_days)
+                except Exception:  # the purge must never stop the watchdog
+                    log.exception("retention purge failed")
             with self._active_lock:
                 actives = list(self._active.values())
             poll = now - last_poll >= 0.5
