@@ -107,6 +107,7 @@ def create_app(
     policy = AuthPolicy(svc.users, allow_anonymous=allow_anonymous)
     options = OptionsStore(settings.resolved_data_dir / "a1111_options.json")
     app.state.api = ApiState(settings=settings, service=svc, auth=policy, options=options)
+    app.state.begin_shutdown = svc.begin_stop if owned else (lambda: None)
     app.state.auth = policy
     install_error_handlers(app)
     app.include_router(jobs.router)
@@ -132,6 +133,37 @@ def create_app(
         )
     app.add_middleware(OriginGuardMiddleware, allowed_origins=origins)
     return app
+
+
+def run_server(
+    app: FastAPI, *, host: str, port: int, log_level: str = "info", timeout_graceful_shutdown: float = 10
+) -> None:
+    """Serve `app` with uvicorn until SIGINT / SIGTERM (`docker stop`, systemd).
+
+    On shutdown the app's service is told to stop first (`Service.begin_stop`: the running job is put
+    back in the queue without counting an attempt, event streams end) and only then does uvicorn wait
+    for open connections. Plain `uvicorn.run` waits for connections first, so one open SSE stream or
+    waiting A1111 request held the shutdown for the whole grace time, long enough for `docker stop`
+    (10 s) to SIGKILL the process before the job was put back."""
+    import uvicorn
+
+    begin_shutdown = getattr(app.state, "begin_shutdown", lambda: None)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            try:
+                begin_shutdown()
+            except Exception:  # stopping must go on whatever the service says
+                log.exception("could not begin stopping the service")
+            await super().shutdown(sockets=sockets)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=timeout_graceful_shutdown
+    )
+    server = Server(config)
+    server.run()
+    if not server.started:  # e.g. the port is taken: fail like `uvicorn.run` does
+        raise SystemExit(3)
 
 
 def _mount_ui(app: FastAPI, settings: Settings, svc: Any, policy: AuthPolicy) -> None:

@@ -57,9 +57,7 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
         """Start the server: REST API (/v1, /docs), AUTOMATIC1111 API (/sdapi/v1), web UI (/ui), job runners."""
-        import uvicorn
-
-        from ..api.app import create_app
+        from ..api.app import create_app, run_server
         from ..api.auth import is_loopback_host
         from ..runtime.users import Users
 
@@ -91,7 +89,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"toonbooth serving on http://{shown}:{port}/  — UI /ui/, API docs /docs, {mode}")
         typer.echo(f"models: {settings.resolved_models_dir}   data: {settings.resolved_data_dir}")
         sys.stdout.flush()
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+        run_server(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
 
     @users_app.command("add")
     def users_add(name: Annotated[str, typer.Argument(help="User name (letters, digits, _ . -).")]) -> None:

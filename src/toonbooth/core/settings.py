@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         30.0, ge=0.0, description="Finished jobs, their uploads and results are deleted after this; 0 = keep."
     )
+    preview_every: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="Live preview (A1111 'Approx cheap' latent -> RGB) every N denoising steps and at the last "
+        "step of each pass, served as `current_image`; 0 = off.",
+    )
 
     # --- storage ---
     storage: Literal["local", "s3"] = Field("local", description="Where uploads and results go.")

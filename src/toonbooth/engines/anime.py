@@ -429,6 +429,7 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
     crop = photo.crop(box)
     if plan.character == "sd15":
         styled, gen = _generate_sd15(spec, ctx, crop, prompt_text, loras, offset=2)
+        warnings += gen["warnings"]
         total = gen["total"]
     else:
         styled, gen = _generate_toon(spec, crop)
@@ -591,7 +592,8 @@ def _generate_sd15(
     import torch
     from diffusers import StableDiffusionControlNetImg2ImgPipeline
 
-    from ..models.prompts import encode_prompt_sd15
+    from ..models.embeddings import encode_job_prompts
+    from ..models.preview import latents_to_preview
     from ..vision.edges import canny_control_image
 
     owner = getattr(ctx, "owner", None)
@@ -611,16 +613,20 @@ def _generate_sd15(
     w, h = gen_size_for(crop.width, crop.height, spec.gen_size)
     init = crop.resize((w, h), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
-    embeds = encode_prompt_sd15(
-        base.tokenizer, base.text_encoder, prompt_text, spec.negative_prompt, models.device
+    # textual-inversion embeddings named in the prompts (shared ones and the job owner's own), per stage
+    tis = models.prompt_embeddings([prompt_text, spec.negative_prompt], base, ARCH, owner)
+    staged = encode_job_prompts(
+        base, ARCH, prompt_text, spec.negative_prompt, tis, device=models.device, dtype=models.dtype
     )
     seed = spec.seed if spec.seed != -1 else random.randint(0, 2**32 - 1)
     n = _denoise_steps(pipe.scheduler, spec.steps, spec.strength)
     total = offset + n + 1
     ctx.progress(offset, total, stage="generate")
 
-    def on_step_end(_pipe, i, _t, kwargs):
-        ctx.progress(offset + min(i + 1, n), total, stage="generate")
+    def on_step_end(pipe, i, _t, kwargs):
+        want = ctx.wants_preview(i + 1, pipe.num_timesteps)
+        preview = latents_to_preview(kwargs["latents"], ARCH) if want else None
+        ctx.progress(offset + min(i + 1, n), total, stage="generate", preview=preview)
         return kwargs
 
     # 4c. Denoise
@@ -628,9 +634,9 @@ def _generate_sd15(
         image=init, control_image=control, strength=spec.strength, num_inference_steps=spec.steps,
         guidance_scale=spec.cfg_scale, controlnet_conditioning_scale=spec.controlnet_weight,
         generator=torch.Generator(device="cpu").manual_seed(seed),
-        prompt_embeds=embeds.prompt_embeds.to(models.dtype),
-        negative_prompt_embeds=embeds.negative_prompt_embeds.to(models.dtype),
-        callback_on_step_end=on_step_end,
+        **staged.first_kwargs(pipe.scheduler, spec.steps, spec.strength),
+        callback_on_step_end=staged.callback(on_step_end),
+        callback_on_step_end_tensor_inputs=staged.tensor_inputs(pipe),
     ).images[0]  # fmt: skip
 
     shown = prompt_text + "".join(f" <lora:{x.name}:{x.weight:g}>" for x in loaded)
@@ -643,10 +649,13 @@ def _generate_sd15(
         "Size": f"{w}x{h}", "Model hash": models.short_hash(base_entry) or None, "Model": base_entry.name,
         "Denoising strength": spec.strength, "ControlNet 0": cn_text,
         "Lora hashes": ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loaded) or None,
+        "TI hashes": tis.ti_hashes(),
     }  # fmt: skip
     info = {
         "seed": seed, "prompt": shown, "gen_size": [w, h], "steps_run": n, "checkpoint": base_entry.name,
         "controlnet": cn_entry.name, "loras": [{"name": x.name, "weight": x.weight, "hash": x.short_hash} for x in loaded],
+        "embeddings": tis.info(),
     }  # fmt: skip
     # total: segment + inpaint + n denoising steps + composite
-    return styled, {"settings": settings, "prompt": shown, "info": info, "total": offset + n + 1}
+    out = {"settings": settings, "prompt": shown, "info": info, "total": offset + n + 1, "warnings": tis.warnings}
+    return styled, out

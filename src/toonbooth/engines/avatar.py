@@ -89,7 +89,8 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     import torch
     from diffusers import StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
-    from ..models.prompts import encode_prompt_sdxl
+    from ..models.embeddings import encode_job_prompts
+    from ..models.preview import latents_to_preview
     from ..vision.edges import canny_control_image
 
     # 1. Check inputs and derive sizes / seed
@@ -122,9 +123,10 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     # 3. Prepare conditions: resized photo, canny map, A1111-syntax prompt embeddings
     init = photo.resize((w1, h1), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
-    embeds = encode_prompt_sdxl(
-        [base.tokenizer, base.tokenizer_2], [base.text_encoder, base.text_encoder_2],
-        prompt, spec.negative_prompt, models.device,
+    # textual-inversion embeddings named in the prompts (shared ones and the job owner's own), per stage
+    tis = models.prompt_embeddings([prompt, spec.negative_prompt], base, ARCH, getattr(ctx, "owner", None))
+    staged = encode_job_prompts(
+        base, ARCH, prompt, spec.negative_prompt, tis, device=models.device, dtype=models.dtype
     )
     steps1 = min(int(spec.steps * spec.strength), spec.steps)
     steps2 = min(int(spec.steps * spec.second_strength), spec.steps) if spec.second_pass else 0
@@ -138,8 +140,10 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     ctx.progress(0, total, stage="pass 1")
 
     def callback(offset: int, stage: str):
-        def on_step_end(_pipe, i, _t, kwargs):
-            ctx.progress(offset + i + 1, total, stage=stage)
+        def on_step_end(pipe, i, _t, kwargs):
+            want = ctx.wants_preview(i + 1, pipe.num_timesteps)
+            preview = latents_to_preview(kwargs["latents"], ARCH) if want else None
+            ctx.progress(offset + i + 1, total, stage=stage, preview=preview)
             ctx.check_canceled()
             return kwargs
 
@@ -148,19 +152,15 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     def generator():
         return torch.Generator(device="cpu").manual_seed(seed)
 
-    embed_kwargs = {
-        "prompt_embeds": embeds.prompt_embeds.to(models.dtype),
-        "negative_prompt_embeds": embeds.negative_prompt_embeds.to(models.dtype),
-        "pooled_prompt_embeds": embeds.pooled_prompt_embeds.to(models.dtype),
-        "negative_pooled_prompt_embeds": embeds.negative_pooled_prompt_embeds.to(models.dtype),
-    }
+    embed_kwargs = staged.first_kwargs(pass1.scheduler, spec.steps, spec.strength)
 
     # 4. Denoise: pass 1 (ControlNet canny img2img at the photo's size)
     out1 = pass1(
         image=init, control_image=control, strength=spec.strength, num_inference_steps=spec.steps,
         guidance_scale=spec.cfg_scale, controlnet_conditioning_scale=spec.controlnet_weight,
         control_guidance_start=spec.guidance_start, control_guidance_end=spec.guidance_end,
-        generator=generator(), height=h1, width=w1, callback_on_step_end=callback(0, "pass 1"), **embed_kwargs,
+        generator=generator(), height=h1, width=w1, callback_on_step_end=staged.callback(callback(0, "pass 1")),
+        callback_on_step_end_tensor_inputs=staged.tensor_inputs(pass1), **embed_kwargs,
     ).images[0]
 
     # 5. Denoise: pass 2 (img2img at `upscale`x, no ControlNet) smooths and upscales
@@ -170,7 +170,9 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
         final = pass2(
             image=up, strength=spec.second_strength, num_inference_steps=spec.steps,
             guidance_scale=spec.cfg_scale, generator=generator(), height=h2, width=w2,
-            callback_on_step_end=callback(steps1, "pass 2"), **embed_kwargs,
+            callback_on_step_end=staged.callback(callback(steps1, "pass 2")),
+            callback_on_step_end_tensor_inputs=staged.tensor_inputs(pass2),
+            **staged.first_kwargs(pass2.scheduler, spec.steps, spec.second_strength),
         ).images[0]
 
     # 6. Postprocess: A1111-style parameters text on each image
@@ -181,6 +183,9 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     tail = {"Version": f"toonbooth {__version__}"}
     if loras:
         tail = {"Lora hashes": ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loras), **tail}
+    if tis.uses:
+        version = tail.pop("Version")
+        tail.update({"TI hashes": tis.ti_hashes(), "Version": version})
     cn_text = (
         f"Module: canny, Model: {cn_entry.name} [{(models.short_hash(cn_entry) or '')[:8]}], "
         f"Weight: {spec.controlnet_weight:g}, Guidance Start: {spec.guidance_start:g}, "
@@ -203,5 +208,8 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
         "seed": seed, "prompt": shown_prompt, "size_pass1": [w1, h1], "size": [final.width, final.height],
         "steps_run": [steps1, steps2], "checkpoint": base_entry.name, "controlnet": cn_entry.name,
         "loras": [{"name": x.name, "weight": x.weight, "hash": x.short_hash} for x in loras],
+        "embeddings": tis.info(),
     }
-    return EngineResult(images, "neural", reason, [], info)
+    for msg in tis.warnings:
+        ctx.log(msg, warning=True)
+    return EngineResult(images, "neural", reason, list(tis.warnings), info)

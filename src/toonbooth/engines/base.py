@@ -27,6 +27,10 @@ class EngineContext(Protocol):
         """Report progress over the whole job; also the place where cancel is noticed."""
         ...
 
+    def wants_preview(self, step: int, steps: int) -> bool:
+        """Whether to pass a live preview to `progress` after denoising step `step` (1-based) of `steps`."""
+        ...
+
     def check_canceled(self) -> None:
         """Raise JobCanceledError if the job was canceled."""
         ...

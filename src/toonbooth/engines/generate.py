@@ -651,7 +651,8 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
     import torch
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-    from ..models.prompts import encode_prompt_sd15, encode_prompt_sdxl
+    from ..models.embeddings import encode_job_prompts
+    from ..models.preview import latents_to_preview
 
     models = ctx.models
     owner = getattr(ctx, "owner", None)
@@ -703,18 +704,15 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
         if prep.region is not None and prep.original is not None:  # "only masked": the same box of the map
             source = source.resize(prep.original.size, Image.Resampling.LANCZOS).crop(prep.region)
         controls.append(control_map(source, unit.spec, unit.index, w, h))
-    if arch == "sdxl":
-        embeds = encode_prompt_sdxl(
-            [base.tokenizer, base.tokenizer_2], [base.text_encoder, base.text_encoder_2],
-            checked.prompt_text, spec.negative_prompt, models.device,
-        )  # fmt: skip
-    else:
-        embeds = encode_prompt_sd15(
-            base.tokenizer, base.text_encoder, checked.prompt_text, spec.negative_prompt, models.device,
-            clip_skip=spec.clip_skip,
-        )  # fmt: skip
-    embed_kwargs = {k: v.to(models.dtype) for k, v in embeds.as_pipeline_kwargs().items()}
+    # textual-inversion embeddings named in the prompts (shared ones and the owner's own), per stage
+    tis = models.prompt_embeddings([checked.prompt_text, spec.negative_prompt], base, arch, owner)
+    warnings += tis.warnings
+    staged = encode_job_prompts(
+        base, arch, checked.prompt_text, spec.negative_prompt, tis, device=models.device, dtype=models.dtype,
+        clip_skip=spec.clip_skip,
+    )  # fmt: skip
     strength = 1.0 if prep.route == "inpaint" and spec.mode == "txt2img" else checked.strength
+    embed_kwargs = staged.first_kwargs(pipe.scheduler, spec.steps, strength)
     per_call = count_steps(pipe.scheduler, spec.steps, strength)
     total = per_call * spec.n_iter
     common: dict[str, Any] = {
@@ -757,11 +755,14 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
                 noise = variation_noise(shape, seeds, subseeds, spec.subseed_strength)
                 kwargs["latents"] = noise.to(models.device, models.dtype)
 
-            def on_step_end(_pipe, i, _t, cb_kwargs, offset=it * per_call):
-                ctx.progress(min(offset + i + 1, total), total, stage="generate")
+            def on_step_end(pipe_, i, _t, cb_kwargs, offset=it * per_call):
+                want = ctx.wants_preview(i + 1, pipe_.num_timesteps)
+                preview = latents_to_preview(cb_kwargs["latents"], arch) if want else None
+                ctx.progress(min(offset + i + 1, total), total, stage="generate", preview=preview)
                 return cb_kwargs
 
-            kwargs["callback_on_step_end"] = on_step_end
+            kwargs["callback_on_step_end"] = staged.callback(on_step_end)  # + stage swaps of multi-stage TIs
+            kwargs["callback_on_step_end_tensor_inputs"] = staged.tensor_inputs(pipe)
             out = pipe(**_call_kwargs(pipe, kwargs))
             generated.extend(out.images)
             ctx.progress((it + 1) * per_call, total, stage="generate")
@@ -779,6 +780,8 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
     tail: dict[str, Any] = {}
     if loaded_loras:
         tail["Lora hashes"] = ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loaded_loras)
+    if tis.uses:
+        tail["TI hashes"] = tis.ti_hashes()
     tail["Version"] = f"toonbooth {__version__}"
     cn_params = {f"ControlNet {n}": _unit_text(u) for n, u in enumerate(checked.units)}
     infotexts = []
@@ -812,7 +815,7 @@ def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
         "clip_skip": spec.clip_skip, "is_using_inpainting_conditioning": bool(entry.inpainting),
         "version": f"toonbooth {__version__}",
         "pipeline": cls.__name__, "loras": [{"name": x.name, "weight": x.weight, "hash": x.short_hash} for x in loaded_loras],
-        "ignored": sorted(set(checked.ignored)),
+        "embeddings": tis.info(), "ignored": sorted(set(checked.ignored)),
     }  # fmt: skip
     for msg in warnings:
         ctx.log(msg, warning=True)

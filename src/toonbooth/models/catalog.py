@@ -14,6 +14,15 @@ Sources:
 - https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0 (CreativeML Open RAIL++-M)
 - https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5 and .../stable-diffusion-inpainting (CreativeML OpenRAIL-M)
 - https://huggingface.co/lllyasviel/control_v11p_sd15_canny (OpenRAIL)
+- https://huggingface.co/facebook/sam-vit-base, .../sam-vit-large, .../sam-vit-huge (Apache-2.0; Segment
+  Anything, Kirillov et al. 2023, in transformers format: config.json, preprocessor_config.json,
+  model.safetensors; the safetensors were added to each repo by a later "Adding `safetensors` variant" commit)
+- LaMa (Suvorov et al., WACV 2022; https://github.com/advimman/lama, Apache-2.0). The authors publish the
+  Lightning checkpoint (`big-lama.zip` with `models/best.ckpt`) on Yandex Disk, mirrored as a zip at
+  https://huggingface.co/smartywu/big-lama; IOPaint / lama-cleaner use a TorchScript export `big-lama.pt`
+  (GitHub release of Sanster/models). The catalog pulls that TorchScript file from the hub copy
+  https://huggingface.co/gaspardbruno/BigLama, pinned to the commit that uploaded it; the same sha256 and size
+  appear on an independent copy (datasets/dputilov/exp), and the download is verified against them.
 """
 
 from __future__ import annotations
@@ -26,9 +35,13 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..core.errors import ModelNotFoundError
 
-CatalogKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "config"]
-CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner"]
-A1111Folder = Literal["Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers"]
+CatalogKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "config", "sam", "lama"]
+CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama"]
+A1111Folder = Literal[
+    "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa"
+]
+PERCEPTION_KINDS: tuple[str, ...] = ("sam", "lama")
+"""Kinds that are not diffusion models: SAM folders (`<models>/SAM/<name>/`) and LaMa files (`<models>/LaMa/`)."""
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -105,6 +118,39 @@ _SDXL_CONFIG_PATTERNS = [
     "tokenizer/*",
     "tokenizer_2/*",
 ]
+_SAM_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
+
+
+def _sam_entry(size: str, sha256: str, nbytes_note: str) -> CatalogEntry:
+    """A Segment Anything checkpoint of the facebook/sam-vit-* family in transformers format."""
+    name = f"sam-vit-{size}"
+    return CatalogEntry(
+        name=name,
+        kind="sam",
+        arch="sam",
+        repo_id=f"facebook/{name}",
+        files=[
+            CatalogFile(filename="config.json"),
+            CatalogFile(filename="preprocessor_config.json"),
+            CatalogFile(filename="model.safetensors", sha256=sha256),
+        ],
+        allow_patterns=list(_SAM_FILES),
+        a1111_folder="SAM",
+        install_subdir=name,
+        aliases=[f"sam-vit-{size[0]}"],
+        licence=f"Apache-2.0 (model card of facebook/{name}).",
+        source_note=(
+            f"Segment Anything ViT-{size[0].upper()} image encoder + prompt encoder + mask decoder, transformers "
+            f"`SamModel` / `SamProcessor` format ({nbytes_note}). Only config.json, preprocessor_config.json and "
+            "model.safetensors are fetched (the repo also has pytorch_model.bin and tf_model.h5, which are not "
+            "used). sha256 of model.safetensors from its LFS details on the repo's file page; the two JSON "
+            "files have no published hash. Installed as a save_pretrained folder <models>/SAM/" + name + "/, "
+            "where the anime studio finds it for sam_model 'facebook/" + name + "' or '" + name + "'."
+        ),
+        homepage=f"https://huggingface.co/facebook/{name}",
+    )
+
+
 _SD15_CONFIG_PATTERNS = [
     "model_index.json",
     "*/config.json",
@@ -278,11 +324,52 @@ CATALOG: tuple[CatalogEntry, ...] = (
         ),
         homepage="https://huggingface.co/lllyasviel/control_v11p_sd15_canny",
     ),
+    _sam_entry(
+        "base",
+        "892c410e496344e527255ccdcb2cb7244a609acb5389c7c4fdba1288f861c579",
+        "about 375 MB; the default",
+    ),
+    _sam_entry("large", "a57e1b13cd1545938dfcbc9fb26df7f60de6650237a9383382a874a623564b81", "about 1.25 GB"),
+    _sam_entry("huge", "edfb0462392541fca9af44ff039bfb32dbd0c939997f3abb77a26e23af7afd7c", "about 2.56 GB"),
+    CatalogEntry(
+        name="big-lama",
+        kind="lama",
+        arch="lama",
+        repo_id="gaspardbruno/BigLama",
+        revision="2bda1164365cebd245b0ae9ba23763f0f140d76c",
+        files=[
+            CatalogFile(
+                filename="big-lama.pt",
+                sha256="344c77bbcb158f17dd143070d1e789f38a66c04202311ae3a258ef66667a9ea9",
+                size=205669692,
+            )
+        ],
+        a1111_folder="LaMa",
+        aliases=["lama"],
+        licence=(
+            "Apache-2.0 (LaMa, https://github.com/advimman/lama). The hub copy's card says MIT, which is not the "
+            "upstream licence; the upstream Apache-2.0 applies to the weights."
+        ),
+        source_note=(
+            "Big-LaMa inpainting generator as the TorchScript export `big-lama.pt` that IOPaint / lama-cleaner use "
+            "(`module(image, mask)`; believed to be the file of the Sanster/models GitHub release, which is not on "
+            "the hub). FORMAT: TorchScript is a serialized program (code), not plain weights: toonbooth loads it "
+            "only from the operator's models folder <models>/LaMa/, never from an upload. Hub copy "
+            "gaspardbruno/BigLama, pinned to the commit that uploaded it; sha256 and size from that commit's LFS "
+            "pointer, and the same pointer is on an independent copy (datasets/dputilov/exp). Other copies "
+            "(fashn-ai/LaMa, signature-ai/big-lama, okaris/simple-lama) were not hash-checked here. The authors' "
+            "original Lightning `best.ckpt` (zip at smartywu/big-lama) is a pickle; convert either format to "
+            "`big-lama.safetensors` on a trusted machine (docs/models.md) and drop it into <models>/LaMa/: the "
+            "safetensors file is preferred over the .pt when both are there."
+        ),
+        homepage="https://github.com/advimman/lama",
+    ),
 )
 
 RECIPES: dict[str, list[str]] = {
     "memoji": ["samaritan-3d-cartoon-sdxl", "diffusers_xl_canny_full", "memoji", "sdxl-base-config"],
     "sd15": ["stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
+    "anime": ["sam-vit-base", "big-lama", "stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
 }
 
 
@@ -304,7 +391,7 @@ def find_entry(name: str) -> CatalogEntry | None:
     bare = _norm(_strip_suffix(name.strip()))
     for entry in CATALOG:
         names = {_norm(entry.name), *(_norm(a) for a in entry.aliases)}
-        if entry.primary_file is not None and entry.kind != "config" and entry.a1111_folder != "diffusers":
+        if entry.primary_file is not None and entry.kind != "config" and entry.install_subdir is None:
             names.add(_norm(entry.primary_file.filename))
             names.add(_norm(_strip_suffix(entry.primary_file.filename)))
         if key in names or bare in names:

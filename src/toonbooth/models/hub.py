@@ -64,21 +64,38 @@ def _file_url(entry: CatalogEntry, f: CatalogFile, endpoint: str) -> str:
     return f"{endpoint.rstrip('/')}/{entry.repo_id}/resolve/{entry.revision or 'main'}/{rel}"
 
 
+_ADDABLE_KINDS = ("checkpoint", "controlnet", "lora", "embedding", "vae")  # what `toonbooth models add` takes
+
+
+def _literal_patterns(entry: CatalogEntry) -> bool:
+    """True when the entry's snapshot patterns are exactly its listed files (no wildcards)."""
+    if not entry.allow_patterns or not entry.files:
+        return False
+    rel = {f"{f.subfolder}/{f.filename}" if f.subfolder else f.filename for f in entry.files}
+    return not any(c in p for p in entry.allow_patterns for c in "*?[") and set(entry.allow_patterns) == rel
+
+
 def manual_instructions(entry: CatalogEntry, dest: Path, endpoint: str = "https://huggingface.co") -> str:
-    """Where to get an entry's files by hand and where to put them."""
+    """Where to get an entry's files by hand and where to put them (one URL and target per file when the
+    files are known)."""
     if entry.repo_id is None:
         files = ", ".join(f.filename for f in entry.files)
         return f"Get {files} from {entry.homepage or 'its publisher'} and run `toonbooth models add PATH`"
-    if entry.allow_patterns:
+    if entry.allow_patterns and not _literal_patterns(entry):
         return (
             f"On a connected machine download the files matching {entry.allow_patterns} from "
             f"{endpoint.rstrip('/')}/{entry.repo_id}/tree/{entry.revision or 'main'} and copy them, keeping "
             f"their sub-folders, into {dest}/"
         )
+    if len(entry.files) > 1:
+        steps = "; ".join(
+            f"{_file_url(entry, f, endpoint)} -> {dest / (f'{f.subfolder}/{f.filename}' if f.subfolder else f.filename)}"
+            for f in entry.files
+        )
+        return f"On a connected machine download each file and put it there: {steps}"
     urls = " ".join(_file_url(entry, f, endpoint) for f in entry.files)
-    return (
-        f"On a connected machine download {urls} and put it in {dest}/ (or run `toonbooth models add PATH`)"
-    )
+    tail = " (or run `toonbooth models add PATH`)" if entry.kind in _ADDABLE_KINDS else ""
+    return f"On a connected machine download {urls} and put it in {dest}/{tail}"
 
 
 def _expected_paths(entry: CatalogEntry, dest: Path) -> list[Path]:

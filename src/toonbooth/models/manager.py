@@ -50,6 +50,8 @@ class ModelManager:
         self._lock = threading.RLock()
         self._device = None
         self._dtype = None
+        # textual-inversion files read so far: (path, mtime_ns, size) -> (embedding, warnings); a few KB each
+        self._embeddings: dict[tuple[str, int, int], tuple[Any, list[str]]] = {}
 
     # --- basics -------------------------------------------------------------------------------
     @property
@@ -217,3 +219,27 @@ class ModelManager:
             elif loaded:
                 base_pipe.disable_lora()
         return out
+
+    # --- textual-inversion embeddings -----------------------------------------------------------
+    def load_embedding(self, entry: Any) -> tuple[Any, list[str]]:
+        """The registry entry's embedding (`models.embeddings.TextualInversion`, with its stages for a
+        multi-stage style) and warnings about it; read once per file version."""
+        from .embeddings import load_embedding
+
+        if entry.path is None:
+            raise ModelError(f"embedding {entry.name!r} is not a local file")
+        stat = entry.path.stat()
+        key = (str(entry.path), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key not in self._embeddings:
+                if len(self._embeddings) >= 512:
+                    self._embeddings.pop(next(iter(self._embeddings)))
+                self._embeddings[key] = load_embedding(entry.path, entry.name)
+            return self._embeddings[key]
+
+    def prompt_embeddings(self, texts: list[str], pipe: Any, arch: str, owner: str | None = None):
+        """The textual-inversion embeddings named in `texts` that fit `pipe`'s text encoders, resolved for
+        `owner` (shared files and the owner's own styles): a `models.embeddings.PromptEmbeddings`."""
+        from .embeddings import resolve_prompt_embeddings, text_encoder_widths
+
+        return resolve_prompt_embeddings(self, texts, text_encoder_widths(pipe, arch), owner)

@@ -32,13 +32,27 @@ Follows the behaviour of stable-diffusion-webui (https://github.com/AUTOMATIC111
   when empty (A1111 behaviour); diffusers instead uses zeros when `negative_prompt=None` and the model
   sets `force_zeros_for_empty_prompt`.
 
-Textual-inversion tokens work when they were added to the tokenizer (diffusers `load_textual_inversion`);
-multi-vector embeddings must already be expanded in the prompt text.
+Textual-inversion embeddings (A1111 `modules/textual_inversion/textual_inversion.py` `EmbeddingDatabase` and
+`sd_hijack_clip.py` `tokenize_line`): pass `embeddings` (name -> one (n, width) tensor per text encoder) and
+every occurrence of a name in a prompt fragment — a whole word, case-insensitive, the longest name first —
+takes n token positions in the chunk (moved whole to the next chunk when they do not fit, so they count
+against the 75 tokens), with the fragment's emphasis weight. The text encoder is not changed and the tokenizer
+gets no new tokens (pipelines are cached and shared): those positions hold a placeholder id, and while the
+chunks are encoded a forward hook on the encoder's token-embedding layer (`get_input_embeddings()`; the
+installed transformers' `CLIPTextModel.forward` takes no `inputs_embeds`) replaces the rows of exactly that
+call's ids tensor by the embedding's vectors. Hooked encodes are serialised by a module lock; the hook only
+touches the call whose ids tensor it was made for, so other users of the same encoder are unaffected.
+A1111 matches the name's token sequence in the prompt's tokens; matching whole words of the text gives the
+same result for real vocabularies. Tokens added to the tokenizer (diffusers `load_textual_inversion`) still
+work as before.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -229,10 +243,12 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
 
 @dataclass
 class PromptChunk:
-    """77 token ids ([BOS] + 75 + [EOS]) and one weight per id."""
+    """77 token ids ([BOS] + 75 + [EOS]) and one weight per id; `fixes`: (position, embedding name, vector
+    index) of each position that takes a textual-inversion vector instead of its token's embedding."""
 
     tokens: list[int] = field(default_factory=list)
     multipliers: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
@@ -243,7 +259,9 @@ def _special_ids(tokenizer: Any) -> tuple[int, int, int]:
     return bos, eos, pad
 
 
-def _finish_chunk(body: list[int], weights: list[float], tokenizer: Any) -> PromptChunk:
+def _finish_chunk(
+    body: list[int], weights: list[float], tokenizer: Any, slots: list[tuple[str, int] | None] | None = None
+) -> PromptChunk:
     bos, eos, pad = _special_ids(tokenizer)
     fill = CHUNK_LENGTH - len(body)
     tokens = [bos] + body + [eos] * fill + [eos]
@@ -251,7 +269,8 @@ def _finish_chunk(body: list[int], weights: list[float], tokenizer: Any) -> Prom
     if pad != eos:
         first_eos = tokens.index(eos)
         tokens = tokens[: first_eos + 1] + [pad] * (len(tokens) - first_eos - 1)
-    return PromptChunk(tokens=tokens, multipliers=mults)
+    fixes = [(1 + i, s[0], s[1]) for i, s in enumerate(slots or []) if s is not None]
+    return PromptChunk(tokens=tokens, multipliers=mults, fixes=fixes)
 
 
 def empty_chunk(tokenizer: Any) -> PromptChunk:
@@ -259,51 +278,153 @@ def empty_chunk(tokenizer: Any) -> PromptChunk:
     return _finish_chunk([], [], tokenizer)
 
 
+def embedding_pattern(names: Sequence[str]) -> re.Pattern[str] | None:
+    """The regex that finds embedding names in prompt text: whole words (no letter, digit or `_` on either
+    side), case-insensitive, the longest name first (A1111 tries the longest match at each position)."""
+    unique = sorted({n for n in names if n and n.strip()}, key=lambda n: (-len(n), n))
+    if not unique:
+        return None
+    alternatives = "|".join(re.escape(n) for n in unique)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def _canonical_names(names: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n in names:
+        out.setdefault(n.lower(), n)
+    return out
+
+
+def find_embedding_names(prompt: str, names: Sequence[str], emphasis: bool = True) -> list[str]:
+    """Names of `names` that occur in `prompt` as `tokenize_prompt_chunks` substitutes them (per emphasis
+    fragment, whole words, longest first), in order of first occurrence, each once."""
+    pattern = embedding_pattern(names)
+    if pattern is None:
+        return []
+    canonical = _canonical_names(names)
+    parsed = parse_prompt_attention(prompt) if emphasis else [(prompt, 1.0)]
+    found: list[str] = []
+    for text, weight in parsed:
+        if text == BREAK_TEXT and weight == BREAK_WEIGHT:
+            continue
+        for m in pattern.finditer(text):
+            name = canonical[m.group(0).lower()]
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _split_fragment(
+    text: str, pattern: re.Pattern[str] | None, canonical: dict[str, str]
+) -> list[tuple[bool, str]]:
+    """(is_embedding, text or name) pieces of one emphasis fragment."""
+    if pattern is None:
+        return [(False, text)]
+    pieces: list[tuple[bool, str]] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.start() > pos:
+            pieces.append((False, text[pos : m.start()]))
+        pieces.append((True, canonical[m.group(0).lower()]))
+        pos = m.end()
+    if pos < len(text) or not pieces:
+        pieces.append((False, text[pos:]))
+    return pieces
+
+
 def tokenize_prompt_chunks(
     tokenizer: Any,
     prompt: str,
     comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK,
     emphasis: bool = True,
+    embeddings: Mapping[str, int] | None = None,
 ) -> list[PromptChunk]:
     """A1111 `tokenize_line`: parse emphasis, tokenize each fragment without specials, pack into chunks
-    of 75 tokens (BREAK / full chunk / comma backtrack), wrap each to 77 with BOS/EOS/padding."""
+    of 75 tokens (BREAK / full chunk / comma backtrack), wrap each to 77 with BOS/EOS/padding.
+
+    `embeddings`: textual-inversion name -> vector count. Each occurrence of a name takes that many positions
+    (recorded in the chunk's `fixes`), placed whole: when they do not fit the current chunk they start the
+    next one, as in A1111."""
     parsed = parse_prompt_attention(prompt) if emphasis else [(prompt, 1.0)]
-    texts = [t for t, _ in parsed]
-    token_lists = tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+    counts = dict(embeddings or {})
+    for name, n in counts.items():
+        if not 1 <= int(n) <= CHUNK_LENGTH:
+            raise InputError(
+                "prompt", f"embedding {name!r} has {n} vectors; one chunk holds 1 to {CHUNK_LENGTH}", name
+            )
+    pattern = embedding_pattern(list(counts))
+    canonical = _canonical_names(list(counts))
+    # units: (token id | embedding name | None for BREAK, weight)
+    pieces: list[tuple[list[tuple[bool, str]], float]] = []
+    texts: list[str] = []
+    for text, weight in parsed:
+        if text == BREAK_TEXT and weight == BREAK_WEIGHT:
+            pieces.append(([], weight))
+            continue
+        split = _split_fragment(text, pattern, canonical)
+        pieces.append((split, weight))
+        texts.extend(t for is_emb, t in split if not is_emb)
+    token_lists = (
+        tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+        if texts
+        else []
+    )
+    units: list[tuple[int | str | None, float]] = []
+    k = 0
+    for split, weight in pieces:
+        if not split:
+            units.append((None, weight))
+            continue
+        for is_emb, t in split:
+            if is_emb:
+                units.append((t, weight))
+            else:
+                units.extend((tok, weight) for tok in token_lists[k])
+                k += 1
     comma_id = tokenizer.get_vocab().get(",</w>")
+    placeholder = _special_ids(tokenizer)[0]
 
     chunks: list[PromptChunk] = []
     body: list[int] = []
     weights: list[float] = []
+    slots: list[tuple[str, int] | None] = []
     last_comma = -1
 
     def flush() -> None:
-        nonlocal body, weights, last_comma
-        chunks.append(_finish_chunk(body, weights, tokenizer))
-        body, weights, last_comma = [], [], -1
+        nonlocal body, weights, slots, last_comma
+        chunks.append(_finish_chunk(body, weights, tokenizer, slots))
+        body, weights, slots, last_comma = [], [], [], -1
 
-    for ids, (text, weight) in zip(token_lists, parsed, strict=True):
-        if text == BREAK_TEXT and weight == BREAK_WEIGHT:
+    for unit, weight in units:
+        if unit is None:  # BREAK
             flush()
             continue
-        for tok in ids:
-            if comma_id is not None and tok == comma_id:
-                last_comma = len(body)
-            elif (
-                comma_padding_backtrack != 0
-                and len(body) == CHUNK_LENGTH
-                and last_comma != -1
-                and len(body) - last_comma <= comma_padding_backtrack
-            ):
-                cut = last_comma + 1
-                moved_ids, moved_w = body[cut:], weights[cut:]
-                body, weights = body[:cut], weights[:cut]
+        if comma_id is not None and unit == comma_id:
+            last_comma = len(body)
+        elif (
+            comma_padding_backtrack != 0
+            and len(body) == CHUNK_LENGTH
+            and last_comma != -1
+            and len(body) - last_comma <= comma_padding_backtrack
+        ):
+            cut = last_comma + 1
+            moved = body[cut:], weights[cut:], slots[cut:]
+            body, weights, slots = body[:cut], weights[:cut], slots[:cut]
+            flush()
+            body, weights, slots = list(moved[0]), list(moved[1]), list(moved[2])
+        if len(body) == CHUNK_LENGTH:
+            flush()
+        if isinstance(unit, str):
+            n = int(counts[unit])
+            if len(body) + n > CHUNK_LENGTH:
                 flush()
-                body, weights = moved_ids, moved_w
-            if len(body) == CHUNK_LENGTH:
-                flush()
-            body.append(tok)
+            body.extend([placeholder] * n)
+            weights.extend([weight] * n)
+            slots.extend((unit, j) for j in range(n))
+        else:
+            body.append(unit)
             weights.append(weight)
+            slots.append(None)
 
     if body or not chunks:
         flush()
@@ -338,19 +459,72 @@ def _pad_chunks(chunks: list[PromptChunk], count: int, tokenizer: Any) -> list[P
     return chunks + [empty_chunk(tokenizer) for _ in range(count - len(chunks))]
 
 
+_SUBSTITUTION_LOCK = threading.Lock()
+
+
+def embedding_width(text_encoder: Any) -> int:
+    """Width of the encoder's token embeddings (what a textual-inversion vector for it must have)."""
+    return int(text_encoder.get_input_embeddings().weight.shape[-1])
+
+
+@contextmanager
+def _substitute_vectors(
+    text_encoder: Any, ids: torch.Tensor, chunks: list[PromptChunk], vectors: Mapping[str, torch.Tensor]
+) -> Iterator[None]:
+    """While active, the token-embedding layer's output for exactly `ids` has the chunks' `fixes` positions
+    replaced by the embeddings' vectors (a forward hook; removed on exit)."""
+    import torch
+
+    fixes = [(row, pos, name, j) for row, c in enumerate(chunks) for pos, name, j in c.fixes]
+    if not fixes:
+        yield
+        return
+    layer = text_encoder.get_input_embeddings()
+    width = embedding_width(text_encoder)
+    mask = torch.zeros(ids.shape, dtype=torch.bool)
+    rows = torch.zeros((*ids.shape, width), dtype=torch.float32)
+    for row, pos, name, j in fixes:
+        if name not in vectors:
+            raise ModelError(f"embedding {name!r} has no vectors for this text encoder")
+        vec = vectors[name]
+        if vec.dim() != 2 or vec.shape[-1] != width:
+            raise ModelError(
+                f"embedding {name!r} has vectors of shape {tuple(vec.shape)}; this text encoder needs (n, {width})"
+            )
+        mask[row, pos] = True
+        rows[row, pos] = vec[j].detach().float().cpu()
+    target = ids.data_ptr()
+
+    def hook(_module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        called = args[0] if args else None
+        if not isinstance(called, torch.Tensor) or called.data_ptr() != target or called.shape != ids.shape:
+            return None  # someone else's call: leave it alone
+        m = mask.to(output.device)[..., None]
+        return torch.where(m, rows.to(output.device, output.dtype), output)
+
+    with _SUBSTITUTION_LOCK:
+        handle = layer.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
 def _encode_chunks(
     text_encoder: Any,
     chunks: list[PromptChunk],
     layer: Literal["last", "penultimate"] | int,
     want_pooled: bool = False,
+    vectors: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Encode chunks in one batch; weight each, restore each chunk's mean; return [1, 77*n, d] and the
-    first chunk's pooled `text_embeds` when asked."""
+    first chunk's pooled `text_embeds` when asked. `vectors`: embedding name -> (n, width) for this encoder,
+    put at the chunks' `fixes` positions."""
     import torch
 
     enc_device = text_encoder.device
     ids = torch.tensor([c.tokens for c in chunks], dtype=torch.long, device=enc_device)
-    with torch.no_grad():
+    with torch.no_grad(), _substitute_vectors(text_encoder, ids, chunks, vectors or {}):
         out = text_encoder(ids, output_hidden_states=True)
         if layer == "last":
             z = out.last_hidden_state
@@ -380,6 +554,27 @@ def _encode_chunks(
     return z.reshape(1, -1, z.shape[-1]), pooled
 
 
+def _vector_counts(embeddings: Mapping[str, Sequence[torch.Tensor]] | None) -> dict[str, int]:
+    return {name: int(vecs[0].shape[0]) for name, vecs in (embeddings or {}).items()}
+
+
+def _per_encoder(
+    embeddings: Mapping[str, Sequence[torch.Tensor]] | None, n_encoders: int
+) -> list[dict[str, torch.Tensor]]:
+    """name -> [vectors per encoder] as one {name: vectors} per encoder, after checking the counts."""
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(n_encoders)]
+    for name, vecs in (embeddings or {}).items():
+        if len(vecs) != n_encoders:
+            raise ModelError(
+                f"embedding {name!r} has vectors for {len(vecs)} text encoder(s); this model has {n_encoders}"
+            )
+        if len({int(v.shape[0]) for v in vecs}) != 1:
+            raise ModelError(f"embedding {name!r} has a different vector count per text encoder")
+        for i, v in enumerate(vecs):
+            out[i][name] = v
+    return out
+
+
 def encode_prompt_sd15(
     tokenizer: Any,
     text_encoder: Any,
@@ -387,21 +582,25 @@ def encode_prompt_sd15(
     negative_prompt: str = "",
     device: torch.device | str | None = None,
     clip_skip: int = 1,
+    embeddings: Mapping[str, Sequence[torch.Tensor]] | None = None,
 ) -> PromptEmbeds:
     """Encode a prompt pair for SD1.x/2.x pipelines the A1111 way (emphasis, BREAK, unlimited length).
 
     Call `extract_lora_tags` first; tags left in the text are encoded as text. `clip_skip` counts as in
-    A1111 (1 = last layer).
+    A1111 (1 = last layer). `embeddings`: textual-inversion name -> [(n, width) vectors] (one tensor, for the
+    one encoder); their names in either prompt are replaced by the vectors.
     """
     n_layers = int(text_encoder.config.num_hidden_layers)
     if not 1 <= clip_skip <= n_layers:
         raise InputError("clip_skip", f"must be in [1, {n_layers}], got {clip_skip}", clip_skip)
-    pos = tokenize_prompt_chunks(tokenizer, prompt)
-    neg = tokenize_prompt_chunks(tokenizer, negative_prompt)
+    per_encoder = _per_encoder(embeddings, 1)
+    counts = _vector_counts(embeddings)
+    pos = tokenize_prompt_chunks(tokenizer, prompt, embeddings=counts)
+    neg = tokenize_prompt_chunks(tokenizer, negative_prompt, embeddings=counts)
     count = max(len(pos), len(neg))
     layer: Literal["last"] | int = "last" if clip_skip == 1 else clip_skip
-    pe, _ = _encode_chunks(text_encoder, _pad_chunks(pos, count, tokenizer), layer)
-    ne, _ = _encode_chunks(text_encoder, _pad_chunks(neg, count, tokenizer), layer)
+    pe, _ = _encode_chunks(text_encoder, _pad_chunks(pos, count, tokenizer), layer, vectors=per_encoder[0])
+    ne, _ = _encode_chunks(text_encoder, _pad_chunks(neg, count, tokenizer), layer, vectors=per_encoder[0])
     target = device if device is not None else pe.device
     return PromptEmbeds(prompt_embeds=pe.to(target), negative_prompt_embeds=ne.to(target))
 
@@ -414,12 +613,14 @@ def encode_prompt_sdxl(
     device: torch.device | str | None = None,
     prompt_2: str | None = None,
     negative_prompt_2: str | None = None,
+    embeddings: Mapping[str, Sequence[torch.Tensor]] | None = None,
 ) -> PromptEmbeds:
     """Encode a prompt pair for SDXL pipelines the A1111 way: per-encoder chunks (penultimate layer),
     features concatenated per chunk, pooled = encoder 2's `text_embeds` of the first chunk.
 
     `prompt_2` / `negative_prompt_2` go to encoder 2 (default: the same text). Every chunk list is padded
-    with empty chunks to the longest, so all four sequences have equal length.
+    with empty chunks to the longest, so all four sequences have equal length. `embeddings`: textual-inversion
+    name -> [clip_l vectors (encoder 1), clip_g vectors (encoder 2)].
     """
     import torch
 
@@ -427,17 +628,25 @@ def encode_prompt_sdxl(
         raise InputError("text_encoders", f"SDXL needs 2 tokenizers and 2 encoders, got {len(text_encoders)}")
     tok1, tok2 = tokenizers
     enc1, enc2 = text_encoders
+    v1, v2 = _per_encoder(embeddings, 2)
+    counts = _vector_counts(embeddings)
     lists = [
-        tokenize_prompt_chunks(tok1, prompt),
-        tokenize_prompt_chunks(tok2, prompt if prompt_2 is None else prompt_2),
-        tokenize_prompt_chunks(tok1, negative_prompt),
-        tokenize_prompt_chunks(tok2, negative_prompt if negative_prompt_2 is None else negative_prompt_2),
+        tokenize_prompt_chunks(tok1, prompt, embeddings=counts),
+        tokenize_prompt_chunks(tok2, prompt if prompt_2 is None else prompt_2, embeddings=counts),
+        tokenize_prompt_chunks(tok1, negative_prompt, embeddings=counts),
+        tokenize_prompt_chunks(
+            tok2, negative_prompt if negative_prompt_2 is None else negative_prompt_2, embeddings=counts
+        ),
     ]
     count = max(len(c) for c in lists)
-    p1, _ = _encode_chunks(enc1, _pad_chunks(lists[0], count, tok1), "penultimate")
-    p2, pooled = _encode_chunks(enc2, _pad_chunks(lists[1], count, tok2), "penultimate", want_pooled=True)
-    n1, _ = _encode_chunks(enc1, _pad_chunks(lists[2], count, tok1), "penultimate")
-    n2, npooled = _encode_chunks(enc2, _pad_chunks(lists[3], count, tok2), "penultimate", want_pooled=True)
+    p1, _ = _encode_chunks(enc1, _pad_chunks(lists[0], count, tok1), "penultimate", vectors=v1)
+    p2, pooled = _encode_chunks(
+        enc2, _pad_chunks(lists[1], count, tok2), "penultimate", want_pooled=True, vectors=v2
+    )
+    n1, _ = _encode_chunks(enc1, _pad_chunks(lists[2], count, tok1), "penultimate", vectors=v1)
+    n2, npooled = _encode_chunks(
+        enc2, _pad_chunks(lists[3], count, tok2), "penultimate", want_pooled=True, vectors=v2
+    )
     target = device if device is not None else p1.device
     if pooled is None or npooled is None:  # _encode_chunks raises before this; keeps the types exact
         raise ModelError("SDXL text encoder 2 returned no pooled embedding")

@@ -10,6 +10,8 @@ Folder layout (the A1111 `models/` folder can be pointed at as is; see A1111 `mo
     <models_dir>/embeddings/**                     textual-inversion embeddings
     <models_dir>/VAE/**                            VAEs
     <models_dir>/diffusers/<name>/                 diffusers folders (model_index.json, or one model's config.json)
+    <models_dir>/SAM/<name>/, SAM/<org>/<name>/     Segment Anything, transformers `save_pretrained` folders
+    <models_dir>/LaMa/<name>.safetensors|.pt|.ckpt  LaMa inpainting generators (`.pt` = TorchScript, see below)
     <models_dir>/*.safetensors                     loose files: kind from their keys
     <models_dir>/users/<owner>/<same folders>      per-user models (trained styles): visible to that owner only
 
@@ -19,6 +21,13 @@ ignored when the name matches, and used to find the file when it does not). LoRA
 the `ss_output_name` their trainer stored (A1111's LoRA alias). Pickle files are listed as refused
 and never loaded. Folders are walked recursively, following symlinks but never twice into the same
 directory, so link loops end.
+
+SAM and LaMa entries (kinds "sam" and "lama", shared folders only) are what the anime studio's
+`locate_sam` / `locate_lama` find: a SAM folder is usable when its config.json says `model_type: "sam"`,
+it has a processor config and `*.safetensors` weights (a `.bin`-only folder is refused as pickle); a LaMa
+`.safetensors` must hold FFC generator keys; a `.pt` is IOPaint's TorchScript export, which is code and is
+therefore only ever loaded from these operator-controlled folders; a `.ckpt` / `.pth` is only read with
+`torch.load(weights_only=True)` at load time.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -42,10 +51,11 @@ from .probe import (
     ProbeArch,
     ProbeResult,
     probe_file,
+    read_header,
     unsafe_format_error,
 )
 
-EntryKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "unknown"]
+EntryKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "sam", "lama", "unknown"]
 EntrySource = Literal["folder", "diffusers-folder", "hub", "catalog"]
 
 KIND_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -57,6 +67,12 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
 }
 ADD_FOLDER: dict[str, str] = {k: v[0] for k, v in KIND_FOLDERS.items()}
 DIFFUSERS_FOLDER = "diffusers"
+SAM_FOLDERS: tuple[str, ...] = ("SAM", "sam")
+LAMA_FOLDERS: tuple[str, ...] = ("LaMa", "lama")
+LAMA_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".ckpt", ".pth")
+"""In the order the anime studio prefers them when several files share a name."""
+_LAMA_MARKER = "model.1.ffc.convl2l.weight"
+_LAMA_PREFIXES = ("", "generator.", "model.generator.")
 USERS_FOLDER = "users"
 CONFIG_CATALOG = {
     "sdxl": "sdxl-base-config",
@@ -228,6 +244,67 @@ def diffusers_folder_entry(
     return None
 
 
+def sam_folder_entry(folder: Path, name: str | None = None, top_folder: str = "SAM") -> ModelEntry | None:
+    """An entry for a transformers SAM folder (config.json + processor config + weights); None when `folder`
+    has no config.json. Only JSON is read."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        return None
+    name = name or folder.name
+    cfg = _read_json(cfg_path) or {}
+    refused: str | None = None
+    if cfg.get("model_type") != "sam":
+        refused = (
+            f"{folder}: config.json has model_type {cfg.get('model_type')!r}, not 'sam' (a SamModel folder)"
+        )
+    elif not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        refused = (
+            f"{folder} has no preprocessor_config.json / processor_config.json (the SamProcessor settings)"
+        )
+    else:
+        weights = _weights_state(folder)
+        if weights == "pickle":
+            refused = str(unsafe_format_error(folder, "a SAM model saved only as pickle (pytorch_model.bin)"))
+        elif weights == "none":
+            refused = f"{folder} has no model.safetensors"
+    vision = cfg.get("vision_config") if isinstance(cfg.get("vision_config"), dict) else {}
+    details = {k: vision[k] for k in ("hidden_size", "num_hidden_layers", "image_size") if k in vision}
+    return ModelEntry(
+        name=name, path=folder, kind="sam", layout="transformers", source="folder", folder=top_folder,
+        relpath=name, refused=refused, details=details,
+    )  # fmt: skip
+
+
+def lama_file_entry(file: Path, top: Path, top_folder: str = "LaMa") -> ModelEntry | None:
+    """An entry for a LaMa weights file in `<models>/LaMa/`; None for other suffixes. A `.safetensors` is
+    checked by its header (FFC generator keys, with or without the `generator.` / TorchScript-wrapper
+    prefix); `.pt` (TorchScript) and `.ckpt` / `.pth` are listed by suffix and checked when loaded."""
+    file = Path(file)
+    suffix = file.suffix.lower()
+    if suffix not in LAMA_SUFFIXES:
+        return None
+    common: dict[str, Any] = dict(
+        name=file.stem, path=file, kind="lama", source="folder", folder=top_folder,
+        relpath=file.relative_to(top).as_posix(), size=file.stat().st_size,
+    )  # fmt: skip
+    if suffix == ".safetensors":
+        try:
+            shapes = read_header(file).shapes
+        except ModelError as exc:
+            return ModelEntry(layout="safetensors", refused=str(exc), **common)
+        ok = any(p + _LAMA_MARKER in shapes for p in _LAMA_PREFIXES)
+        refused = None if ok else f"{file.name}: no LaMa FFC generator keys (`{_LAMA_MARKER}`) in its tensors"
+        return ModelEntry(layout="safetensors", refused=refused, **common)
+    if suffix == ".pt":
+        note = "TorchScript export (code): loaded only because it lies in the operator's models folder"
+        return ModelEntry(layout="torchscript", details={"note": note}, **common)
+    note = (
+        "Lightning checkpoint: read with torch.load(weights_only=True); refused at load time if it needs more"
+    )
+    return ModelEntry(layout="ckpt", details={"note": note}, **common)
+
+
 class ModelRegistry:
     """Index of the models in `models_dirs` (A1111 layout), their per-user parts, and the catalog.
 
@@ -290,8 +367,53 @@ class ModelRegistry:
             if entry is not None:
                 out.append(entry)
         out += self._scan_diffusers(base / DIFFUSERS_FOLDER, owner, seen)
+        if owner is None:  # the anime studio reads SAM / LaMa from the shared folders only
+            out += self._scan_perception(base, seen)
         self.hashes.flush()
         return out
+
+    def _scan_perception(self, base: Path, seen: set[tuple[str, str | None]]) -> list[ModelEntry]:
+        """SAM folders (`SAM/<name>/`, `SAM/<org>/<name>/`) and LaMa files (`LaMa/**`) under `base`."""
+        out: list[ModelEntry] = []
+        roots: set[tuple[int, int]] = set()  # SAM/ and sam/ are one folder on case-insensitive disks
+        for folder in SAM_FOLDERS:
+            top = base / folder
+            if not top.is_dir() or not self._first_visit(top, roots):
+                continue
+            for child in sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")):
+                subs = [child] if (child / "config.json").is_file() else sorted(
+                    d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")
+                )  # fmt: skip
+                for d in subs:
+                    real = str(d.resolve())
+                    entry = sam_folder_entry(d, d.relative_to(top).as_posix(), folder)
+                    if entry is not None and (real, None) not in seen:
+                        seen.add((real, None))
+                        cat = catalog.find_entry(d.name)
+                        entry.catalog_name = cat.name if cat is not None and cat.kind == "sam" else None
+                        out.append(entry)
+        for folder in LAMA_FOLDERS:
+            top = base / folder
+            if not top.is_dir() or not self._first_visit(top, roots):
+                continue
+            for file in self._walk_files(top):
+                real = str(file.resolve())
+                entry = lama_file_entry(file, top, folder)
+                if entry is not None and (real, None) not in seen:
+                    seen.add((real, None))
+                    cat = catalog.find_entry(file.stem)
+                    entry.catalog_name = cat.name if cat is not None and cat.kind == "lama" else None
+                    out.append(entry)
+        return out
+
+    @staticmethod
+    def _first_visit(folder: Path, visited: set[tuple[int, int]]) -> bool:
+        st = folder.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            return False
+        visited.add(key)
+        return True
 
     @staticmethod
     def _walk_files(top: Path):
@@ -450,7 +572,7 @@ class ModelRegistry:
                     ModelEntry(
                         name=ce.name,
                         kind=ce.kind,
-                        arch=ce.arch,
+                        arch=ce.arch if ce.arch in get_args(ProbeArch) else "unknown",
                         source="catalog",
                         repo_id=ce.repo_id,
                         catalog_name=ce.name,
@@ -491,12 +613,14 @@ class ModelRegistry:
         if len(kinds) > 1:
             listing = "; ".join(f"{e.kind} {e.path}" for e in hits)
             raise ModelError(f"{query!r} names models of several kinds ({listing}): say which kind you mean")
-        # the owner's own first, then single files (A1111 semantics) before diffusers folders, then shortest path
+        # the owner's own first, then single files (A1111 semantics) before diffusers folders, LaMa formats in
+        # the anime studio's order, then shortest path
         hits = sorted(
             hits,
             key=lambda e: (
                 e.owner != owner or owner is None,
                 e.source != "folder",
+                LAMA_SUFFIXES.index(e.path.suffix.lower()) if e.kind == "lama" and e.path is not None else 0,
                 len(e.relpath or ""),
                 str(e.path),
             ),
@@ -610,6 +734,29 @@ class ModelRegistry:
 
     def _installed(self, ce: catalog.CatalogEntry, visible: list[ModelEntry]) -> ModelEntry | None:
         """The scanned entry holding catalog entry `ce`, if installed."""
+        if ce.kind == "sam" and ce.install_subdir:
+            wanted = ce.install_subdir.lower()
+            hits = [
+                e
+                for e in visible
+                if e.kind == "sam"
+                and e.path is not None
+                and e.path.name.lower() == wanted
+                and e.refused is None
+            ]
+            return self._pick(ce.name, hits, None) if hits else None
+        if ce.kind == "lama" and ce.primary_file is not None:
+            stem = Path(ce.primary_file.filename).stem.lower()
+            hits = [
+                e
+                for e in visible
+                if e.kind == "lama"
+                and e.path is not None
+                and e.path.stem.lower() == stem
+                and e.refused is None
+            ]
+            hits.sort(key=lambda e: LAMA_SUFFIXES.index(e.path.suffix.lower()))  # type: ignore[union-attr]
+            return hits[0] if hits else None
         if ce.a1111_folder == DIFFUSERS_FOLDER and ce.install_subdir:
             wanted = ce.install_subdir
             hits = [

@@ -58,6 +58,13 @@ class JobContext:
             return bool(self._release_upload(ref))
         return bool(self.storage.delete(ref))
 
+    def wants_preview(self, step: int, steps: int) -> bool:
+        """Whether the engine should render a live preview after denoising step `step` (1-based) of a
+        loop of `steps`: every `preview_every` steps and at the loop's last step; never when 0 (the CLI
+        and direct callers, which show no previews; the service's runner passes the setting)."""
+        every = self.preview_every
+        return every > 0 and step > 0 and (step % every == 0 or step == steps)
+
     def progress(self, step: int, total: int, *, stage: str = "", preview: Image.Image | None = None) -> None:
         percent = 100.0 if total <= 0 else max(0.0, min(100.0, 100.0 * step / total))
         percent = max(percent, self._last_percent)  # one monotonic stream over all passes

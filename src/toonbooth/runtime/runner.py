@@ -123,6 +123,7 @@ class Runner:
                 owner=record.owner,
                 on_event=lambda event: self.on_event(active, event),
                 cancel_event=active.cancel,
+                preview_every=svc.settings.preview_every,
                 release_upload=lambda ref: svc.release_upload(ref, record.owner, record.id),
             )
             output = execute_mod.execute(spec, ctx)

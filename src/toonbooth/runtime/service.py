@@ -237,9 +237,10 @@ class Service:
             ) from None
         self._lock_file = fh
 
-    def stop(self, timeout: float = 10) -> None:
-        """Stop the runners: a running job is interrupted at its next step and put back in the queue
-        (without counting the attempt), so the next start runs it again."""
+    def begin_stop(self) -> None:
+        """Start stopping without waiting: runners take no new job, a running job is interrupted at its
+        next step and put back in the queue, and event streams (`events`, `aevents`) end, so a server
+        shutting down is not held open by SSE clients or waiting A1111 requests. `stop` finishes it."""
         if not self._started:
             return
         self.stopping.set()
@@ -249,6 +250,13 @@ class Service:
                 active.cancel.set()
         with self._work:
             self._work.notify_all()
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop the runners: a running job is interrupted at its next step and put back in the queue
+        (without counting the attempt), so the next start runs it again."""
+        if not self._started:
+            return
+        self.begin_stop()
         deadline = time.monotonic() + timeout
         for runner in self.runners:
             runner.thread.join(max(0.0, deadline - time.monotonic()))
@@ -505,13 +513,14 @@ class Service:
         self, job_id: str, owner: str, after: int = 0, timeout: float | None = None
     ) -> Iterator[tuple[int, JobEvent]]:
         """Stored events with seq > `after`, then live ones, until the terminal event. With `timeout`,
-        the stream also ends when no event came for that many seconds."""
+        the stream also ends when no event came for that many seconds; it also ends when the service
+        stops (the job goes on after a restart: resume with `after` = the last seq received)."""
         self.get(job_id, owner)
         follower = _Follower(after)
         with self.bus.subscribe(job_id) as sub:
             yield from follower.take_stored(self.queue.events_after(job_id, follower.cursor))
             last = time.monotonic()
-            while not follower.ended:
+            while not follower.ended and not self.stopping.is_set():
                 item = sub.get(0.5)
                 out = follower.take_live(item) if item is not None and not sub.overflowed else None
                 if out is None:
@@ -536,7 +545,7 @@ class Service:
             for pair in follower.take_stored(rows):
                 yield pair
             last = time.monotonic()
-            while not follower.ended:
+            while not follower.ended and not self.stopping.is_set():
                 item = await sub.aget(0.5)
                 out = follower.take_live(item) if item is not None and not sub.overflowed else None
                 if out is None:

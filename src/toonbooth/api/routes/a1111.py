@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
@@ -98,7 +98,15 @@ def precheck(state: ApiState, spec: Any, user: str) -> None:
 async def _wait(state: ApiState, job_id: str, user: str):
     async for _seq, _event in state.service.aevents(job_id, user):
         pass
-    return await run_in_threadpool(state.service.get, job_id, user)
+    record = await run_in_threadpool(state.service.get, job_id, user)
+    if not record.done:  # the events ended early: the server is stopping; the job stays queued
+        raise HTTPException(
+            503,
+            f"the server is shutting down; job {job_id} is kept in the queue and runs after the restart "
+            f"(GET /v1/jobs/{job_id})",
+            headers={"Retry-After": "10"},
+        )
+    return record
 
 
 async def generate(state: ApiState, req: A1111Base, mode: str, user: str) -> A1111ImageResponse:
