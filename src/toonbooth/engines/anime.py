@@ -217,7 +217,7 @@ def choose_backends(spec: AnimeSpec, ctx: EngineContext, owner: str | None) -> P
             missing = (
                 "SD1.5 weights missing: "
                 + "; ".join(reasons)
-                + " (fetch them with `toonbooth models pull sd15`)"
+                + " (fetch them with `toonbooth models pull anime`)"
             )
     plan.character = decide("character", missing, "sd15", "toon")
     return plan

@@ -40,8 +40,6 @@ CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama"]
 A1111Folder = Literal[
     "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa"
 ]
-PERCEPTION_KINDS: tuple[str, ...] = ("sam", "lama")
-"""Kinds that are not diffusion models: SAM folders (`<models>/SAM/<name>/`) and LaMa files (`<models>/LaMa/`)."""
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 

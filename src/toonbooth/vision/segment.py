@@ -236,8 +236,9 @@ class SamSegmenter:
             raise ModelNotFoundError(f"SAM folder {src!r} does not exist")
         try:
             processor = SamProcessor.from_pretrained(src, local_files_only=local_files_only)
+            # safetensors only: a folder with nothing but pickled `pytorch_model.bin` is refused
             model = SamModel.from_pretrained(
-                src, local_files_only=local_files_only, dtype=dtype or torch.float32
+                src, local_files_only=local_files_only, dtype=dtype or torch.float32, use_safetensors=True
             )
         except OSError as e:
             if is_folder:
