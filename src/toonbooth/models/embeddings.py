@@ -424,7 +424,7 @@ class StagedPromptEmbeds:
             nxt = len(full) - n + i + 1
             if 0 <= nxt < len(full):
                 now_key, next_key = self.embeddings.key_at(t), self.embeddings.key_at(full[nxt])
-                if False and next_key != now_key:
+                if next_key != now_key:
                     self._swap(pipe, kwargs, next_key)
             return kwargs
 

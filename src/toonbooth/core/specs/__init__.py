@@ -1,0 +1,106 @@
+"""Typed job specs: one pydantic model per job kind, a discriminated union on `kind`, versioned.
+
+The same JSON is the REST body, the CLI's job file, the queue row and the OpenAPI schema.
+Bounds live on the fields, so a bad value is refused before any heavy work starts. One module per
+studio; this package's namespace re-exports them all.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from ..errors import InputError
+from .anime import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT, AnimePoint, AnimeSpec
+from .avatar import MEMOJI_NEGATIVE_PROMPT, MEMOJI_SEED, AvatarSpec, Expression, Gender
+from .base import Backend, ImageRef, LoraRef, SpecBase, validate_email
+from .generate import (
+    CONTROLNET_CONTROL_MODES,
+    CONTROLNET_MODULES,
+    CONTROLNET_RESIZE_MODES,
+    ControlNetUnit,
+    GenerateSpec,
+)
+from .training import (
+    STYLE_NAME_RE,
+    TRAIN_PRESETS,
+    TRAIN_SPEC_TYPES,
+    TRIGGER_RE,
+    TrainDreamBoothSpec,
+    TrainLoraSpec,
+    TrainTISpec,
+)
+
+__all__ = [
+    "ANIME_NEGATIVE_PROMPT",
+    "ANIME_PROMPT",
+    "CONTROLNET_CONTROL_MODES",
+    "CONTROLNET_MODULES",
+    "CONTROLNET_RESIZE_MODES",
+    "JOB_SPEC_TYPES",
+    "MEMOJI_NEGATIVE_PROMPT",
+    "MEMOJI_SEED",
+    "STYLE_NAME_RE",
+    "TRAIN_PRESETS",
+    "TRAIN_SPEC_TYPES",
+    "TRIGGER_RE",
+    "AnimePoint",
+    "AnimeSpec",
+    "AvatarSpec",
+    "Backend",
+    "ControlNetUnit",
+    "Expression",
+    "Gender",
+    "GenerateSpec",
+    "ImageRef",
+    "JobSpec",
+    "LoraRef",
+    "SpecBase",
+    "TrainDreamBoothSpec",
+    "TrainLoraSpec",
+    "TrainTISpec",
+    "input_error_from_validation",
+    "job_kinds",
+    "parse_job_spec",
+    "validate_email",
+]
+
+# Add a kind: define its spec in its own module here and append it to this tuple.
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+
+JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+
+
+def job_kinds() -> list[str]:
+    return [t.model_fields["kind"].default for t in JOB_SPEC_TYPES]
+
+
+def parse_job_spec(data: dict[str, Any] | str | bytes) -> SpecBase:
+    """Validate a job spec from a dict or JSON; errors become an InputError naming the field."""
+    try:
+        if isinstance(data, (str, bytes)):
+            return _ADAPTER.validate_json(data)
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if isinstance(data, dict) and kind is None and len(JOB_SPEC_TYPES) > 1:
+            raise InputError("kind", f"is required; known: {', '.join(job_kinds())}", None)
+        if kind is not None and kind not in job_kinds():
+            raise InputError("kind", f"unknown job kind {kind!r}; known: {', '.join(job_kinds())}", kind)
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise input_error_from_validation(exc) from None
+
+
+def input_error_from_validation(exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    if len(JOB_SPEC_TYPES) > 1 and loc and loc[0] in job_kinds():  # the union's tag is not a field
+        loc = loc[1:]
+    field = ".".join(str(p) for p in loc) or "body"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if isinstance(value, str) and len(value) > 80:
+        shown = repr(value[:80] + "...")
+    return InputError(field, f"{err.get('msg', 'invalid')}, got {shown}", value)
