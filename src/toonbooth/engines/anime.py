@@ -657,5 +657,6 @@ def _generate_sd15(
         "embeddings": tis.info(),
     }  # fmt: skip
     # total: segment + inpaint + n denoising steps + composite
-    out = {"settings": settings, "prompt": shown, "info": info, "total": offset + n + 1, "warnings": tis.warnings}
-    return styled, out
+    return styled, {
+        "settings": settings, "prompt": shown, "info": info, "total": offset + n + 1, "warnings": tis.warnings,
+    }  # fmt: skip

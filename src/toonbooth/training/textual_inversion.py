@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import InputError, ModelError
+from ..models.embeddings import stage_of  # one definition shared with inference (re-exported here)
 from .loop import encode_text
 
 ENCODER_KEYS = {"sd15": ["emb_params"], "sdxl": ["clip_l", "clip_g"]}
@@ -43,12 +44,6 @@ def expand_trigger(text: str, trigger: str, num_vectors: int) -> str:
         " ".join(placeholder_tokens(trigger, num_vectors)),
         text,
     )
-
-
-def stage_of(timesteps: torch.Tensor | int, stages: int, num_train_timesteps: int = 1000) -> torch.Tensor:
-    """Stage index of each timestep: stage k covers [k*T/S, (k+1)*T/S)."""
-    t = torch.as_tensor(timesteps).long()
-    return torch.clamp(t * stages // num_train_timesteps, 0, stages - 1)
 
 
 class StagedTokenEmbedding(nn.Module):
