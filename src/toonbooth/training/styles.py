@@ -29,11 +29,10 @@ MANIFEST = "style.json"
 _LOCK = threading.Lock()
 
 
-class StyleInfo(BaseModel):
-    """One trained style, as listed to its owner."""
+class StyleFields(BaseModel):
+    """What every view of a trained style shows (the API's `StyleOut` adds download URLs)."""
 
     name: str
-    owner: str | None
     model_kind: Literal["lora", "embedding"] = Field(description="Registry kind of the usable file.")
     training_kind: str = Field(description="train_lora | train_dreambooth | train_ti")
     arch: str
@@ -47,8 +46,14 @@ class StyleInfo(BaseModel):
     resolution: int
     stages: int | None = None
     created_at: float
-    files: dict[str, str] = Field(description="role -> path (model, peft, stages, samples, preview).")
     final_loss: float | None = None
+
+
+class StyleInfo(StyleFields):
+    """One trained style, as listed to its owner."""
+
+    owner: str | None
+    files: dict[str, str] = Field(description="role -> path (model, peft, stages, samples, preview).")
 
 
 def _base(models_dir: Path, owner: str | None) -> Path:

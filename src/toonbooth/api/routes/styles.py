@@ -31,14 +31,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from ...core.errors import InputError, NotFoundError
 from ...core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec, parse_job_spec
 from ...runtime.queue_base import JobRecord
 from ...training.presets import PresetInfo, list_presets
-from ...training.styles import StyleInfo, check_name_free, delete_style, get_style, list_styles
+from ...training.styles import StyleFields, StyleInfo, check_name_free, delete_style, get_style, list_styles
 from ..auth import current_user
 from ..deps import ApiState, api_state
 
@@ -50,24 +50,9 @@ MAX_NAME_CHARS = 120
 _MEDIA_TYPES = {".png": "image/png", ".json": "application/json", ".safetensors": "application/octet-stream"}
 
 
-class StyleOut(BaseModel):
+class StyleOut(StyleFields):
     """One of my trained styles, as the API shows it (no server paths)."""
 
-    name: str
-    model_kind: str = Field(description="lora | embedding: the registry kind of the usable file.")
-    training_kind: str = Field(description="train_lora | train_dreambooth | train_ti")
-    arch: str
-    trigger: str
-    usage: str = Field(description="How to use it in a prompt, e.g. `<lora:NAME:0.8> trigger`.")
-    base_model: str
-    base_model_hash: str | None = None
-    preset: str | None = None
-    steps: int
-    image_count: int
-    resolution: int
-    stages: int | None = None
-    created_at: float
-    final_loss: float | None = None
     files: dict[str, str] = Field(description="role -> download URL (`model` is the A1111 / ComfyUI file).")
 
 
