@@ -42,7 +42,7 @@ def wanted_models(spec: AvatarSpec) -> list[tuple[str, str]]:
 def choose_backend(spec: AvatarSpec, ctx: EngineContext) -> tuple[str, str]:
     if spec.backend == "classic":
         return "classic", "asked for the classic backend"
-    missing = ctx.models.missing(wanted_models(spec), arch=ARCH)
+    missing = ctx.models.missing(wanted_models(spec), arch=ARCH, owner=getattr(ctx, "owner", None))
     if not missing:
         return "neural", "all weights of the recipe are present"
     reason = "neural weights missing: " + "; ".join(missing) + (
@@ -104,17 +104,18 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
 
     # 2. Load models (cached between jobs) and activate the LoRAs
     models = ctx.models
-    base, base_entry = models.base_pipeline(spec.checkpoint, ARCH)
-    controlnet, cn_entry = models.controlnet(spec.controlnet, base, ARCH)
-    loras = models.apply_loras(base, lora_tags)
+    owner = getattr(ctx, "owner", None)  # the job owner's own styles (LoRAs) are usable by name
+    base, base_entry = models.base_pipeline(spec.checkpoint, ARCH, owner)
+    controlnet, cn_entry = models.controlnet(spec.controlnet, base, ARCH, owner)
+    loras = models.apply_loras(base, lora_tags, owner)
     ctx.check_canceled()
     pass1 = models.compose(StableDiffusionXLControlNetImg2ImgPipeline, base, controlnet=controlnet)
     models.set_sampler(pass1, base, spec.sampler)
     second_entry = base_entry
     if spec.second_pass:
         if spec.second_checkpoint and spec.second_checkpoint != spec.checkpoint:
-            base2, second_entry = models.base_pipeline(spec.second_checkpoint, ARCH)
-            models.apply_loras(base2, lora_tags)
+            base2, second_entry = models.base_pipeline(spec.second_checkpoint, ARCH, owner)
+            models.apply_loras(base2, lora_tags, owner)
         else:
             base2 = base
         pass2 = models.compose(StableDiffusionXLImg2ImgPipeline, base2)
@@ -124,7 +125,7 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     init = photo.resize((w1, h1), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
     # textual-inversion embeddings named in the prompts (shared ones and the job owner's own), per stage
-    tis = models.prompt_embeddings([prompt, spec.negative_prompt], base, ARCH, getattr(ctx, "owner", None))
+    tis = models.prompt_embeddings([prompt, spec.negative_prompt], base, ARCH, owner)
     staged = encode_job_prompts(
         base, ARCH, prompt, spec.negative_prompt, tis, device=models.device, dtype=models.dtype
     )
