@@ -159,3 +159,12 @@ def test_options_store(tmp_path):
     for bad in ({"CLIP_stop_at_last_layers": 40}, {"send_seed": 1}, {"x" * 200: 1}):
         with pytest.raises(InputError):
             store.update("a", bad)
+
+
+def test_request_body_limit_setting():
+    from toonbooth.api.app import max_body_bytes
+    from toonbooth.core.settings import Settings
+
+    derived = Settings(max_upload_bytes=3 * 1024 * 1024)
+    assert max_body_bytes(derived) == 3 * (3 * 1024 * 1024 * 4 // 3 + 4) + 1024 * 1024
+    assert max_body_bytes(Settings(max_request_bytes=50_000)) == 50_000

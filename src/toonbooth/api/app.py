@@ -37,7 +37,10 @@ BODY_SLACK_BYTES = 1024 * 1024  # JSON fields around the images
 
 
 def max_body_bytes(settings: Settings, images: int = 3) -> int:
-    """Largest request body: `images` images of `max_upload_bytes` as base64 (4/3), plus 1 MiB."""
+    """Largest request body: the `max_request_bytes` setting, else `images` images of `max_upload_bytes`
+    as base64 (4/3) plus 1 MiB."""
+    if settings.max_request_bytes is not None:
+        return settings.max_request_bytes
     return images * (settings.max_upload_bytes * 4 // 3 + 4) + BODY_SLACK_BYTES
 
 

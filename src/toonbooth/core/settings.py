@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "auto", description="Weights dtype; auto = fp16 on CUDA, fp32 on CPU."
     )
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="Largest accepted image file.")
+    max_request_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Largest HTTP request body. Default: three images of max_upload_bytes as base64 + 1 MiB "
+        "(send more or larger images through /v1/uploads first).",
+    )
     max_pixels: int = Field(40_000_000, ge=4096, le=200_000_000, description="Largest accepted image (width*height).")
     max_side: int = Field(1024, ge=64, le=4096, description="Long-side cap of the working size of a photo.")
     model_cache_items: int = Field(2, ge=1, le=16, description="Pipelines kept loaded between jobs.")
