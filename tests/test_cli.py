@@ -17,13 +17,36 @@ def invoke(args, tmp_path, **kw):
 
 
 @pytest.mark.parametrize(
-    "cmd", [[], ["avatar"], ["run"], ["models"], ["models", "list"], ["models", "add"], ["models", "pull"],
-            ["models", "make-tiny"], ["version"]]
-)
+    "cmd",
+    [
+        [], ["avatar"], ["anime"], ["run"], ["version"], ["serve"],
+        ["models"], ["models", "list"], ["models", "add"], ["models", "pull"], ["models", "make-tiny"],
+        ["users"], ["users", "add"], ["users", "token"], ["users", "list"], ["users", "revoke"],
+        ["train"], ["train", "lora"], ["train", "dreambooth"], ["train", "ti"], ["train", "list"],
+        ["train", "delete"], ["train", "presets"],
+    ],
+)  # fmt: skip
 def test_help_on_every_command(cmd, tmp_path):
     res = invoke([*cmd, "--help"], tmp_path)
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output
+
+
+def _command_paths(group, prefix=()):
+    """Every command path of the typer app (groups walked recursively; typer may vendor its own click)."""
+    for name, cmd in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(getattr(cmd, "commands", None), dict):
+            yield from _command_paths(cmd, (*prefix, name))
+
+
+def test_help_list_covers_every_command():
+    import typer.main
+
+    listed = {tuple(c) for mark in test_help_on_every_command.pytestmark for c in mark.args[1]}
+    existing = set(_command_paths(typer.main.get_command(app)))
+    assert ("train", "lora") in existing and ("users", "revoke") in existing  # subcommands are walked
+    assert existing - listed == set(), "add these commands to test_help_on_every_command"
 
 
 def test_avatar_classic_without_weights(tmp_path, sample_photo_path):
@@ -55,3 +78,68 @@ def test_avatar_neural_without_weights_fails_clearly(tmp_path, sample_photo_path
     res = invoke(["avatar", str(sample_photo_path), "--backend", "neural", "--quiet"], tmp_path)
     assert res.exit_code == 2
     assert "models pull memoji" in res.output
+
+
+def test_run_job_file_errors_name_the_field(tmp_path):
+    res = invoke(["run", str(tmp_path / "nope.json"), "--quiet"], tmp_path)
+    assert res.exit_code == 2 and "`job`" in res.output and "nope.json" in res.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "avatar",')
+    res = invoke(["run", str(bad), "--quiet"], tmp_path)
+    assert res.exit_code == 2 and "`job`" in res.output and "not valid JSON" in res.output
+    missing = tmp_path / "missing.json"
+    missing.write_text('{"kind": "avatar", "image": "no/such/photo.png"}')
+    res = invoke(["run", str(missing), "--quiet"], tmp_path)
+    assert res.exit_code == 2 and "`image`: no such file: no/such/photo.png" in res.output
+
+
+def test_run_reads_local_paths_in_image_lists(tmp_path, sample_photo_path):
+    """`images` (a list field) takes local paths too: the spec parses and the job gets as far as the base."""
+    import json
+
+    job = tmp_path / "train.json"
+    spec = {
+        "kind": "train_lora",
+        "style_name": "qa",
+        "base": "no-such-base",
+        "images": [str(sample_photo_path)],
+    }
+    job.write_text(json.dumps(spec))
+    res = invoke(["run", str(job), "--quiet"], tmp_path)
+    assert res.exit_code == 2
+    assert "no-such-base" in res.output and "images" not in res.output
+
+
+def test_models_list_shows_refused_files(tmp_path):
+    models = tmp_path / "models"
+    (models / "Stable-diffusion").mkdir(parents=True)
+    (models / "Stable-diffusion" / "old.ckpt").write_bytes(b"not a pickle, refused by name")
+    res = invoke(["--models-dir", str(models), "models", "list"], tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "refused" in res.output and "old.ckpt" in res.output and ".safetensors" in res.output
+    res = invoke(["models", "list", "--kind", "nope"], tmp_path)
+    assert res.exit_code == 2 and "`kind`" in res.output and "'nope'" in res.output
+
+
+def test_bad_settings_and_device_are_clear_errors(tmp_path):
+    env = {"TOONBOOTH_HOME": str(tmp_path / "home"), "TOONBOOTH_MAX_SIDE": "abc"}
+    res = runner.invoke(app, ["version"], env=env)
+    assert res.exit_code == 2 and "`TOONBOOTH_MAX_SIDE`" in res.output and "'abc'" in res.output
+    res = invoke(["--device", "gpu0", "version"], tmp_path)
+    assert res.exit_code == 2 and "`device`" in res.output and "'gpu0'" in res.output
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    res = invoke(["models", "make-tiny", str(not_a_dir)], tmp_path)
+    assert res.exit_code == 2 and "`directory`" in res.output
+
+
+@pytest.mark.parametrize("kind", ["lora", "dreambooth", "ti"])
+def test_train_commands_build_a_valid_spec(kind, tmp_path, sample_photo_path):
+    """Each `train` command's options make a spec that parses: the run gets as far as looking up the base."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "a.png").write_bytes(sample_photo_path.read_bytes())
+    args = ["train", kind, "--images", str(images), "--base", "no-such-base", "--name", "qa", "--quiet"]
+    res = invoke(args + (["--no-prior"] if kind == "dreambooth" else []), tmp_path)
+    assert res.exit_code == 2
+    assert "no-such-base" in res.output, res.output

@@ -26,7 +26,7 @@ from ..core.specs import JobSpec
 from .a1111_options import OptionsStore
 from .auth import LOCAL_USER, AuthPolicy
 from .deps import ApiState
-from .errors import install_error_handlers
+from .errors import ErrorBody, install_error_handlers
 from .middleware import BodyLimitMiddleware, OriginGuardMiddleware
 from .routes import a1111, jobs
 from .routes import styles as styles_routes  # issue 5: trainings and styles routes
@@ -52,6 +52,23 @@ def make_service(settings: Settings, start_runners: bool = False):
     return Service(settings, models=ModelManager(settings, allow_paths=False), start_runners=start_runners)
 
 
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Document the error answers as they are sent (`errors.ErrorBody`): FastAPI's default 422 schema
+    (`HTTPValidationError`, a list) is not what `errors.install_error_handlers` answers, and the 4xx
+    answers every route can give (401, 404, 409, 413, ...) were undocumented."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "Invalid request (names the field)", "content": body}
+            responses.setdefault("4XX", {"description": "Refused request", "content": body})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+
+
 def _install_openapi(app: FastAPI) -> None:
     """OpenAPI with the JobSpec union (every job kind) as the `POST /v1/jobs` body schema."""
 
@@ -65,6 +82,7 @@ def _install_openapi(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(spec_schema.pop("$defs", {}))
         components["JobSpec"] = spec_schema
+        _document_errors(schema)
         app.openapi_schema = schema
         return schema
 

@@ -131,7 +131,10 @@ def register(app: typer.Typer) -> None:
 
         users = Users(_settings().resolved_data_dir / "toonbooth.db")
         try:
-            for info in users.list_users():
+            infos = users.list_users()
+            if not infos:
+                typer.echo("(no users: the server runs in local single-user mode on 127.0.0.1)")
+            for info in infos:
                 typer.echo(f"{info.name}\t{info.tokens} token(s)")
         finally:
             users.close()

@@ -29,7 +29,14 @@ ImagesOpt = Annotated[
 BaseOpt = Annotated[
     str, typer.Option("--base", help="Base checkpoint: registry name, diffusers folder or hub id.")
 ]
-NameOpt = Annotated[str, typer.Option("--name", help="Style name (`<lora:NAME:0.8>` in prompts).")]
+NameOpt = Annotated[
+    str,
+    typer.Option(
+        "--name",
+        help="Style name: letters, digits, _ . + - (LoRA: `<lora:NAME:0.8>` in prompts; "
+        "TI: the embedding file, prompts use the trigger).",
+    ),
+]
 
 
 def _common(
@@ -107,7 +114,10 @@ Accum = Annotated[int | None, typer.Option(help="Gradient accumulation steps.")]
 Precision = Annotated[str | None, typer.Option(help="auto | no | fp16 | bf16.")]
 Buckets = Annotated[bool | None, typer.Option("--buckets/--no-buckets", help="Aspect-ratio buckets.")]
 FaceCrop = Annotated[bool | None, typer.Option("--face-crop/--no-face-crop", help="Crop around the face.")]
-GradCkpt = Annotated[bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")]
+GradCkpt = Annotated[
+    bool | None,
+    typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Less memory, ~30% slower."),
+]
 Snr = Annotated[float | None, typer.Option(help="Min-SNR gamma (e.g. 5).")]
 NoiseOff = Annotated[float | None, typer.Option(help="Offset noise (e.g. 0.05).")]
 CkptEvery = Annotated[int | None, typer.Option(help="Checkpoint every N steps (resume after a crash).")]
@@ -119,7 +129,10 @@ Delete = Annotated[
     bool | None, typer.Option("--delete-images/--keep-images", help="Delete stored images after.")
 ]
 Caption = Annotated[str | None, typer.Option(help="Caption template for images without a .txt.")]
-OutDir = Annotated[Path, typer.Option(help="Where the sample images are written.")]
+OutDir = Annotated[
+    Path,
+    typer.Option(help="Where the sample images are written (the style itself goes to the models folder)."),
+]
 Quiet = Annotated[bool, typer.Option(help="No progress bar.")]
 
 
@@ -134,7 +147,7 @@ def train_lora(
     caption_template: Caption = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: rank).")] = None,
-    train_text_encoder: Annotated[bool | None, typer.Option("--train-text-encoder/--no-train-text-encoder")] = None,
+    train_text_encoder: Annotated[bool | None, typer.Option("--train-text-encoder/--no-train-text-encoder", help="Also train the text encoder(s).")] = None,
     out_dir: OutDir = Path("out"), quiet: Quiet = False,
 ) -> None:  # fmt: skip
     """Train a LoRA (UNet attention; optionally text encoders) on a folder of images."""
@@ -165,13 +178,13 @@ def train_dreambooth(
     class_images: Annotated[Path | None, typer.Option(help="Folder of own class images (else generated).")] = None,
     num_class_images: Annotated[int | None, typer.Option(help="Class images used (generated and cached).")] = None,
     prior_loss_weight: Annotated[float | None, typer.Option(help="Weight of the prior-preservation loss.")] = None,
-    prior_preservation: Annotated[bool | None, typer.Option("--prior/--no-prior")] = None,
+    prior_preservation: Annotated[bool | None, typer.Option("--prior/--no-prior", help="Prior-preservation loss on class images (default on).")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: rank).")] = None,
     out_dir: OutDir = Path("out"), quiet: Quiet = False,
 ) -> None:  # fmt: skip
     """DreamBooth-LoRA on photos of a subject, with prior preservation (class images cached and reused)."""
-    skip = ("images", "base", "name", "out_dir", "quiet", "class_images")
+    skip = ("images", "base", "name", "out_dir", "quiet", "class_images", "skip")  # `skip` is a local too
     kw = _options(**{k: v for k, v in locals().items() if k not in skip})
     try:
         raw = _common("dreambooth", images, base, name, kw, class_images=class_images)

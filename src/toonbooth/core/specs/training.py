@@ -68,8 +68,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 def _preset_defaults(cls: type[BaseModel], kind: str, data: Any) -> Any:
     """Fill the fields a preset sets and the request left out (explicit values always win)."""
-    if not isinstance(data, dict) or data.get("preset") is None:
-        return data
+    if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+        return data  # absent, or not a name: the Literal field reports a wrong type
     preset = TRAIN_PRESETS.get(data["preset"])
     if preset is None:
         return data  # the Literal field reports the unknown name
