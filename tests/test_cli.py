@@ -143,3 +143,17 @@ def test_train_commands_build_a_valid_spec(kind, tmp_path, sample_photo_path):
     res = invoke(args + (["--no-prior"] if kind == "dreambooth" else []), tmp_path)
     assert res.exit_code == 2
     assert "no-such-base" in res.output, res.output
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    import torch
+
+    from toonbooth.core.errors import BackendUnavailableError
+    from toonbooth.core.settings import Settings
+    from toonbooth.models.loader import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BackendUnavailableError, match="`device`: 'cuda'.*no CUDA"):
+        resolve_device(Settings(device="cuda"))
+    assert resolve_device(Settings(device="cpu")).type == "cpu"

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
         description="Local diffusers config folders used by single-file loading "
         "(<config_dir>/sdxl, <config_dir>/sd15). Default: <models_dir>/configs.",
     )
-    device: str = Field("auto", description="torch device: auto | cpu | cuda | cuda:N | mps.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="torch device: auto | cpu | cuda | cuda:N | mps."
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights dtype; auto = fp16 on CUDA, fp32 on CPU."
     )

@@ -155,7 +155,10 @@ def locate_lama(name: str, ctx: EngineContext) -> ModelSource:
                 if f.is_file():
                     return _lama_source(f, name)
     where = _model_dirs(ctx)[0] / LAMA_FOLDERS[0]
-    raise ModelNotFoundError(f"LaMa weights {name!r} not found in {where} (expected {name}.safetensors)")
+    raise ModelNotFoundError(
+        f"LaMa weights {name!r} not found in {where} (expected {name}.safetensors, .pt or .ckpt; "
+        "fetch them with `toonbooth models pull big-lama`)"
+    )
 
 
 def _lama_source(path: Path, name: str) -> ModelSource:
@@ -192,7 +195,8 @@ def choose_backends(spec: AnimeSpec, ctx: EngineContext, owner: str | None) -> P
             if plan.sam.kind == "hub-remote" and want == "auto":
                 missing = (
                     f"SAM {spec.sam_model!r} is neither in <models>/SAM/ nor in the local hub cache "
-                    f"(fetch it with `huggingface-cli download {spec.sam_model}`)"
+                    "(fetch it with `toonbooth models pull sam-vit-base`, or `models pull anime` for the whole "
+                    "recipe)"
                 )
         except ModelNotFoundError as exc:
             missing = str(exc)

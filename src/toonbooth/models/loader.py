@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ModelError, OfflineError
+from ..core.errors import BackendUnavailableError, ModelError, OfflineError
 from ..core.settings import Settings
 
 
@@ -21,7 +21,19 @@ def resolve_device(settings: Settings):
     import torch
 
     if settings.device != "auto":
-        return torch.device(settings.device)
+        device = torch.device(settings.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"`device`: {settings.device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                "install a CUDA build of torch into .venv, or use --device cpu / auto"
+            )
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise BackendUnavailableError(
+                f"`device`: {settings.device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise BackendUnavailableError(f"`device`: {settings.device!r} asked for, but MPS is not available here")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -100,7 +100,11 @@ def input_error_from_validation(exc: ValidationError) -> InputError:
         loc = loc[1:]
     field = ".".join(str(p) for p in loc) or "body"
     value = err.get("input")
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    if isinstance(value, str) and len(value) > 80:
-        shown = repr(value[:80] + "...")
-    return InputError(field, f"{err.get('msg', 'invalid')}, got {shown}", value)
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if isinstance(value, (dict, list)):
+        # a validator's own message usually says what it got (e.g. "takes 8-20 images, got 3")
+        got = "" if " got " in msg else f", got a {type(value).__name__} of {len(value)}"
+    else:
+        shown = repr(value[:80] + "...") if isinstance(value, str) and len(value) > 80 else repr(value)
+        got = f", got {shown}"
+    return InputError(field, f"{msg}{got}", value)
