@@ -61,3 +61,16 @@ def test_openapi_documents_the_error_shape_actually_sent(client):
     )
     missing = client.get("/v1/jobs/0")
     assert missing.status_code == 404 and ErrorBody.model_validate(missing.json()).field is None
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [({"checkpoint": "../../x"}, "checkpoint"), ({"sampler_name": "nope"}, "sampler_name"),
+     ({"prompt": "a cat <lora:nobody:1>"}, "prompt")],
+)
+def test_generate_job_with_unknown_names_is_422_at_submit(client, change, field):
+    # was: 201, then the job failed when it ran; the A1111 routes already refused these up front
+    body = {"kind": "generate", "prompt": "a cat", "checkpoint": "tiny-sd15", "steps": 2, "width": 64,
+            "height": 64, **change}
+    _refused(client.post("/v1/jobs", json=body), 422, field)
+    assert client.get("/v1/jobs").json()["jobs"] == []

@@ -165,8 +165,10 @@ def test_train_list_use_download_delete(srv):
     styled = pixels(alice, generate(alice, "a red picture <lora:redstyle:1>"))
     zero = pixels(alice, generate(alice, "a red picture <lora:redstyle:0>"))
     assert np.abs(styled - base).max() > 0 and np.array_equal(zero, base)
-    theirs = generate(bob, "a red picture <lora:redstyle:1>")
-    assert theirs["state"] == "failed" and "unknown LoRA 'redstyle'" in theirs["error"]
+    theirs = bob.post("/v1/jobs", json={"kind": "generate", "prompt": "a red picture <lora:redstyle:1>",
+                                        "checkpoint": "tiny-sd15", "width": 32, "height": 32, "steps": 2})
+    assert theirs.status_code == 422 and theirs.json()["field"] == "prompt"  # refused at submit, nothing queued
+    assert "unknown LoRA 'redstyle'" in theirs.json()["detail"]
 
     # 8. Delete: bob gets 404 and changes nothing; alice's style is gone everywhere
     assert bob.delete("/v1/styles/redstyle").status_code == 404
@@ -177,8 +179,9 @@ def test_train_list_use_download_delete(srv):
     assert "redstyle" not in [x["name"] for x in alice.get("/sdapi/v1/loras").json()]
     assert not list((srv.models_dir / "users" / "alice").rglob("redstyle*"))
     assert alice.delete("/v1/styles/redstyle").status_code == 404
-    gone = generate(alice, "a red picture <lora:redstyle:1>")
-    assert gone["state"] == "failed" and "unknown LoRA 'redstyle'" in gone["error"]
+    gone = alice.post("/v1/jobs", json={"kind": "generate", "prompt": "a red picture <lora:redstyle:1>",
+                                        "checkpoint": "tiny-sd15", "width": 32, "height": 32, "steps": 2})
+    assert gone.status_code == 422 and "unknown LoRA 'redstyle'" in gone.json()["detail"]
 
 
 def test_presets_and_bad_requests(srv):

@@ -24,6 +24,7 @@ from ... import __version__
 from ...core.errors import InputError, ToonboothError
 from ...core.events import JobEvent
 from ...core.specs import job_kinds, parse_job_spec
+from ...engines.generate import check_inputs as check_generate_inputs
 from ...runtime.queue_base import JobRecord
 from ..auth import current_user, websocket_user
 from ..deps import ApiState, api_state
@@ -179,7 +180,19 @@ async def create_job(
     base64 / data URLs inline, or multipart files named by their spec path. Answers 201 with the job."""
     data = await _spec_from_request(request)
     spec = await run_in_threadpool(parse_job_spec, data)
+    if spec.kind == "generate":  # names of models / samplers / LoRAs refused now (422), not when it runs
+        await run_in_threadpool(_check_generate, spec, state.service.models, user)
     return await run_in_threadpool(state.service.submit, spec, user)
+
+
+def _check_generate(spec, models, user: str) -> None:
+    """Refuse unknown model / sampler / LoRA names at submit. A name not found triggers one registry
+    rescan first: a style trained a moment ago, or a file just copied in, must not be refused."""
+    try:
+        check_generate_inputs(spec, models, user)
+    except InputError:
+        models.registry.scan()
+        check_generate_inputs(spec, models, user)
 
 
 @router.post("/v1/uploads", response_model=UploadResult, status_code=201, tags=["jobs"])
