@@ -12,7 +12,6 @@ Mount it inside the app's `gr.Blocks` (e.g. in a `gr.Tabs()`): `build_anime_tab(
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from ..core.errors import ToonboothError
 from ..core.images import image_to_png_bytes
 from ..core.settings import Settings
 from ..core.specs import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT
+from .common import png_image
 
 DEFAULT_OWNER = "local"
 POLL_S = 0.4
@@ -56,12 +56,6 @@ def _points_text(points: list[dict[str, Any]]) -> str:
         )
     shown = ", ".join(f"({p['x']}, {p['y']}){'' if p['positive'] else ' not'}" for p in points)
     return f"Clicks: {shown}"
-
-
-def _png_image(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
 
 
 class AnimeTabActions:
@@ -98,7 +92,7 @@ class AnimeTabActions:
         record = self.service.wait(record.id, owner, timeout=self.wait_s)
         if record.state != "completed":
             raise ToonboothError(record.error or f"the mask job ended {record.state}")
-        overlay = _png_image(self.service.read_output(record.id, owner, "overlay"))
+        overlay = png_image(self.service.read_output(record.id, owner, "overlay"))
         return overlay, record
 
     # --- events -------------------------------------------------------------------------------
@@ -138,7 +132,7 @@ class AnimeTabActions:
         """Forget the clicks; show the photo itself again. -> (points, image, status)."""
         if ref is None:
             return [], gr.update(), "Upload a photo first."
-        photo = _png_image(self.service.read_upload(ref, self._owner(request)))
+        photo = png_image(self.service.read_upload(ref, self._owner(request)))
         return [], photo, _points_text([])
 
     def preview(self, ref: str | None, points: list[dict[str, Any]], box_text: str, backend: str,
@@ -152,7 +146,7 @@ class AnimeTabActions:
         try:
             box = parse_box_text(box_text)
             if not points and box is None:
-                photo = _png_image(self.service.read_upload(ref, owner))
+                photo = png_image(self.service.read_upload(ref, owner))
                 return points, photo, _points_text(points)
             overlay, record = self._run_mask(ref, points, box, backend, owner)
         except (ToonboothError, TimeoutError) as exc:
@@ -221,7 +215,7 @@ class AnimeTabActions:
             yield record.id, f"**{record.state}**: {record.error or ''}", None, []
             return
         out = record.output
-        imgs = {o.name: _png_image(self.service.read_output(record.id, owner, o.name)) for o in out.outputs}
+        imgs = {o.name: png_image(self.service.read_output(record.id, owner, o.name)) for o in out.outputs}
         layers = [(imgs[n], n) for n in ("background", "character", "mask") if n in imgs]
         stages = ", ".join(f"{k}: {v}" for k, v in (out.info.get("backends") or {}).items())
         seed_text = f" — seed {out.info['seed']}" if "seed" in out.info else ""

@@ -14,7 +14,6 @@ Mount it inside the app's `gr.Blocks`: `build_train_tab(service, settings, owner
 from __future__ import annotations
 
 import html
-import io
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from ..core.errors import ToonboothError
 from ..core.settings import Settings
 from ..core.specs import TRAIN_PRESETS
 from ..training.styles import delete_style, list_styles
+from .common import png_image
 
 KINDS = [("LoRA", "train_lora"), ("DreamBooth (LoRA)", "train_dreambooth"), ("Textual inversion", "train_ti")]
 NO_PRESET = "none"
@@ -80,12 +80,6 @@ def _text(value: str) -> str:
 def _code(value: str) -> str:
     """A Markdown code span (shown literally, so no HTML escaping inside)."""
     return "`" + value.replace("`", "'").replace("\n", " ") + "`"
-
-
-def _png_image(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
 
 
 class TrainTabActions:
@@ -300,7 +294,7 @@ class TrainTabActions:
         if record.state != "completed" or record.output is None:
             return None, f"**{record.state}**: {_text(record.error or '')}"
         out = record.output.outputs[0]
-        image = _png_image(self.service.read_output(record.id, owner, out.name))
+        image = png_image(self.service.read_output(record.id, owner, out.name))
         return image, f"{_code(text)} on {_code(style.base_model)}, seed {int(seed)}"
 
 

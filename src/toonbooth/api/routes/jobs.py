@@ -121,7 +121,7 @@ async def _spec_from_request(request: Request) -> dict[str, Any]:
             raise InputError("spec", "multipart jobs need a `spec` field holding the JobSpec JSON", None)
         if not isinstance(raw, str):
             raw = (await raw.read()).decode("utf-8", "replace")
-        data = _json_object(raw, "spec")
+        data = json_object(raw, "spec")
         for key, item in form.multi_items():
             if key == "spec":
                 continue
@@ -137,16 +137,17 @@ async def _spec_from_request(request: Request) -> dict[str, Any]:
             "content-type", f"send application/json or multipart/form-data, got {ctype!r}", ctype
         )
     body = await request.body()
-    return _json_object(body.decode("utf-8", "replace"), "body")
+    return json_object(body.decode("utf-8", "replace"), "body")
 
 
-def _json_object(text: str, field: str) -> dict[str, Any]:
+def json_object(text: str, field: str, what: str = "a JobSpec") -> dict[str, Any]:
+    """Parse a request's JSON object; errors name the field (shared by the jobs and trainings routes)."""
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise InputError(field, f"not valid JSON ({exc})", None) from None
     if not isinstance(data, dict):
-        raise InputError(field, f"a JobSpec must be a JSON object, got {type(data).__name__}", None)
+        raise InputError(field, f"{what} must be a JSON object, got {type(data).__name__}", None)
     return data
 
 

@@ -25,7 +25,6 @@ user gets 404 for every style route, and never sees them in `/v1/models` or `/sd
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from ...training.presets import PresetInfo, list_presets
 from ...training.styles import StyleFields, StyleInfo, check_name_free, delete_style, get_style, list_styles
 from ..auth import current_user
 from ..deps import ApiState, api_state
+from .jobs import json_object
 
 router = APIRouter()
 TRAIN_KINDS = ("train_lora", "train_dreambooth", "train_ti")
@@ -71,16 +71,6 @@ def _models_dir(state: ApiState) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _json_object(text: str, field: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(field, f"not valid JSON ({exc})", None) from None
-    if not isinstance(data, dict):
-        raise InputError(field, f"a training spec must be a JSON object, got {type(data).__name__}", None)
-    return data
-
-
 async def _training_from_request(request: Request) -> dict[str, Any]:
     """The spec JSON; in multipart, files named `images` / `class_images` (repeatable) are appended to
     those lists in order (their file names become `image_names` when the spec gives no images itself)."""
@@ -94,7 +84,7 @@ async def _training_from_request(request: Request) -> dict[str, Any]:
             )
         if not isinstance(raw, str):
             raw = (await raw.read()).decode("utf-8", "replace")
-        data = _json_object(raw, "spec")
+        data = json_object(raw, "spec", what="a training spec")
         for f in FILE_LIST_FIELDS:
             if f in data and not isinstance(data[f], list):
                 raise InputError(f, f"must be a list of images, got {type(data[f]).__name__}", None)
@@ -119,7 +109,7 @@ async def _training_from_request(request: Request) -> dict[str, Any]:
             "content-type", f"send application/json or multipart/form-data, got {ctype!r}", ctype
         )
     body = await request.body()
-    return _json_object(body.decode("utf-8", "replace"), "body")
+    return json_object(body.decode("utf-8", "replace"), "body", what="a training spec")
 
 
 def _submit_training(state: ApiState, data: dict[str, Any], user: str) -> JobRecord:
