@@ -426,9 +426,11 @@ class Service:
     def _forget(self, refs: list[str], owner: str) -> None:
         """Undo the uploads of a refused submit (only blobs this submit stored for `owner`)."""
         for ref in refs:
-            with contextlib.suppress(Exception):
+            try:
                 if self.queue.drop_blob(ref, owner):
                     self.storage.delete(ref)
+            except Exception:  # the refusal itself must reach the caller; a leftover blob is only logged
+                log.warning("could not remove upload %s of a refused job", ref, exc_info=True)
 
     def get(self, job_id: str, owner: str) -> JobRecord:
         record = self.queue.get(job_id) if isinstance(job_id, str) else None
@@ -594,6 +596,8 @@ class Service:
     def _delete_blobs(self, refs: list[str]) -> int:
         n = 0
         for ref in refs:
-            with contextlib.suppress(Exception):
+            try:
                 n += bool(self.storage.delete(ref))
+            except Exception:  # one unreadable blob must not stop a purge / delete-my-data
+                log.warning("could not delete stored blob %s", ref, exc_info=True)
         return n
