@@ -18,9 +18,9 @@ from toonbooth.core.settings import Settings
 from toonbooth.core.specs import AnimeSpec, parse_job_spec
 from toonbooth.engines import anime
 from toonbooth.models.cache import ModelCache
-from toonbooth.models.manager import ModelManager
 from toonbooth.runtime.context import JobContext
 from toonbooth.runtime.execute import execute
+from toonbooth.runtime.families import model_manager
 from toonbooth.runtime.storage_local import LocalStorage
 
 CLICK = {"x": 225, "y": 115}  # on the face of assets/sample_face.png (512 x 512)
@@ -51,7 +51,7 @@ def env(tiny_models_dir, tmp_path_factory, sample_photo_path):
         home=home, models_dir=tiny_models_dir, extra_model_dirs=[extra], data_dir=home / "data", device="cpu"
     )
     storage = LocalStorage(settings.resolved_data_dir)
-    models = ModelManager(settings, cache=ModelCache(6))
+    models = model_manager(settings, cache=ModelCache(max_items=6))
     ref = storage.put(sample_photo_path.read_bytes())
     photo = np.asarray(Image.open(sample_photo_path).convert("RGB"))
     return settings, models, storage, ref, photo
@@ -114,12 +114,12 @@ def test_neural_job_end_to_end_and_mask_mode(env):
     assert perc[0] == 0.0 and perc[-1] == 100.0 and bool(np.all(np.diff(perc) >= 0))
     assert [e.stage for e in prog if e.stage == "generate"] and prog[-1].total == 2 + 2 + 1
     # mask mode: segmentation only (SAM and its image embedding cached), the same mask, an overlay
-    hits = models.aux_cache.hits
+    hits = models.cache.hits
     out_m, images_m = run(env, spec.model_copy(update={"mode": "mask"}))
     assert set(images_m) == {"mask", "overlay"} and out_m.backend == "neural"
     assert np.array_equal(np.asarray(images_m["mask"]) > 127, mask)
     assert images_m["overlay"].size == (photo.shape[1], photo.shape[0])
-    assert models.aux_cache.hits > hits  # SAM came from the cache
+    assert models.cache.hits > hits  # SAM came from the cache
 
 
 def test_classic_job_end_to_end(env):
@@ -140,25 +140,24 @@ def test_classic_job_end_to_end(env):
 
 def test_auto_picks_per_stage_and_neural_without_weights_refuses(env):
     settings, models, storage, ref, _ = env
-    ctx = JobContext(settings, models, storage)
     # SAM only on the (offline) hub, LaMa not in the folder, SD1.5 present -> grabcut, telea, sd15
     spec = AnimeSpec(image=ref, points=[CLICK], lama_model="no-such-lama", checkpoint="tiny-sd15",
                      controlnet="tiny-sd15-canny")  # fmt: skip
-    plan = anime.choose_backends(spec, ctx, None)
+    plan = anime.choose_backends(spec, models, None)
     assert (plan.segment, plan.inpaint, plan.character) == ("grabcut", "telea", "sd15")
     assert "facebook/sam-vit-base" in plan.reasons["segment"] and "no-such-lama" in plan.reasons["inpaint"]
     full = anime.choose_backends(
-        spec.model_copy(update={"sam_model": "tiny-sam", "lama_model": "tiny-lama"}), ctx, None
+        spec.model_copy(update={"sam_model": "tiny-sam", "lama_model": "tiny-lama"}), models, None
     )
     assert (full.segment, full.inpaint, full.character) == ("sam", "lama", "sd15")
-    with pytest.raises(BackendUnavailableError, match="inpaint: LaMa weights 'no-such-lama' not found"):
+    with pytest.raises(BackendUnavailableError, match="inpaint: lama 'no-such-lama' not found"):
         anime.choose_backends(
-            spec.model_copy(update={"backend": "neural", "sam_model": "tiny-sam"}), ctx, None
+            spec.model_copy(update={"backend": "neural", "sam_model": "tiny-sam"}), models, None
         )
     # API managers take names only: a path is refused, naming the field
-    api_models = ModelManager(settings, registry=models.registry, allow_paths=False)
+    api_models = model_manager(settings, registry=models.registry, allow_paths=False)
     with pytest.raises(InputError) as err:
-        anime.locate_sam("../../etc", JobContext(settings, api_models, storage))
+        anime.AnimeEngine().check_inputs(spec.model_copy(update={"sam_model": "../../etc"}), api_models, None)
     assert err.value.field == "sam_model"
 
 

@@ -133,7 +133,7 @@ def test_neural_without_weights_is_a_clear_error(tmp_path, env):
     settings = Settings(home=tmp_path, models_dir=tmp_path / "empty", device="cpu")
     ctx = JobContext(settings, ModelManager(settings), env[2])
     with pytest.raises(BackendUnavailableError, match="toonbooth models pull memoji"):
-        avatar.run(AvatarSpec(image=env[3], backend="neural"), ctx)
+        avatar.AvatarEngine().run(AvatarSpec(image=env[3], backend="neural"), ctx)
 
 
 def test_auto_falls_back_to_classic_and_says_why(tmp_path, env):

@@ -17,10 +17,10 @@ from toonbooth.core.specs import AnimeSpec
 from toonbooth.engines import anime
 from toonbooth.models import catalog, hub
 from toonbooth.models.cache import ModelCache
-from toonbooth.models.manager import ModelManager
 from toonbooth.models.probe import sha256_file
 from toonbooth.models.registry import ModelRegistry
 from toonbooth.runtime.context import JobContext
+from toonbooth.runtime.families import default_families, model_manager
 from toonbooth.runtime.storage_local import LocalStorage
 
 ANIME = ["sam-vit-base", "big-lama", "stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"]
@@ -48,7 +48,7 @@ def placed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _ctx(models_dir: Path, home: Path) -> JobContext:
     settings = Settings(home=home, models_dir=models_dir, data_dir=home / "data", device="cpu")
-    return JobContext(settings, ModelManager(settings, cache=ModelCache(2)), LocalStorage(home / "data"))
+    return JobContext(settings, model_manager(settings, cache=ModelCache(max_items=2)), LocalStorage(home / "data"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_pull_returns_installed_sam_folder_without_network(placed: Path) -> None
 
 
 def test_registry_finds_placed_sam_and_lama(placed: Path, tmp_path: Path) -> None:
-    reg = ModelRegistry([placed], tmp_path / "configs")
+    reg = ModelRegistry([placed], tmp_path / "configs", families=default_families())
     by_kind = {e.kind: e for e in reg.scan()}
     sam, lama = by_kind["sam"], by_kind["lama"]
     assert (sam.name, sam.layout, sam.catalog_name, sam.usable) == (
@@ -196,7 +196,7 @@ def test_registry_refuses_unusable_perception_files(tmp_path: Path) -> None:
     (other / "config.json").write_text('{"model_type": "vit"}')
     (models / "LaMa").mkdir()
     save_file({"weight": torch.zeros(2)}, str(models / "LaMa" / "wrong.safetensors"))
-    entries = {e.name: e for e in ModelRegistry([models], tmp_path / "c").scan()}
+    entries = {e.name: e for e in ModelRegistry([models], tmp_path / "c", families=default_families()).scan()}
     assert "never unpickles" in (entries["facebook/sam-vit-large"].refused or "")
     assert "model_type 'vit'" in (entries["not-sam"].refused or "")
     assert "no LaMa FFC generator keys" in (entries["wrong"].refused or "")
@@ -205,14 +205,14 @@ def test_registry_refuses_unusable_perception_files(tmp_path: Path) -> None:
 def test_engine_auto_picks_neural_segment_and_inpaint(placed: Path, tmp_path: Path) -> None:
     ctx = _ctx(placed, tmp_path / "home")
     spec = AnimeSpec(image="x" * 64, backend="auto")  # defaults: facebook/sam-vit-base, big-lama
-    plan = anime.choose_backends(spec, ctx, None)
+    plan = anime.choose_backends(spec, ctx.models, None)
     assert (plan.segment, plan.inpaint, plan.character) == ("sam", "lama", "toon")
-    assert plan.sam is not None and Path(plan.sam.location) == placed / "SAM" / "sam-vit-base"
-    assert plan.lama is not None and plan.lama.kind == "safetensors"
+    assert ctx.models.path("sam", spec.sam_model) == placed / "SAM" / "sam-vit-base"
+    assert ctx.models.entry(spec.lama_model, "lama").layout == "safetensors"
     assert plan.reasons["segment"] == plan.reasons["inpaint"] == "weights present"
-    segmenter = anime.load_sam(plan.sam, ctx)
+    segmenter = ctx.models.load("sam", spec.sam_model)
     assert type(segmenter).__name__ == "SamSegmenter"
-    module = anime.load_lama_module(plan.lama, ctx)
+    module = ctx.models.load("lama", spec.lama_model)
     out = module(torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
     assert out.shape == (1, 3, 64, 64)
 
@@ -230,14 +230,15 @@ def test_engine_uses_pulled_torchscript_lama_from_models_folder(tmp_path: Path) 
     x, m = torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
     torch.jit.trace(lama, (x, m), check_trace=False).save(str(models / "LaMa" / "big-lama.pt"))
     ctx = _ctx(models, tmp_path / "home")
-    plan = anime.choose_backends(AnimeSpec(image="x" * 64, backend="auto"), ctx, None)
-    assert plan.inpaint == "lama" and plan.lama is not None and plan.lama.kind == "torchscript"
-    assert anime.load_lama_module(plan.lama, ctx)(x, m).shape == (1, 3, 64, 64)
-    reg = ModelRegistry([models], tmp_path / "c")
+    plan = anime.choose_backends(AnimeSpec(image="x" * 64, backend="auto"), ctx.models, None)
+    assert plan.inpaint == "lama" and ctx.models.entry("big-lama", "lama").layout == "torchscript"
+    assert ctx.models.load("lama", "big-lama")(x, m).shape == (1, 3, 64, 64)
+    reg = ModelRegistry([models], tmp_path / "c", families=default_families())
     assert reg.get("big-lama", kind="lama").layout == "torchscript"
     sd = {f"generator.{k}": v.contiguous() for k, v in lama.generator.state_dict().items()}
     save_file(sd, str(models / "LaMa" / "big-lama.safetensors"))
-    assert anime.locate_lama("big-lama", ctx).kind == "safetensors"
+    ctx.models.registry.scan()
+    assert ctx.models.entry("big-lama", "lama").layout == "safetensors"
     reg.scan()
     assert reg.get("big-lama", kind="lama").layout == "safetensors"
     assert reg.get("lama").layout == "safetensors"  # the catalog alias resolves to the same file

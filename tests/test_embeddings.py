@@ -17,6 +17,7 @@ from toonbooth.core.images import image_to_data_url, parse_a1111_parameters
 from toonbooth.core.settings import Settings
 from toonbooth.core.specs import GenerateSpec, parse_job_spec
 from toonbooth.engines import generate
+from toonbooth.models import sd
 from toonbooth.models.embeddings import load_embedding, read_embedding, stage_of, stages_companion
 from toonbooth.models.manager import ModelManager
 from toonbooth.models.prompts import (
@@ -71,7 +72,7 @@ def run_generate(env, owner: str | None, **kw):
             "sampler_name": "Euler"}  # fmt: skip
     base.update(kw)
     ctx = JobContext(env["settings"], env["models"], env["storage"], owner=owner)
-    return generate.run(GenerateSpec(**base), ctx)
+    return generate.GenerateEngine().run(GenerateSpec(**base), ctx)
 
 
 def px(result) -> np.ndarray:
@@ -225,22 +226,22 @@ def test_generate_uses_shared_embedding_and_reports_ti_hash(env):
     r = run_generate(env, None, prompt=prompt)
     path = env["shared"] / "embeddings" / f"{SD15_EMB}.safetensors"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    assert r.info["embeddings"] == [
+    assert r.embeddings == [
         {"name": SD15_EMB, "hash": digest, "vectors": 2, "stages": 1, "own": False}
     ]
     fields = parse_a1111_parameters(r.images[0].parameters)[2]
     assert fields["TI hashes"] == f"{SD15_EMB}: {digest}"
     plain = run_generate(env, None, prompt="a cat")
     assert (
-        plain.info["embeddings"] == []
+        plain.embeddings == []
         and "TI hashes" not in parse_a1111_parameters(plain.images[0].parameters)[2]
     )
 
     # an SDXL embedding on an SD1.5 checkpoint is not applied (A1111 skips it): its name is plain words
     mixed = run_generate(env, None, prompt=f"a cat {SDXL_EMB}")
-    assert mixed.info["embeddings"] == [] and any("is for sdxl" in w for w in mixed.warnings)
+    assert mixed.embeddings == [] and any("is for sdxl" in w for w in mixed.warnings)
     xl = run_generate(env, None, checkpoint="tiny-sdxl", prompt=f"a cat {SDXL_EMB}", steps=2)
-    assert [e["name"] for e in xl.info["embeddings"]] == [SDXL_EMB]
+    assert [e["name"] for e in xl.embeddings] == [SDXL_EMB]
 
 
 def test_own_embedding_applies_to_its_owner_only(env):
@@ -250,10 +251,10 @@ def test_own_embedding_applies_to_its_owner_only(env):
     alice = run_generate(env, "alice", prompt=prompt)
     bob = run_generate(env, "bob", prompt=prompt)
     nobody = run_generate(env, None, prompt=prompt)
-    assert [(e["name"], e["own"], e["vectors"]) for e in alice.info["embeddings"]] == [
+    assert [(e["name"], e["own"], e["vectors"]) for e in alice.embeddings] == [
         ("secretstyle", True, 3)
     ]
-    assert bob.info["embeddings"] == [] and not any("secretstyle" in w for w in bob.warnings)
+    assert bob.embeddings == [] and not any("secretstyle" in w for w in bob.warnings)
     assert np.array_equal(px(bob), px(nobody))  # for bob the name is just text
     assert np.abs(px(alice) - px(bob)).mean() > 0.5
 
@@ -268,7 +269,7 @@ def test_multistage_style_swaps_embeddings_per_timestep_stage(env):
     stages_companion(flat).parent.mkdir(parents=True, exist_ok=True)
     save_file({"emb_params": stages}, str(stages_companion(flat)), metadata=meta)
 
-    base, _ = env["models"].base_pipeline("tiny-sd15", "sd15")
+    base, _ = sd.base_pipeline(env["models"], "tiny-sd15", "sd15")
     seen: list[tuple[float, torch.Tensor]] = []
 
     def spy(_module, args, kwargs):
@@ -279,7 +280,7 @@ def test_multistage_style_swaps_embeddings_per_timestep_stage(env):
         r = run_generate(env, "carol", prompt="a tree, mstyle", negative_prompt="blurry", steps=4)
     finally:
         handle.remove()
-    assert r.info["embeddings"][0]["stages"] == 2 and r.warnings == []
+    assert r.embeddings[0]["stages"] == 2 and r.warnings == []
     per_stage = [
         enc(base.tokenizer, base.text_encoder, "a tree, mstyle", "blurry", embeddings={"mstyle": [stages[k]]})
         for k in range(2)
@@ -309,10 +310,10 @@ def test_trained_textual_inversion_is_usable_by_its_owner(env):
     by_name = run_generate(env, "dana", prompt="a castle, dana-ink")
     by_trigger = run_generate(env, "dana", prompt="a castle, danaink")
     other = run_generate(env, "erin", prompt="a castle, dana-ink")
-    assert [(e["name"], e["own"], e["vectors"]) for e in by_name.info["embeddings"]] == [
+    assert [(e["name"], e["own"], e["vectors"]) for e in by_name.embeddings] == [
         ("dana-ink", True, 2)
     ]
-    assert [e["name"] for e in by_trigger.info["embeddings"]] == ["dana-ink"]
+    assert [e["name"] for e in by_trigger.embeddings] == ["dana-ink"]
     assert "dana-ink: " in parse_a1111_parameters(by_name.images[0].parameters)[2]["TI hashes"]
-    assert other.info["embeddings"] == []
+    assert other.embeddings == []
     assert np.abs(px(by_name) - px(other)).mean() > 0.5

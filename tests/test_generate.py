@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from toonbooth.api.routes.a1111 import processed_info
 from toonbooth.core.errors import InputError, JobCanceledError
 from toonbooth.core.events import ProgressEvent
 from toonbooth.core.images import parse_a1111_parameters, read_png_parameters
@@ -19,6 +20,7 @@ from toonbooth.models.manager import ModelManager
 from toonbooth.runtime.context import JobContext
 from toonbooth.runtime.execute import execute
 from toonbooth.runtime.storage_local import LocalStorage
+from toonbooth.vision import a1111_image, control
 
 W, H = 64, 48
 A1111_INFO_KEYS = (
@@ -78,7 +80,7 @@ def spec(env, **kw) -> GenerateSpec:
 def run(env, s: GenerateSpec, events: list | None = None, cancel=None):
     ctx = JobContext(env["settings"], env["models"], env["storage"],
                      on_event=events.append if events is not None else None, cancel_event=cancel)  # fmt: skip
-    return generate.run(s, ctx)
+    return generate.GenerateEngine().run(s, ctx)
 
 
 def px(img: Image.Image) -> np.ndarray:
@@ -97,7 +99,7 @@ def test_txt2img_sdxl_and_sd15_sizes_info_and_png_parameters(env):
     ctx = JobContext(env["settings"], env["models"], env["storage"], on_event=events.append)
     out = execute(spec(env, prompt="a (red:1.2) house", negative_prompt="blurry"), ctx)
     assert [(o.width, o.height) for o in out.outputs] == [(W, H)]
-    info = out.info
+    info = processed_info(out.info)
     for key in A1111_INFO_KEYS:
         assert key in info, key
     assert info["seed"] == 5 and info["all_seeds"] == [5] and info["sd_model_name"] == "tiny-sdxl"
@@ -115,15 +117,15 @@ def test_txt2img_sdxl_and_sd15_sizes_info_and_png_parameters(env):
 
     sd15 = run(env, spec(env, checkpoint="tiny-sd15", width=32, height=40, clip_skip=2))
     assert sd15.images[0].image.size == (32, 40)
-    assert sd15.info["pipeline"] == "StableDiffusionPipeline" and "Clip skip: 2" in sd15.info["infotexts"][0]
+    assert sd15.pipeline == "StableDiffusionPipeline" and "Clip skip: 2" in sd15.infotexts[0]
 
 
 def test_batch_size_and_n_iter_give_consecutive_seeds(env):
     events: list = []
     res = run(env, spec(env, checkpoint="tiny-sd15", seed=100, batch_size=2, n_iter=2), events)
     assert len(res.images) == 4
-    assert res.info["all_seeds"] == [100, 101, 102, 103]
-    assert [parse_a1111_parameters(t)[2]["Seed"] for t in res.info["infotexts"]] == [
+    assert res.seeds == [100, 101, 102, 103]
+    assert [parse_a1111_parameters(t)[2]["Seed"] for t in res.infotexts] == [
         "100",
         "101",
         "102",
@@ -142,14 +144,14 @@ def test_batch_size_and_n_iter_give_consecutive_seeds(env):
 
 def test_random_seed_is_reported_and_variation_seed(env):
     res = run(env, spec(env, checkpoint="tiny-sd15", seed=-1))
-    seed = res.info["seed"]
-    assert 0 <= seed < 2**32 and f"Seed: {seed}" in res.info["infotexts"][0]
+    seed = res.seeds[0]
+    assert 0 <= seed < 2**32 and f"Seed: {seed}" in res.infotexts[0]
     plain = run(env, spec(env, checkpoint="tiny-sd15", seed=7, subseed=9))
     var_a = run(env, spec(env, checkpoint="tiny-sd15", seed=7, subseed=9, subseed_strength=0.5))
     var_b = run(env, spec(env, checkpoint="tiny-sd15", seed=7, subseed=9, subseed_strength=0.5))
     assert np.array_equal(px(var_a.images[0].image), px(var_b.images[0].image))
     assert not np.array_equal(px(plain.images[0].image), px(var_a.images[0].image))
-    assert "Variation seed: 9" in var_a.info["infotexts"][0] and var_a.info["ignored"] == []
+    assert "Variation seed: 9" in var_a.infotexts[0] and var_a.ignored == []
 
 
 # --- img2img ----------------------------------------------------------------------------------------
@@ -159,13 +161,13 @@ def test_img2img_same_seed_same_pixels_and_reports_ignored(env):
     a = run(env, spec(env, mode="img2img", denoising_strength=0.6))
     b = run(env, spec(env, mode="img2img", denoising_strength=0.6))
     c = run(env, spec(env, mode="img2img", denoising_strength=0.6, seed=6))
-    assert a.images[0].image.size == (W, H) and a.info["pipeline"] == "StableDiffusionXLImg2ImgPipeline"
+    assert a.images[0].image.size == (W, H) and a.pipeline == "StableDiffusionXLImg2ImgPipeline"
     assert np.array_equal(px(a.images[0].image), px(b.images[0].image))
     assert not np.array_equal(px(a.images[0].image), px(c.images[0].image))
-    assert a.info["denoising_strength"] == 0.6 and "Denoising strength: 0.6" in a.info["infotexts"][0]
+    assert a.denoising_strength == 0.6 and "Denoising strength: 0.6" in a.infotexts[0]
     odd = run(env, spec(env, mode="img2img", resize_mode=3, subseed_strength=0.3, width=32, height=32))
     assert odd.images[0].image.size == (32, 32)
-    assert odd.info["ignored"] == ["resize_mode", "subseed_strength"]
+    assert odd.ignored == ["resize_mode", "subseed_strength"]
     assert any("latent upscale" in w for w in odd.warnings)
 
 
@@ -183,12 +185,12 @@ def test_inpaint_whole_picture_keeps_outside_and_repaints_inside(env):
     res = run(env, spec(env, checkpoint="tiny-sd15", mode="img2img", mask=env["mask"], mask_blur=2,
                         inpaint_full_res=False, inpainting_fill=1, denoising_strength=1.0))  # fmt: skip
     out, init = px(res.images[0].image), px(env["photo_img"])
-    assert res.info["pipeline"] == "StableDiffusionInpaintPipeline"
+    assert res.pipeline == "StableDiffusionInpaintPipeline"
     far = _far_from_mask(env["mask_arr"], margin=6)  # blur 2 -> kernel 11, radius 5
     assert np.array_equal(out[far], init[far])
     assert np.abs(out[16:32, 24:40] - init[16:32, 24:40]).mean() > 10
     assert (
-        "Mask blur: 2" in res.info["infotexts"][0] and "Masked content: original" in res.info["infotexts"][0]
+        "Mask blur: 2" in res.infotexts[0] and "Masked content: original" in res.infotexts[0]
     )
 
     # masked content 0 / 2 / 3 change only the inside, each differently
@@ -210,7 +212,7 @@ def test_inpaint_only_masked_pastes_into_full_size_and_inverts(env):
     outside = env["mask_arr"] == 0
     assert np.array_equal(out[outside], init[outside])
     assert not np.array_equal(out[~outside], init[~outside])
-    assert "Inpaint area: Only masked" in res.info["infotexts"][0]
+    assert "Inpaint area: Only masked" in res.infotexts[0]
 
     inv = run(env, spec(env, mode="img2img", mask=env["mask"], mask_blur=0, inpaint_full_res=False,
                         inpainting_mask_invert=True, inpainting_fill=1))  # fmt: skip
@@ -221,12 +223,12 @@ def test_inpaint_only_masked_pastes_into_full_size_and_inverts(env):
 def test_inpainting_checkpoint_uses_its_conditioning(env):
     res = run(env, spec(env, checkpoint="tiny-sd15-inpainting", mode="img2img", mask=env["mask"], mask_blur=2,
                         inpaint_full_res=False, inpainting_fill=2, denoising_strength=0.8))  # fmt: skip
-    assert res.info["is_using_inpainting_conditioning"] is True
+    assert res.is_using_inpainting_conditioning is True
     out, init = px(res.images[0].image), px(env["photo_img"])
     far = _far_from_mask(env["mask_arr"], margin=6)
     assert np.array_equal(out[far], init[far])
     t2i = run(env, spec(env, checkpoint="tiny-sd15-inpainting"))  # txt2img with a full mask, as A1111
-    assert t2i.images[0].image.size == (W, H) and t2i.info["pipeline"] == "StableDiffusionInpaintPipeline"
+    assert t2i.images[0].image.size == (W, H) and t2i.pipeline == "StableDiffusionInpaintPipeline"
 
 
 # --- ControlNet ------------------------------------------------------------------------------------------
@@ -246,11 +248,11 @@ def test_seed_client_controlnet_canny_img2img_sdxl(env):
            "steps": 4, "cfg_scale": 7, "sampler_name": "DDIM", "seed": 2968506678, "width": W, "height": H,
            "prompt": "emoji, male, smiling <lora:tiny-memoji:1>", "controlnet_units": [_canny_unit(env)]}  # fmt: skip
     with_unit = run(env, parse_job_spec(raw))
-    assert with_unit.info["pipeline"] == "StableDiffusionXLControlNetImg2ImgPipeline"
-    cn_text = parse_a1111_parameters(with_unit.info["infotexts"][0])[2]["ControlNet 0"]
+    assert with_unit.pipeline == "StableDiffusionXLControlNetImg2ImgPipeline"
+    cn_text = parse_a1111_parameters(with_unit.infotexts[0])[2]["ControlNet 0"]
     assert "Module: canny" in cn_text and "Threshold A: 70" in cn_text and "Threshold B: 230" in cn_text
     assert "tiny-sdxl-canny [" in cn_text and "Pixel Perfect: True" in cn_text
-    assert with_unit.info["loras"][0]["name"] == "tiny-memoji"
+    assert with_unit.loras[0]["name"] == "tiny-memoji"
     disabled = run(env, parse_job_spec({**raw, "controlnet_units": [_canny_unit(env, enabled="False")]}))
     none = run(env, parse_job_spec({**raw, "controlnet_units": []}))
     assert np.array_equal(px(disabled.images[0].image), px(none.images[0].image))
@@ -263,7 +265,7 @@ def test_two_units_and_control_modes(env):
     two = run(env, spec(env, **base, controlnet_units=[
         _canny_unit(env), _canny_unit(env, module="invert", weight=0.8, guidance_end=0.5),
     ]))  # fmt: skip
-    assert "ControlNet 1" in two.info["extra_generation_params"]
+    assert "ControlNet 1" in two.extra_generation_params
     assert not np.array_equal(px(one.images[0].image), px(two.images[0].image))
     modes = {}
     for mode in (1, 2):
@@ -279,7 +281,7 @@ def test_two_units_and_control_modes(env):
 def test_sd15_original_layout_controlnet_txt2img(env):
     r = run(env, spec(env, checkpoint="tiny-sd15",
                       controlnet_units=[{"module": "none", "model": "tiny-sd15-canny", "image": env["photo"]}]))  # fmt: skip
-    assert r.info["pipeline"] == "StableDiffusionControlNetPipeline" and r.images[0].image.size == (W, H)
+    assert r.pipeline == "StableDiffusionControlNetPipeline" and r.images[0].image.size == (W, H)
 
 
 # --- LoRA tags and errors ---------------------------------------------------------------------------------
@@ -289,10 +291,10 @@ def test_lora_tag_changes_output_unknown_and_wrong_family_refused(env):
     plain = run(env, spec(env, checkpoint="tiny-sd15", prompt="a cat"))
     styled = run(env, spec(env, checkpoint="tiny-sd15", prompt="a cat <lora:tiny-sd15-style:1>"))
     assert np.abs(px(plain.images[0].image) - px(styled.images[0].image)).mean() > 0.5
-    assert parse_a1111_parameters(styled.info["infotexts"][0])[2]["Lora hashes"].startswith(
+    assert parse_a1111_parameters(styled.infotexts[0])[2]["Lora hashes"].startswith(
         "tiny-sd15-style: "
     )
-    assert styled.info["prompt"] == "a cat <lora:tiny-sd15-style:1>"
+    assert styled.prompt == "a cat <lora:tiny-sd15-style:1>"
     again = run(env, spec(env, checkpoint="tiny-sd15", prompt="a cat"))  # LoRA switched off again
     assert np.array_equal(px(plain.images[0].image), px(again.images[0].image))
     with pytest.raises(InputError, match="tiny-sd15-style") as err:
@@ -339,7 +341,7 @@ def test_lora_tag_changes_output_unknown_and_wrong_family_refused(env):
 )
 def test_bad_inputs_are_refused_before_loading_and_name_the_field(env, kw, field):
     with pytest.raises(InputError) as err:
-        generate.check_inputs(spec(env, **kw), env["models"])
+        generate.check_generate(spec(env, **kw), env["models"])
     assert err.value.field == field
 
 
@@ -381,7 +383,7 @@ def test_cancel_stops_between_steps(env):
 
     ctx = JobContext(env["settings"], env["models"], env["storage"], on_event=on_event, cancel_event=cancel)
     with pytest.raises(JobCanceledError):
-        generate.run(spec(env, checkpoint="tiny-sd15", steps=4, n_iter=2), ctx)
+        generate.GenerateEngine().run(spec(env, checkpoint="tiny-sd15", steps=4, n_iter=2), ctx)
     assert max(e.step for e in events if isinstance(e, ProgressEvent)) == 2
 
 
@@ -391,16 +393,16 @@ def test_cancel_stops_between_steps(env):
 def test_resize_modes_and_crop_region():
     im = Image.new("RGB", (40, 20), (200, 10, 10))
     for mode in (0, 1, 2):
-        assert generate.resize_image(mode, im, 32, 32).size == (32, 32)
-    filled = np.asarray(generate.resize_image(2, im, 32, 32))
+        assert a1111_image.resize_image(mode, im, 32, 32).size == (32, 32)
+    filled = np.asarray(a1111_image.resize_image(2, im, 32, 32))
     assert (filled[0, 16] == filled[16, 16]).all()  # the borders are the stretched edge rows, not black
     mask = Image.new("L", (100, 60), 0)
     mask.paste(255, (40, 20, 50, 30))
-    region = generate.crop_region(mask, 4)
+    region = a1111_image.crop_region(mask, 4)
     assert region == (36, 16, 54, 34)
-    x1, y1, x2, y2 = generate.expand_crop_region(region, 64, 32, 100, 60)
+    x1, y1, x2, y2 = a1111_image.expand_crop_region(region, 64, 32, 100, 60)
     assert (x2 - x1) == 2 * (y2 - y1) and x1 <= 36 and x2 >= 54
-    assert generate.crop_region(Image.new("L", (8, 8), 0), 4) is None
+    assert a1111_image.crop_region(Image.new("L", (8, 8), 0), 4) is None
 
 
 def test_fill_and_canny_map_helpers():
@@ -408,16 +410,16 @@ def test_fill_and_canny_map_helpers():
     mask = Image.new("L", (32, 32), 0)
     mask.paste(255, (8, 8, 24, 24))
     im.paste((250, 250, 250), (8, 8, 24, 24))  # what the mask hides
-    filled = np.asarray(generate.fill_masked(im, mask), dtype=np.int16)
+    filled = np.asarray(a1111_image.fill_masked(im, mask), dtype=np.int16)
     assert np.abs(filled - np.array([10, 200, 30])).max() <= 8  # the hole takes the surrounding colour
     assert (filled[:8] == np.array([10, 200, 30])).all()  # unmasked pixels are untouched
     photo = np.zeros((40, 60, 3), np.uint8)
     photo[10:30, 20:40] = 255
-    assert generate.pixel_perfect_resolution(60, 40, 48, 32, "Crop and Resize") == 32
+    assert control.pixel_perfect_resolution(60, 40, 48, 32, "Crop and Resize") == 32
     from toonbooth.core.specs import ControlNetUnit
 
     unit = ControlNetUnit(module="canny", model="m", pixel_perfect=True, threshold_a=70, threshold_b=230)
-    cmap = np.asarray(generate.control_map(Image.fromarray(photo), unit, 0, 48, 32))
+    cmap = np.asarray(control.control_map(Image.fromarray(photo), unit, 0, 48, 32))
     assert cmap.shape == (32, 48, 3) and set(np.unique(cmap)) <= {0, 255} and cmap.max() == 255
     for mode in ("Just Resize", "Crop and Resize", "Resize and Fill"):
-        assert generate.fit_map(photo, 16, 24, mode, binary=True).shape == (24, 16, 3)
+        assert control.fit_map(photo, 16, 24, mode, binary=True).shape == (24, 16, 3)

@@ -15,44 +15,25 @@ from pathlib import Path
 
 import pytest
 
+from fakes import fake_engines
 from toonbooth.core.errors import LimitError
 from toonbooth.core.events import LogEvent, ProgressEvent
 from toonbooth.core.results import JobOutput, OutputRef
 from toonbooth.core.settings import Settings
 from toonbooth.core.specs import AvatarSpec
-from toonbooth.runtime import execute as execute_mod
 from toonbooth.runtime.queue_sqlite import DatabaseError, SqliteQueue
 from toonbooth.runtime.service import Service
 
 REF = "blob:" + "ab" * 32
 
-# Progress steps with a delay from the environment, so a parent can make the child's job slow.
-TEST_ENGINE = textwrap.dedent(
-    """
-    import os, time
-    from PIL import Image
-    from toonbooth.engines.base import EngineResult, NamedImage
-
-    def run(spec, ctx):
-        ctx.load_image(spec.image, field="image")
-        delay = float(os.environ.get("TB_TEST_STEP_DELAY", "0.01"))
-        for i in range(spec.steps):
-            time.sleep(delay)
-            ctx.progress(i + 1, spec.steps, stage="test")
-        return EngineResult(images=[NamedImage("avatar", Image.new("RGB", (8, 8), (spec.steps, 0, 0)))],
-                            backend="classic", info={"pid": os.getpid()})
-    """
-)
-
 CHILD = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, sys.argv[2])
-    from toonbooth.runtime import execute
-    execute.ENGINES["avatar"] = "tb_restart_engine"
+    from fakes import fake_engines
     from toonbooth.core.settings import Settings
     from toonbooth.runtime.service import Service
-    svc = Service(Settings(home=sys.argv[1], data_dir=sys.argv[1] + "/data", device="cpu"))
+    svc = Service(Settings(home=sys.argv[1], data_dir=sys.argv[1] + "/data", device="cpu"), engines=fake_engines())
     print("READY", flush=True)
     while True:
         time.sleep(1)
@@ -178,15 +159,12 @@ def test_blob_ownership_and_retention(tmp_path):
 
 # --- restart safety, for real ---------------------------------------------------------------------
 @pytest.fixture()
-def restart_env(tmp_path, monkeypatch):
-    folder = tmp_path / "engines"
-    folder.mkdir()
-    (folder / "tb_restart_engine.py").write_text(TEST_ENGINE)
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setitem(execute_mod.ENGINES, "avatar", "tb_restart_engine")
+def restart_env(tmp_path):
+    """A data folder shared by this process and the child servers; the children run `tests/fakes.py`'s
+    FakeEngine as the avatar studio (the folder holding it goes on the child's sys.path)."""
     home = tmp_path / "home"
     settings = Settings(home=home, data_dir=home / "data", device="cpu")
-    return settings, home, folder
+    return settings, home, Path(__file__).parent
 
 
 def start_child(home: Path, engines: Path, delay: float) -> subprocess.Popen:
@@ -216,7 +194,7 @@ def kill_when_running(proc: subprocess.Popen, svc: Service, job_id: str, attempt
 
 def test_killed_process_requeues_the_running_job_and_keeps_the_queue(restart_env, monkeypatch):
     settings, home, engines = restart_env
-    front = Service(settings, start_runners=False)  # accepts jobs; runs none
+    front = Service(settings, start_runners=False, engines=fake_engines())  # accepts jobs; runs none
     ref = front.put_upload(_png(), "alice")
     slow = front.submit(AvatarSpec(image=ref, backend="classic", steps=150), "alice")
     rest = [front.submit(AvatarSpec(image=ref, backend="classic", steps=3), "alice") for _ in range(2)]
@@ -240,7 +218,7 @@ def test_killed_process_requeues_the_running_job_and_keeps_the_queue(restart_env
 
 def test_second_death_fails_the_job_with_the_reason(restart_env):
     settings, home, engines = restart_env
-    front = Service(settings, start_runners=False)
+    front = Service(settings, start_runners=False, engines=fake_engines())
     ref = front.put_upload(_png(), "alice")
     slow = front.submit(AvatarSpec(image=ref, backend="classic", steps=150), "alice")
     other = front.submit(AvatarSpec(image=ref, backend="classic", steps=2), "alice")

@@ -1,6 +1,6 @@
 """Service facade: submit -> queue -> runner -> result; events, cancel, time limit, failures,
 ownership and limits. Real SQLite, real storage, the real classic avatar engine, and a small test
-engine (swapped in through `execute.ENGINES`) for slow / failing / cancelled jobs."""
+engine (`tests/fakes.py`, handed to the Service in its engine registry) for slow / failing / cancelled jobs."""
 
 from __future__ import annotations
 
@@ -8,45 +8,17 @@ import asyncio
 import base64
 import io
 import random
-import textwrap
 import threading
 import time
 
 import pytest
 from PIL import Image
 
+from fakes import fake_engines
 from toonbooth.core.errors import InputError, InputTooLargeError, LimitError, NotFoundError
 from toonbooth.core.settings import Settings
 from toonbooth.core.specs import AvatarSpec
-from toonbooth.runtime import execute as execute_mod
 from toonbooth.runtime.service import Service
-
-# A job whose speed and fate the test picks through spec fields:
-#   steps -> number of progress steps; prompt "fail" -> RuntimeError; prompt "zero" -> ZeroDivisionError;
-#   TB_TEST_STEP_DELAY -> seconds per step. The output is an 8x8 image whose red channel = steps done.
-TEST_ENGINE = textwrap.dedent(
-    """
-    import os, time
-    from PIL import Image
-    from toonbooth.engines.base import EngineResult, NamedImage
-
-    def run(spec, ctx):
-        photo = ctx.load_image(spec.image, field="image")
-        delay = float(os.environ.get("TB_TEST_STEP_DELAY", "0.01"))
-        if spec.prompt == "fail":
-            raise RuntimeError("the test engine failed on purpose")
-        if spec.prompt == "zero":
-            1 / 0
-        done = 0
-        for i in range(spec.steps):
-            time.sleep(delay)
-            ctx.progress(i + 1, spec.steps, stage="test")
-            done = i + 1
-        img = Image.new("RGB", (8, 8), (done % 256, photo.width % 256, 7))
-        return EngineResult(images=[NamedImage("avatar", img)], backend="classic",
-                            info={"models_id": id(ctx.models), "steps_done": done})
-    """
-)
 
 
 def png_bytes(size: int = 32, color=(200, 120, 90)) -> bytes:
@@ -61,14 +33,10 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture()
-def test_engine(tmp_path, monkeypatch):
-    folder = tmp_path / "engines"
-    folder.mkdir()
-    (folder / "tb_test_engine.py").write_text(TEST_ENGINE)
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setitem(execute_mod.ENGINES, "avatar", "tb_test_engine")
+def test_engine(monkeypatch):
+    """The engines with `tests.fakes.FakeEngine` as the avatar studio (see there for its controls)."""
     monkeypatch.setenv("TB_TEST_STEP_DELAY", "0.005")
-    return "tb_test_engine"
+    return fake_engines()
 
 
 def make_service(settings: Settings, **kw) -> Service:
@@ -116,7 +84,7 @@ def test_classic_avatar_job_end_to_end(settings, sample_photo_path):
 
 
 def test_ownership_isolates_users(settings, test_engine):
-    with make_service(settings) as svc:
+    with make_service(settings, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         job = svc.submit(spec_for(ref, steps=2), "alice")
         svc.wait(job.id, "alice", timeout=20)
@@ -142,7 +110,7 @@ def test_ownership_isolates_users(settings, test_engine):
 
 def test_inline_images_become_uploads_and_bad_input_stores_nothing(settings, test_engine):
     tiny = Settings(**{**settings.model_dump(), "max_upload_bytes": 4096})
-    with make_service(tiny) as svc:
+    with make_service(tiny, engines=test_engine) as svc:
         data_url = "data:image/png;base64," + base64.b64encode(png_bytes(24)).decode()
         job = svc.submit(spec_for(data_url, steps=1), "alice")
         assert job.spec["image"].startswith("blob:")  # the queue row names the stored upload
@@ -169,7 +137,7 @@ def test_inline_images_become_uploads_and_bad_input_stores_nothing(settings, tes
 
 def test_per_user_queue_limit(settings, test_engine):
     limited = Settings(**{**settings.model_dump(), "max_queued_jobs_per_user": 2})
-    svc = make_service(limited, start_runners=False)
+    svc = make_service(limited, start_runners=False, engines=test_engine)
     try:
         ref = svc.put_upload(png_bytes(), "alice")
         svc.put_upload(png_bytes(), "bob")
@@ -192,7 +160,7 @@ def test_per_user_queue_limit(settings, test_engine):
 
 
 def test_failures_are_recorded_and_runner_survives(settings, test_engine):
-    with make_service(settings) as svc:
+    with make_service(settings, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         bad = svc.submit(spec_for(ref, prompt="fail"), "alice")
         zero = svc.submit(spec_for(ref, prompt="zero"), "alice")
@@ -210,7 +178,7 @@ def test_failures_are_recorded_and_runner_survives(settings, test_engine):
 
 
 def test_models_stay_loaded_between_jobs(settings, test_engine):
-    with make_service(settings) as svc:
+    with make_service(settings, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         ids = {
             svc.wait(svc.submit(spec_for(ref, steps=1), "alice").id, "alice", 20).output.info["models_id"]
@@ -221,7 +189,7 @@ def test_models_stay_loaded_between_jobs(settings, test_engine):
 
 def test_cancel_queued_and_running(settings, test_engine, monkeypatch):
     monkeypatch.setenv("TB_TEST_STEP_DELAY", "0.02")
-    with make_service(settings) as svc:
+    with make_service(settings, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         running = svc.submit(spec_for(ref, steps=150), "alice")
         queued = svc.submit(spec_for(ref, steps=1), "alice")
@@ -247,7 +215,7 @@ def test_cancel_queued_and_running(settings, test_engine, monkeypatch):
 def test_time_limit_fails_the_job(settings, test_engine, monkeypatch):
     monkeypatch.setenv("TB_TEST_STEP_DELAY", "0.02")
     limited = Settings(**{**settings.model_dump(), "job_time_limit_s": 0.3})
-    with make_service(limited) as svc:
+    with make_service(limited, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         slow = svc.submit(spec_for(ref, steps=150), "alice")
         after = svc.submit(spec_for(ref, steps=2), "alice")
@@ -263,7 +231,7 @@ def test_time_limit_fails_the_job(settings, test_engine, monkeypatch):
 
 def test_progress_is_live_and_throttled_in_storage(settings, test_engine, monkeypatch):
     monkeypatch.setenv("TB_TEST_STEP_DELAY", "0")
-    svc = make_service(settings, start_runners=False)
+    svc = make_service(settings, start_runners=False, engines=test_engine)
     try:
         ref = svc.put_upload(png_bytes(), "alice")
         job = svc.submit(spec_for(ref, steps=150), "alice")
@@ -291,7 +259,7 @@ def test_progress_is_live_and_throttled_in_storage(settings, test_engine, monkey
 
 
 def test_async_events_follow_a_job(settings, test_engine):
-    with make_service(settings) as svc:
+    with make_service(settings, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         job = svc.submit(spec_for(ref, steps=5), "alice")
 
@@ -318,7 +286,7 @@ def test_async_events_follow_a_job(settings, test_engine):
 
 def test_stop_requeues_the_running_job_without_counting_it(settings, test_engine, monkeypatch):
     monkeypatch.setenv("TB_TEST_STEP_DELAY", "0.02")
-    svc = make_service(settings)
+    svc = make_service(settings, engines=test_engine)
     ref = svc.put_upload(png_bytes(), "alice")
     job = svc.submit(spec_for(ref, steps=100), "alice")
     while svc.get(job.id, "alice").step < 2:
@@ -341,7 +309,7 @@ def test_one_runner_process_per_data_dir(settings):
 
 
 def test_delete_my_data_and_retention(settings, test_engine):
-    with make_service(settings) as svc:
+    with make_service(settings, engines=test_engine) as svc:
         shared = svc.put_upload(png_bytes(), "alice")
         assert svc.put_upload(png_bytes(), "bob") == shared
         mine = svc.put_upload(png_bytes(color=(1, 1, 1)), "alice")
@@ -363,13 +331,13 @@ def test_watchdog_runs_the_retention_purge(tmp_path, test_engine):
     # a first service makes a job and its files; a second one, with a retention shorter than their age,
     # purges them by itself on start (the watchdog's first round), no call needed
     first = Settings(home=tmp_path / "home", data_dir=tmp_path / "data", device="cpu")
-    with make_service(first) as svc:
+    with make_service(first, engines=test_engine) as svc:
         ref = svc.put_upload(png_bytes(), "alice")
         job = svc.wait(svc.submit(spec_for(ref, steps=1), "alice").id, "alice", 20)
         assert job.state == "completed" and blob_files(first)
     time.sleep(0.2)
     short = first.model_copy(update={"retention_days": 0.1 / 86400})  # 0.1 s
-    with make_service(short) as svc:
+    with make_service(short, engines=test_engine) as svc:
         deadline = time.monotonic() + 10
         while blob_files(short) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -19,6 +19,7 @@ from toonbooth.core.errors import InputError, ModelNotFoundError, NotFoundError
 from toonbooth.core.images import image_to_data_url
 from toonbooth.core.settings import Settings
 from toonbooth.core.specs import parse_job_spec
+from toonbooth.models import sd
 
 
 def synth(i: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
@@ -168,15 +169,15 @@ def test_style_is_usable_by_name_and_private_to_its_owner(sd15_lora, bases):
     models_dir = settings.resolved_models_dir
     # <lora:mystyle:0.8> resolves for alice and loads on a pipeline
     _, tags = extract_lora_tags("a cat <lora:mystyle:0.8>")
-    pipe, _ = manager.base_pipeline(str(bases / "diffusers" / "tiny-sd15"), "sd15")
-    loaded = manager.apply_loras(pipe, [(t.name, t.weight) for t in tags], owner="alice")
+    pipe, _ = sd.base_pipeline(manager, str(bases / "diffusers" / "tiny-sd15"), "sd15")
+    loaded = sd.apply_loras(manager, pipe, [(t.name, t.weight) for t in tags], owner="alice")
     assert loaded[0].name == "mystyle" and loaded[0].weight == 0.8
     assert [s.name for s in list_styles(models_dir, "alice")] == ["mystyle"]
     # bob can neither list, load nor delete it
     assert list_styles(models_dir, "bob") == []
     assert "mystyle" not in manager.registry.names("lora", owner="bob")
     with pytest.raises(ModelNotFoundError):
-        manager.apply_loras(pipe, [("mystyle", 0.8)], owner="bob")
+        sd.apply_loras(manager, pipe, [("mystyle", 0.8)], owner="bob")
     with pytest.raises(NotFoundError):
         delete_style(manager.registry, models_dir, "bob", "mystyle")
     model_file = out.info["style"]["files"]["model"]

@@ -46,10 +46,10 @@ def max_body_bytes(settings: Settings, images: int = 3) -> int:
 
 def make_service(settings: Settings, start_runners: bool = False):
     """The embedded service, with a model manager that never takes a user-typed name as a server path."""
-    from ..models.manager import ModelManager
+    from ..runtime.families import model_manager
     from ..runtime.service import Service
 
-    return Service(settings, models=ModelManager(settings, allow_paths=False), start_runners=start_runners)
+    return Service(settings, models=model_manager(settings, allow_paths=False), start_runners=start_runners)
 
 
 def _document_errors(schema: dict[str, Any]) -> None:

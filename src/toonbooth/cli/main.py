@@ -65,11 +65,11 @@ def _fail(exc: Exception) -> None:
 
 
 def _runtime():
-    from ..models.manager import ModelManager
+    from ..runtime.families import model_manager
     from ..runtime.storage_local import LocalStorage
 
     settings = STATE.settings
-    return ModelManager(settings), LocalStorage(settings.resolved_data_dir)
+    return model_manager(settings), LocalStorage(settings.resolved_data_dir)
 
 
 def _run_job(spec, storage, models, quiet: bool = False):
@@ -299,16 +299,13 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
     """List the models found in the models folder, and the catalog's recipes."""
-    from typing import get_args
-
     from ..models.catalog import recipes
-    from ..models.manager import ModelManager
-    from ..models.registry import EntryKind
+    from ..runtime.families import model_manager
 
-    kinds = [k for k in get_args(EntryKind) if k != "unknown"]
+    manager = model_manager(STATE.settings)
+    kinds = manager.families.kinds()
     if kind is not None and kind not in kinds:
         _fail(InputError("kind", f"must be one of {', '.join(kinds)}, got {kind!r}", kind))
-    manager = ModelManager(STATE.settings)
     entries = manager.registry.list(kind=kind, include_refused=True)
     if as_json:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
@@ -336,10 +333,10 @@ def models_add(
     ],
 ) -> None:
     """Identify a model file by its keys and copy it into the right models subfolder."""
-    from ..models.manager import ModelManager
+    from ..runtime.families import model_manager
 
     try:
-        entry = ModelManager(STATE.settings).registry.add(path)
+        entry = model_manager(STATE.settings).registry.add(path)
     except ToonboothError as exc:
         _fail(exc)
         return

@@ -16,8 +16,16 @@ class InputError(ToonboothError, ValueError):
 
     def __init__(self, field: str, message: str, value: object = None):
         self.field = field
+        self.message = message
         self.value = value
         super().__init__(f"`{field}`: {message}")
+
+    def renamed(self, field: str) -> InputError:
+        """The same error (same class, message and value) reported under another field name — e.g. a
+        spec field mapped back to the name a client sent (`sampler_name`, `override_settings.*`)."""
+        clone = type(self).__new__(type(self))
+        InputError.__init__(clone, field, self.message, self.value)
+        return clone
 
 
 class InputTooLargeError(InputError):

@@ -49,7 +49,15 @@ class Settings(BaseSettings):
     )
     max_pixels: int = Field(40_000_000, ge=4096, le=200_000_000, description="Largest accepted image (width*height).")
     max_side: int = Field(1024, ge=64, le=4096, description="Long-side cap of the working size of a photo.")
-    model_cache_items: int = Field(2, ge=1, le=16, description="Pipelines kept loaded between jobs.")
+    model_cache_items: int = Field(
+        8, ge=1, le=64, description="At most this many models (pipelines, ControlNets, SAM, ...) kept loaded."
+    )
+    model_cache_ram_gib: float = Field(
+        0.0, ge=0.0, description="Host-memory budget of loaded models in GiB, least recently used evicted; 0 = half the RAM."
+    )
+    model_cache_vram_gib: float = Field(
+        0.0, ge=0.0, description="Device-memory budget of loaded models in GiB; 0 = 64 GiB (no practical cap)."
+    )
     offline: bool = Field(False, description="Never contact a model hub (also implied by HF_HUB_OFFLINE=1).")
 
     # --- jobs (runtime) ---

@@ -1,1 +1,1 @@
-"""Engines: one file per studio / job kind. `run(spec, ctx) -> EngineResult`. Engines never import each other."""
+"""Engines: one file per studio / job kind. an `Engine` (base.py) with `run(spec, ctx) -> Output`. Engines never import each other."""

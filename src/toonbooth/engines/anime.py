@@ -20,52 +20,53 @@ Outputs: `composite`, `background` (restored scene), `character` (RGBA layer), `
 runs stage 1 only and returns `mask` and an `overlay` preview (SAM's image embedding stays cached, so a
 new click on the same photo only runs the prompt encoder and mask decoder).
 
-Model locations: SAM from `<models>/SAM/<name>` (a `save_pretrained` folder; a hub id `org/name` is also
-looked up as `<models>/SAM/org/name` and `<models>/SAM/name`), the local hub cache, or (CLI only) a local
-folder; LaMa from `<models>/LaMa/<name>.safetensors` (or `.pt` TorchScript / `weights_only` `.ckpt`).
+Models come through `ctx.models` (families `sam`: `<models>/SAM/<name>/` transformers folders, found also by
+their hub id `org/name`; `lama`: `<models>/LaMa/<name>.safetensors`, or the operator's TorchScript `.pt` /
+`weights_only` `.ckpt`), so this engine never looks at the disk itself.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from .. import __version__
+from ..core.artifacts import ImageArtifact
 from ..core.errors import BackendUnavailableError, InputError, ModelNotFoundError
-from ..core.images import format_a1111_parameters
 from ..core.specs import AnimeSpec
+from ..models import sd
+from ..models.infotext import plain_infotext, sd_infotext
+from ..models.manager import ModelManager
+from ..models.refs import ModelRef
+from ..vision.edges import check_canny_thresholds
 from ..vision.segment import ClickPrompt, MaskResult, Point, prompt_from_face
-from .base import EngineContext, EngineResult, NamedImage
+from .base import Engine, EngineContext, EngineOutput, check_model_names
 
 ARCH = "sd15"
-SAM_FOLDERS = ("SAM", "sam")
-LAMA_FOLDERS = ("LaMa", "lama")
-LAMA_SUFFIXES = (".safetensors", ".pt", ".ckpt", ".pth")
 OVERLAY_COLOR = (255, 64, 160)
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-_SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}$")
+PULL_HINT = "fetch it with `toonbooth models pull {name}` (or `models pull anime` for the whole recipe)"
+
+
+class AnimeOutput(EngineOutput):
+    """Full mode: the composite (primary), the restored background, the character layer (RGBA) and the
+    mask. Mask mode: the mask (primary) and an overlay preview."""
+
+    primary: ClassVar[str] = "composite"
+    composite: ImageArtifact | None = None
+    background: ImageArtifact | None = None
+    character: ImageArtifact | None = None
+    mask: ImageArtifact
+    overlay: ImageArtifact | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
-# Where the weights are (per stage)
+# Which backend each stage runs
 # ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelSource:
-    """A located model: `kind` "folder" / "hub" (SAM) or "safetensors" / "torchscript" / "ckpt" (LaMa)."""
-
-    kind: str
-    location: str
-    name: str
 
 
 @dataclass
@@ -76,8 +77,6 @@ class Plan:
     inpaint: str = "telea"  # lama | telea
     character: str = "toon"  # sd15 | toon
     reasons: dict[str, str] = field(default_factory=dict)
-    sam: ModelSource | None = None
-    lama: ModelSource | None = None
 
     @property
     def neural_count(self) -> tuple[int, int]:
@@ -85,193 +84,38 @@ class Plan:
         return sum(used), len(used)
 
 
-def _model_dirs(ctx: EngineContext) -> list[Path]:
-    s = ctx.settings
-    return [Path(s.resolved_models_dir), *[Path(p) for p in s.extra_model_dirs]]
+def sd_refs(spec: AnimeSpec) -> list[ModelRef]:
+    return [ModelRef("checkpoint", spec.checkpoint, "checkpoint", ARCH),
+            ModelRef("controlnet", spec.controlnet, "controlnet", ARCH)]  # fmt: skip
 
 
-def _allow_paths(ctx: EngineContext) -> bool:
-    return bool(getattr(ctx.models, "allow_paths", False))
-
-
-def _hub_cached(repo_id: str) -> bool:
-    """Whether the local hub cache holds the SAM config and weights of `repo_id` (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return False
-    if not isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
-        return False
-    return any(
-        isinstance(try_to_load_from_cache(repo_id, f), str)
-        for f in ("model.safetensors", "pytorch_model.bin")
-    )
-
-
-def locate_sam(name: str, ctx: EngineContext) -> ModelSource:
-    """The SAM model `name`: a `<models>/SAM/...` folder, a local folder (CLI only), or a hub id.
-
-    A hub id found in the local hub cache is kind "hub"; one only the hub has is "hub-remote" (then
-    `backend="neural"` may download it when online, `auto` falls back to GrabCut). Not found anywhere:
-    ModelNotFoundError saying where it was looked for."""
-    parts = [p for p in name.split("/") if p]
-    safe = bool(parts) and ".." not in parts and all(_SAFE_NAME_RE.match(p) for p in parts)
-    if safe:
-        candidates = [Path(*parts)] + ([Path(parts[-1])] if len(parts) > 1 else [])
-        for root in _model_dirs(ctx):
-            for folder in SAM_FOLDERS:
-                for rel in candidates:
-                    d = root / folder / rel
-                    if (d / "config.json").is_file():
-                        return ModelSource("folder", str(d), name)
-    if _allow_paths(ctx):
-        d = Path(name).expanduser()
-        if d.is_dir():
-            if not (d / "config.json").is_file():
-                raise ModelNotFoundError(
-                    f"SAM folder {name!r} has no config.json (a `save_pretrained` folder)"
-                )
-            return ModelSource("folder", str(d), name)
-    elif not safe:
-        raise InputError("sam_model", f"must be a model name or a hub id, got {name!r}", name)
-    if _HUB_ID_RE.match(name):
-        return ModelSource("hub" if _hub_cached(name) else "hub-remote", name, name)
-    where = _model_dirs(ctx)[0] / SAM_FOLDERS[0] / name
-    raise ModelNotFoundError(f"SAM model {name!r} not found (looked for the folder {where})")
-
-
-def locate_lama(name: str, ctx: EngineContext) -> ModelSource:
-    """The LaMa weights `name` in `<models>/LaMa/` (or, CLI only, a file path)."""
-    p = Path(name).expanduser()
-    if _allow_paths(ctx) and p.suffix.lower() in LAMA_SUFFIXES and p.is_file():
-        return _lama_source(p, name)
-    if not _SAFE_NAME_RE.match(name):
-        raise InputError("lama_model", f"must be a file name in <models>/LaMa/, got {name!r}", name)
-    stems = [name] if Path(name).suffix.lower() in LAMA_SUFFIXES else [name + s for s in LAMA_SUFFIXES]
-    for root in _model_dirs(ctx):
-        for folder in LAMA_FOLDERS:
-            for fn in stems:
-                f = root / folder / fn
-                if f.is_file():
-                    return _lama_source(f, name)
-    where = _model_dirs(ctx)[0] / LAMA_FOLDERS[0]
-    raise ModelNotFoundError(
-        f"LaMa weights {name!r} not found in {where} (expected {name}.safetensors, .pt or .ckpt; "
-        "fetch them with `toonbooth models pull big-lama`)"
-    )
-
-
-def _lama_source(path: Path, name: str) -> ModelSource:
-    kind = {".safetensors": "safetensors", ".pt": "torchscript"}.get(path.suffix.lower(), "ckpt")
-    return ModelSource(kind, str(path), name)
-
-
-def _sd_missing(spec: AnimeSpec, ctx: EngineContext, owner: str | None) -> list[str]:
-    return ctx.models.missing([("checkpoint", spec.checkpoint), ("controlnet", spec.controlnet)], ARCH, owner)
-
-
-def choose_backends(spec: AnimeSpec, ctx: EngineContext, owner: str | None) -> Plan:
+def choose_backends(spec: AnimeSpec, models: ModelManager, owner: str | None) -> Plan:
     """Per stage: neural when asked (error if impossible) or, for auto, when its weights are here."""
     plan = Plan()
     want = spec.backend
 
-    def decide(stage: str, missing: str | None, neural: str, classic: str) -> str:
+    def decide(stage: str, refs: list[ModelRef], neural: str, classic: str, hint: str) -> str:
         if want == "classic":
             plan.reasons[stage] = "asked for the classic backend"
             return classic
-        if missing is None:
+        missing = models.missing(refs, owner)
+        if not missing:
             plan.reasons[stage] = "weights present"
             return neural
+        why = "; ".join(missing) + f" ({hint})"
         if want == "neural":
-            raise BackendUnavailableError(f"{stage}: {missing}")
-        plan.reasons[stage] = f"classic because {missing}"
+            raise BackendUnavailableError(f"{stage}: {why}")
+        plan.reasons[stage] = f"classic because {why}"
         return classic
 
-    # segment
-    missing: str | None = None
-    if want != "classic":
-        try:
-            plan.sam = locate_sam(spec.sam_model, ctx)
-            if plan.sam.kind == "hub-remote" and want == "auto":
-                missing = (
-                    f"SAM {spec.sam_model!r} is neither in <models>/SAM/ nor in the local hub cache "
-                    "(fetch it with `toonbooth models pull sam-vit-base`, or `models pull anime` for the whole "
-                    "recipe)"
-                )
-        except ModelNotFoundError as exc:
-            missing = str(exc)
-    plan.segment = decide("segment", missing, "sam", "grabcut")
+    sam = [ModelRef("sam", spec.sam_model, "sam_model")]
+    plan.segment = decide("segment", sam, "sam", "grabcut", PULL_HINT.format(name="sam-vit-base"))
     if spec.mode == "mask":
         return plan
-
-    # inpaint
-    missing = None
-    if want != "classic":
-        try:
-            plan.lama = locate_lama(spec.lama_model, ctx)
-        except ModelNotFoundError as exc:
-            missing = str(exc)
-    plan.inpaint = decide("inpaint", missing, "lama", "telea")
-
-    # character
-    missing = None
-    if want != "classic":
-        reasons = _sd_missing(spec, ctx, owner)
-        if reasons:
-            missing = (
-                "SD1.5 weights missing: "
-                + "; ".join(reasons)
-                + " (fetch them with `toonbooth models pull anime`)"
-            )
-    plan.character = decide("character", missing, "sd15", "toon")
+    lama = [ModelRef("lama", spec.lama_model, "lama_model")]
+    plan.inpaint = decide("inpaint", lama, "lama", "telea", PULL_HINT.format(name="big-lama"))
+    plan.character = decide("character", sd_refs(spec), "sd15", "toon", PULL_HINT.format(name="anime"))
     return plan
-
-
-# ---------------------------------------------------------------------------------------------------
-# Loading (cached in the runtime's model cache, never in module globals)
-# ---------------------------------------------------------------------------------------------------
-
-
-def _aux_cache(models: Any):
-    """Where SAM and LaMa stay loaded: the manager's `aux_cache` for small perception models when it
-    has one (so that they do not push the diffusion pipelines out), else its main cache."""
-    return getattr(models, "aux_cache", None) or models.cache
-
-
-def load_sam(src: ModelSource, ctx: EngineContext):
-    from ..vision.segment import SamSegmenter
-
-    models = ctx.models
-    key = ("sam", src.kind, src.location, str(models.device), str(models.dtype))
-
-    def load():
-        from ..models.loader import is_offline
-
-        local_only = src.kind != "hub-remote" or is_offline(ctx.settings)
-        return SamSegmenter.from_pretrained(
-            src.location, device=str(models.device), dtype=models.dtype, local_files_only=local_only
-        )
-
-    return _aux_cache(models).get_or_load(key, load)
-
-
-def load_lama_module(src: ModelSource, ctx: EngineContext):
-    """LaMa in float32 (the FFT of half tensors is limited to power-of-two sizes on CUDA)."""
-    from ..nets.lama import load_lama, load_lama_torchscript
-
-    models = ctx.models
-    key = ("lama", src.location, str(models.device))
-
-    def load():
-        if src.kind == "torchscript":
-            root = next(
-                (d for d in _model_dirs(ctx) if Path(src.location).resolve().is_relative_to(d.resolve())),
-                _model_dirs(ctx)[0],
-            )
-            return load_lama_torchscript(src.location, root, device=models.device)
-        return load_lama(src.location, device=models.device)
-
-    return _aux_cache(models).get_or_load(key, load)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -325,14 +169,6 @@ def mask_overlay(photo: Image.Image, mask: np.ndarray, prompt: ClickPrompt) -> I
     return Image.fromarray(out)
 
 
-def _denoise_steps(scheduler: Any, steps: int, strength: float) -> int:
-    """Iterations `callback_on_step_end` will count for img2img (diffusers `get_timesteps`)."""
-    sched = type(scheduler).from_config(scheduler.config)
-    sched.set_timesteps(steps, device="cpu")
-    t_start = max(steps - min(int(steps * strength), steps), 0)
-    return max(1, len(sched.timesteps) - t_start * getattr(sched, "order", 1))
-
-
 def _points_text(prompt: ClickPrompt) -> str:
     return " ".join(f"{p.x}:{p.y}{'+' if p.positive else '-'}" for p in prompt.points)
 
@@ -350,10 +186,30 @@ class _Segmented:
     text: str
 
 
-def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
-    from ..vision.edges import check_canny_thresholds
+class AnimeEngine(Engine[AnimeSpec, AnimeOutput]):
+    kind = "anime"
+    Spec = AnimeSpec
+    Output = AnimeOutput
 
-    owner = getattr(ctx, "owner", None)
+    def required_models(self, spec: AnimeSpec) -> list[ModelRef]:
+        refs = [ModelRef("sam", spec.sam_model, "sam_model")]
+        if spec.mode == "full":
+            refs += [ModelRef("lama", spec.lama_model, "lama_model"), *sd_refs(spec)]
+        return refs
+
+    def check_inputs(self, spec: AnimeSpec, models: ModelManager, owner: str | None) -> None:
+        check_model_names(self.required_models(spec), models)
+        check_canny_thresholds(spec.canny_low, spec.canny_high)
+        plan = choose_backends(spec, models, owner)  # backend="neural" without weights: refused here
+        if spec.mode == "full" and plan.character == "sd15":
+            check_generation_inputs(spec, models, owner, spec.build_prompt())
+
+    def run(self, spec: AnimeSpec, ctx: EngineContext) -> AnimeOutput:
+        return _run(spec, ctx)
+
+
+def _run(spec: AnimeSpec, ctx: EngineContext) -> AnimeOutput:
+    owner = ctx.owner
     timings: dict[str, float] = {}
     warnings: list[str] = []
 
@@ -364,12 +220,12 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
     prompt, from_face = click_prompt(spec, photo)
     if from_face:
         warnings.append("no click given: segmented the person under the largest face")
-    plan = choose_backends(spec, ctx, owner)
+    plan = choose_backends(spec, ctx.models, owner)
     full = spec.mode == "full"
     loras: list[tuple[str, float]] = []
     prompt_text = spec.build_prompt()
     if full and plan.character == "sd15":
-        prompt_text, loras = _check_generation_inputs(spec, ctx, owner, prompt_text)
+        prompt_text, loras = check_generation_inputs(spec, ctx.models, owner, prompt_text)
     elif full and spec.style:
         warnings.append(f"style {spec.style!r} not used: the character stage runs the classic toon filter")
     for stage, why in plan.reasons.items():
@@ -384,16 +240,11 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
     seg = _segment(spec, ctx, plan, photo, prompt, from_face)
     timings["segment"] = time.perf_counter() - t0
     mask_img = Image.fromarray((seg.mask * 255).astype(np.uint8), "L")
-    mask_params = format_a1111_parameters(
-        "",
-        "",
-        {
-            "Segment": seg.text, "Points": _points_text(prompt) or None,
-            "Box": ",".join(str(v) for v in prompt.box) if prompt.box else None,
-            "Feather": spec.feather_px, "Size": f"{photo.width}x{photo.height}",
-            "Version": f"toonbooth {__version__}",
-        },
-    )  # fmt: skip
+    mask_params = plain_infotext("", {
+        "Segment": seg.text, "Points": _points_text(prompt) or None,
+        "Box": ",".join(str(v) for v in prompt.box) if prompt.box else None,
+        "Feather": spec.feather_px, "Size": f"{photo.width}x{photo.height}",
+    })  # fmt: skip
     info: dict[str, Any] = {
         "backends": {"segment": plan.segment},
         "reasons": dict(plan.reasons),
@@ -408,12 +259,11 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
     }
     if not full:
         ctx.progress(1, 1, stage="segment")
-        images = [
-            NamedImage("mask", mask_img, mask_params),
-            NamedImage("overlay", mask_overlay(photo, seg.mask, prompt), None),
-        ]
         backend = "neural" if plan.segment == "sam" else "classic"
-        return EngineResult(images, backend, _reason_text(plan, ("segment",)), warnings, info)
+        return AnimeOutput(
+            mask=ImageArtifact(mask_img, mask_params), overlay=ImageArtifact(mask_overlay(photo, seg.mask, prompt)),
+            backend=backend, backend_reason=_reason_text(plan, ("segment",)), warnings=warnings, info=info,
+        )  # fmt: skip
     if seg.mask.all():
         raise InputError(
             "points", "the segmented person covers the whole photo: add negative points or a box", None
@@ -423,7 +273,7 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
     # 3. Inpaint the background where the person was (dilated hole)
     t0 = time.perf_counter()
     dil = spec.dilate_px if spec.dilate_px is not None else max(5, int(round(0.015 * max(photo.size))))
-    background, inpaint_text = _inpaint(ctx, plan, photo, seg.mask, dil)
+    background, inpaint_text = _inpaint(spec, ctx, plan, photo, seg.mask, dil)
     timings["inpaint"] = time.perf_counter() - t0
     ctx.progress(2, total, stage="generate")
 
@@ -458,50 +308,42 @@ def run(spec: AnimeSpec, ctx: EngineContext) -> EngineResult:
     stages = {"Segment": seg.text, "Inpaint": inpaint_text, "Dilation": dil, "Feather": spec.feather_px,
               "Harmonize": spec.harmonize, "Edge line": spec.edge_line_px or None,
               "Crop": ",".join(str(v) for v in box)}  # fmt: skip
-    tail = {"Version": f"toonbooth {__version__}"}
     if plan.character == "sd15":
-        gen_settings = {**gen["settings"], **stages, **tail}
-        char_params = format_a1111_parameters(gen["prompt"], spec.negative_prompt, gen_settings)
+        char_params = gen["infotext"](stages)
     else:
-        gen_settings = {
-            "Backend": "classic toon filter (no neural weights)",
-            **gen["settings"],
-            **stages,
-            **tail,
-        }
-        char_params = format_a1111_parameters("classic toon character", "", gen_settings)
-    bg_params = format_a1111_parameters(
-        "", "", {"Inpaint": inpaint_text, "Dilation": dil, "Size": f"{photo.width}x{photo.height}", **tail}
-    )
-    images = [
-        NamedImage("composite", result, char_params),
-        NamedImage("background", background, bg_params),
-        NamedImage("character", layer, char_params),
-        NamedImage("mask", mask_img, mask_params),
-    ]
+        char_params = plain_infotext(
+            "classic toon character",
+            {"Backend": "classic toon filter (no neural weights)", **gen["settings"], **stages},
+        )
+    bg_params = plain_infotext("", {"Inpaint": inpaint_text, "Dilation": dil, "Size": f"{photo.width}x{photo.height}"})
     info["backends"] = {"segment": plan.segment, "inpaint": plan.inpaint, "character": plan.character}
     info.update(crop_box=list(box), dilate_px=dil, **gen["info"])
     n_neural, n_all = plan.neural_count
     backend = "neural" if n_neural == n_all else "classic" if n_neural == 0 else "mixed"
     for w in warnings:
         ctx.log(w, warning=True)
-    return EngineResult(
-        images, backend, _reason_text(plan, ("segment", "inpaint", "character")), warnings, info
-    )
+    return AnimeOutput(
+        composite=ImageArtifact(result, char_params), background=ImageArtifact(background, bg_params),
+        character=ImageArtifact(layer, char_params), mask=ImageArtifact(mask_img, mask_params), backend=backend,
+        backend_reason=_reason_text(plan, ("segment", "inpaint", "character")), warnings=warnings, info=info,
+    )  # fmt: skip
 
 
 def _reason_text(plan: Plan, stages: tuple[str, ...]) -> str:
     return "; ".join(f"{s}: {getattr(plan, s)} ({plan.reasons.get(s, '')})" for s in stages)
 
 
-def _check_generation_inputs(
-    spec: AnimeSpec, ctx: EngineContext, owner: str | None, text: str
+def check_generation_inputs(
+    spec: AnimeSpec, models: ModelManager, owner: str | None, text: str
 ) -> tuple[str, list[tuple[str, float]]]:
     """Prompt LoRA tags and the style resolve, the sampler exists, strength gives a step."""
     from ..models.prompts import check_lora_names, extract_lora_tags
     from ..models.samplers import resolve_sampler
 
-    resolve_sampler(spec.sampler)
+    try:
+        resolve_sampler(spec.sampler)
+    except InputError as exc:
+        raise exc.renamed("sampler") from None
     if int(spec.steps * spec.strength) < 1:
         raise InputError(
             "strength",
@@ -509,12 +351,12 @@ def _check_generation_inputs(
             spec.strength,
         )
     text, tags = extract_lora_tags(text)
-    known = ctx.models.registry.names("lora", owner)
+    known = models.registry.names("lora", owner)
     check_lora_names(tags, known)
     loras = [(t.name, t.weight) for t in tags]
     if spec.style:
         try:
-            entry = ctx.models.entry(spec.style, "lora", owner)
+            entry = models.entry(spec.style, "lora", owner)
         except ModelNotFoundError:
             listing = ", ".join(known) if known else "(none)"
             raise InputError(
@@ -535,9 +377,8 @@ def _segment(
 
     arr = np.asarray(photo.convert("RGB"))
     if plan.segment == "sam":
-        assert plan.sam is not None
-        result = load_sam(plan.sam, ctx).segment(arr, prompt)
-        text = f"SAM {plan.sam.name}, score {result.score:.3f}"
+        result = ctx.models.load("sam", spec.sam_model, ctx.owner).segment(arr, prompt)
+        text = f"SAM {spec.sam_model}, score {result.score:.3f}"
     else:
         # without clicks GrabCut builds its own head-and-shoulders prior from the face (better than a box)
         result = grabcut_segment(arr, None if from_face else prompt)
@@ -555,15 +396,14 @@ def _segment(
 
 
 def _inpaint(
-    ctx: EngineContext, plan: Plan, photo: Image.Image, mask: np.ndarray, dil: int
+    spec: AnimeSpec, ctx: EngineContext, plan: Plan, photo: Image.Image, mask: np.ndarray, dil: int
 ) -> tuple[Image.Image, str]:
     from ..vision.inpaint import LamaInpainter, telea_inpaint
 
     if plan.inpaint == "lama":
-        assert plan.lama is not None
-        module = load_lama_module(plan.lama, ctx)
+        module = ctx.models.load("lama", spec.lama_model, ctx.owner)
         out = LamaInpainter(module, device=ctx.models.device, dilate_px=dil).inpaint(photo, mask)
-        return out, f"LaMa {plan.lama.name}"
+        return out, f"LaMa {spec.lama_model}"
     out = telea_inpaint(photo, mask, radius=5, dilate_px=dil, feather_px=min(4.0, float(dil)))
     return out, "Telea (OpenCV)"
 
@@ -596,42 +436,29 @@ def _generate_sd15(
     import torch
     from diffusers import StableDiffusionControlNetImg2ImgPipeline
 
-    from ..models.embeddings import encode_job_prompts
-    from ..models.preview import latents_to_preview
     from ..vision.edges import canny_control_image
 
-    owner = getattr(ctx, "owner", None)
-    models = ctx.models
+    models, owner = ctx.models, ctx.owner
 
     # 4a. Load models (cached between jobs), activate the style LoRA, build the pipeline
-    base, base_entry = models.base_pipeline(spec.checkpoint, ARCH, owner)
-    controlnet, cn_entry = models.controlnet(spec.controlnet, base, ARCH, owner)
-    loaded = models.apply_loras(base, loras, owner)
+    base, base_entry = sd.base_pipeline(models, spec.checkpoint, ARCH, owner)
+    controlnet, cn_entry = sd.controlnet(models, spec.controlnet, base, ARCH, owner)
+    loaded = sd.apply_loras(models, base, loras, owner)
     ctx.check_canceled()
-    pipe = models.compose(
+    pipe = sd.compose(
         StableDiffusionControlNetImg2ImgPipeline, base, controlnet=controlnet, requires_safety_checker=False
     )
-    models.set_sampler(pipe, base, spec.sampler)
+    sd.set_sampler(pipe, base, spec.sampler)
 
     # 4b. Conditions: crop at the working size, its canny map, A1111-syntax prompt embeddings
     w, h = gen_size_for(crop.width, crop.height, spec.gen_size)
     init = crop.resize((w, h), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
-    # textual-inversion embeddings named in the prompts (shared ones and the job owner's own), per stage
-    tis = models.prompt_embeddings([prompt_text, spec.negative_prompt], base, ARCH, owner)
-    staged = encode_job_prompts(
-        base, ARCH, prompt_text, spec.negative_prompt, tis, device=models.device, dtype=models.dtype
-    )
+    tis, staged = sd.job_prompts(models, base, ARCH, prompt_text, spec.negative_prompt, owner)
     seed = spec.seed if spec.seed != -1 else random.randint(0, 2**32 - 1)
-    n = _denoise_steps(pipe.scheduler, spec.steps, spec.strength)
+    n = sd.count_steps(pipe.scheduler, spec.steps, spec.strength)
     total = offset + n + 1
     ctx.progress(offset, total, stage="generate")
-
-    def on_step_end(pipe, i, _t, kwargs):
-        want = ctx.wants_preview(i + 1, pipe.num_timesteps)
-        preview = latents_to_preview(kwargs["latents"], ARCH) if want else None
-        ctx.progress(offset + min(i + 1, n), total, stage="generate", preview=preview)
-        return kwargs
 
     # 4c. Denoise
     styled = pipe(
@@ -639,28 +466,29 @@ def _generate_sd15(
         guidance_scale=spec.cfg_scale, controlnet_conditioning_scale=spec.controlnet_weight,
         generator=torch.Generator(device="cpu").manual_seed(seed),
         **staged.first_kwargs(pipe.scheduler, spec.steps, spec.strength),
-        callback_on_step_end=staged.callback(on_step_end),
+        callback_on_step_end=staged.callback(
+            ctx.step_callback(offset=offset, total=total, stage="generate", arch=ARCH)
+        ),
         callback_on_step_end_tensor_inputs=staged.tensor_inputs(pipe),
     ).images[0]  # fmt: skip
 
-    shown = prompt_text + "".join(f" <lora:{x.name}:{x.weight:g}>" for x in loaded)
+    shown = sd.prompt_with_loras(prompt_text, loaded)
     cn_text = (
         f"Module: canny, Model: {cn_entry.name} [{(models.short_hash(cn_entry) or '')[:8]}], "
         f"Weight: {spec.controlnet_weight:g}, Threshold A: {spec.canny_low}, Threshold B: {spec.canny_high}"
     )
-    settings: dict[str, Any] = {
-        "Steps": spec.steps, "Sampler": spec.sampler, "CFG scale": spec.cfg_scale, "Seed": seed,
-        "Size": f"{w}x{h}", "Model hash": models.short_hash(base_entry) or None, "Model": base_entry.name,
-        "Denoising strength": spec.strength, "ControlNet 0": cn_text,
-        "Lora hashes": ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loaded) or None,
-        "TI hashes": tis.ti_hashes(),
-    }  # fmt: skip
+
+    def infotext(stages: dict[str, Any]) -> str:
+        return sd_infotext(
+            shown, spec.negative_prompt, steps=spec.steps, sampler=spec.sampler, cfg_scale=spec.cfg_scale,
+            seed=seed, width=w, height=h, model=base_entry.name, model_hash=models.short_hash(base_entry),
+            denoising_strength=spec.strength, extra={"ControlNet 0": cn_text}, loras=loaded, tis=tis,
+            stages=stages,
+        )  # fmt: skip
+
     info = {
         "seed": seed, "prompt": shown, "gen_size": [w, h], "steps_run": n, "checkpoint": base_entry.name,
-        "controlnet": cn_entry.name, "loras": [{"name": x.name, "weight": x.weight, "hash": x.short_hash} for x in loaded],
-        "embeddings": tis.info(),
+        "controlnet": cn_entry.name, "loras": sd.lora_info(loaded), "embeddings": tis.info(),
     }  # fmt: skip
     # total: segment + inpaint + n denoising steps + composite
-    return styled, {
-        "settings": settings, "prompt": shown, "info": info, "total": offset + n + 1, "warnings": tis.warnings,
-    }  # fmt: skip
+    return styled, {"infotext": infotext, "info": info, "total": total, "warnings": tis.warnings}

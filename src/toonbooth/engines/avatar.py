@@ -9,18 +9,34 @@ Classic backend: face crop + toon filter on the CPU (OpenCV), no weights.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import ClassVar
 
 from PIL import Image
 
-from .. import __version__
+from ..core.artifacts import ImageArtifact
 from ..core.errors import BackendUnavailableError, InputError
-from ..core.images import format_a1111_parameters
 from ..core.specs import AvatarSpec
+from ..models import sd
+from ..models.infotext import plain_infotext, sd_infotext
+from ..models.manager import ModelManager
+from ..models.refs import ModelRef
+from ..models.samplers import resolve_sampler
 from ..vision.edges import check_canny_thresholds
-from .base import EngineContext, EngineResult, NamedImage
+from .base import Engine, EngineContext, EngineOutput
 
 ARCH = "sdxl"
+MISSING_HINT = (
+    " — fetch them with `toonbooth models pull memoji` (the seed's memoji LoRA is not on the hub: "
+    "add it with `toonbooth models add memoji-07.safetensors`)"
+)
+
+
+class AvatarOutput(EngineOutput):
+    """The avatar (pass 2, or pass 1 when there is no second pass) and, neural with two passes, pass 1."""
+
+    primary: ClassVar[str] = "avatar"
+    avatar: ImageArtifact
+    pass1: ImageArtifact | None = None
 
 
 def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -31,41 +47,67 @@ def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return w, h
 
 
-def wanted_models(spec: AvatarSpec) -> list[tuple[str, str]]:
-    wanted = [("checkpoint", spec.checkpoint), ("controlnet", spec.controlnet)]
-    if spec.second_pass and spec.second_checkpoint:
-        wanted.append(("checkpoint", spec.second_checkpoint))
-    wanted += [("lora", lora.name) for lora in spec.loras]
-    return wanted
+def denoise_steps(spec: AvatarSpec) -> tuple[int, int]:
+    """Steps pass 1 and pass 2 run (A1111: int(steps * strength)); errors name the strength field."""
+    steps1 = min(int(spec.steps * spec.strength), spec.steps)
+    steps2 = min(int(spec.steps * spec.second_strength), spec.steps) if spec.second_pass else 0
+    if steps1 < 1:
+        raise InputError("strength", f"steps*strength must give at least one step, got {spec.steps}*{spec.strength}")
+    if spec.second_pass and steps2 < 1:
+        raise InputError(
+            "second_strength", f"steps*second_strength must give at least one step, got {spec.steps}*{spec.second_strength}"
+        )
+    return steps1, steps2
 
 
-def choose_backend(spec: AvatarSpec, ctx: EngineContext) -> tuple[str, str]:
-    if spec.backend == "classic":
-        return "classic", "asked for the classic backend"
-    missing = ctx.models.missing(wanted_models(spec), arch=ARCH, owner=getattr(ctx, "owner", None))
-    if not missing:
-        return "neural", "all weights of the recipe are present"
-    reason = "neural weights missing: " + "; ".join(missing) + (
-        " — fetch them with `toonbooth models pull memoji` (the seed's memoji LoRA is not on the hub: "
-        "add it with `toonbooth models add memoji-07.safetensors`)"
-    )
-    if spec.backend == "neural":
-        raise BackendUnavailableError(reason)
-    return "classic", reason
+class AvatarEngine(Engine[AvatarSpec, AvatarOutput]):
+    kind = "avatar"
+    Spec = AvatarSpec
+    Output = AvatarOutput
+
+    def required_models(self, spec: AvatarSpec) -> list[ModelRef]:
+        refs = [ModelRef("checkpoint", spec.checkpoint, "checkpoint", ARCH),
+                ModelRef("controlnet", spec.controlnet, "controlnet", ARCH)]  # fmt: skip
+        if spec.second_pass and spec.second_checkpoint:
+            refs.append(ModelRef("checkpoint", spec.second_checkpoint, "second_checkpoint", ARCH))
+        refs += [ModelRef("lora", lo.name, f"loras.{i}.name", ARCH) for i, lo in enumerate(spec.loras)]
+        return refs
+
+    def check_inputs(self, spec: AvatarSpec, models: ModelManager, owner: str | None) -> None:
+        check_canny_thresholds(spec.canny_low, spec.canny_high)
+        if spec.backend == "classic":
+            return
+        try:
+            resolve_sampler(spec.sampler)
+        except InputError as exc:
+            raise exc.renamed("sampler") from None
+        denoise_steps(spec)
+        if spec.backend == "neural":
+            self.choose_backend(spec, models, owner)
+
+    def choose_backend(self, spec: AvatarSpec, models: ModelManager, owner: str | None) -> tuple[str, str]:
+        if spec.backend == "classic":
+            return "classic", "asked for the classic backend"
+        missing = models.missing(self.required_models(spec), owner=owner)
+        if not missing:
+            return "neural", "all weights of the recipe are present"
+        reason = "neural weights missing: " + "; ".join(missing) + MISSING_HINT
+        if spec.backend == "neural":
+            raise BackendUnavailableError(reason)
+        return "classic", reason
+
+    def run(self, spec: AvatarSpec, ctx: EngineContext) -> AvatarOutput:
+        # 1. Check inputs (cheap, before any model is touched)
+        check_canny_thresholds(spec.canny_low, spec.canny_high)
+        photo = ctx.load_image(spec.image, field="image")
+        backend, reason = self.choose_backend(spec, ctx.models, ctx.owner)
+        ctx.log(f"backend: {backend} ({reason})")
+        if backend == "classic":
+            return _run_classic(spec, ctx, photo, reason)
+        return _run_neural(spec, ctx, photo, reason)
 
 
-def run(spec: AvatarSpec, ctx: EngineContext) -> EngineResult:
-    # 1. Check inputs (cheap, before any model is touched)
-    check_canny_thresholds(spec.canny_low, spec.canny_high)
-    photo = ctx.load_image(spec.image, field="image")
-    backend, reason = choose_backend(spec, ctx)
-    ctx.log(f"backend: {backend} ({reason})")
-    if backend == "classic":
-        return _run_classic(spec, ctx, photo, reason)
-    return _run_neural(spec, ctx, photo, reason)
-
-
-def _run_classic(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason: str) -> EngineResult:
+def _run_classic(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason: str) -> AvatarOutput:
     from ..vision.toon import classic_avatar
 
     # 1. Toon filter on the head-and-shoulders crop
@@ -73,24 +115,19 @@ def _run_classic(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reaso
     image, face, warnings = classic_avatar(photo, upscale=spec.upscale)
     ctx.progress(1, 1, stage="classic")
     # 2. Describe what was made
-    settings = {
-        "Backend": "classic (OpenCV toon filter, no neural weights)",
-        "Size": f"{image.width}x{image.height}",
-        "Face box": f"{face.x0},{face.y0},{face.x1},{face.y1}" if face else "none",
-        "Upscale": spec.upscale,
-        "Version": f"toonbooth {__version__}",
-    }
-    params = format_a1111_parameters("classic toon avatar", "", settings)
-    info: dict[str, Any] = {"face_box": face.model_dump() if face else None, "size": [image.width, image.height]}
-    return EngineResult([NamedImage("avatar", image, params)], "classic", reason, list(warnings), info)
+    params = plain_infotext("classic toon avatar", {
+        "Backend": "classic (OpenCV toon filter, no neural weights)", "Size": f"{image.width}x{image.height}",
+        "Face box": f"{face.x0},{face.y0},{face.x1},{face.y1}" if face else "none", "Upscale": spec.upscale,
+    })  # fmt: skip
+    info = {"face_box": face.model_dump() if face else None, "size": [image.width, image.height]}
+    return AvatarOutput(avatar=ImageArtifact(image, params), backend="classic", backend_reason=reason,
+                        warnings=list(warnings), info=info)  # fmt: skip
 
 
-def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason: str) -> EngineResult:
+def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason: str) -> AvatarOutput:
     import torch
     from diffusers import StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
-    from ..models.embeddings import encode_job_prompts
-    from ..models.preview import latents_to_preview
     from ..vision.edges import canny_control_image
 
     # 1. Check inputs and derive sizes / seed
@@ -101,116 +138,84 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     seed = spec.seed if spec.seed != -1 else random.randint(0, 2**32 - 1)
     prompt = spec.build_prompt()
     lora_tags = [(lo.name, lo.weight) for lo in spec.loras]
+    steps1, steps2 = denoise_steps(spec)
 
     # 2. Load models (cached between jobs) and activate the LoRAs
-    models = ctx.models
-    owner = getattr(ctx, "owner", None)  # the job owner's own styles (LoRAs) are usable by name
-    base, base_entry = models.base_pipeline(spec.checkpoint, ARCH, owner)
-    controlnet, cn_entry = models.controlnet(spec.controlnet, base, ARCH, owner)
-    loras = models.apply_loras(base, lora_tags, owner)
+    models, owner = ctx.models, ctx.owner  # the job owner's own styles (LoRAs) are usable by name
+    base, base_entry = sd.base_pipeline(models, spec.checkpoint, ARCH, owner)
+    controlnet, cn_entry = sd.controlnet(models, spec.controlnet, base, ARCH, owner)
+    loras = sd.apply_loras(models, base, lora_tags, owner)
     ctx.check_canceled()
-    pass1 = models.compose(StableDiffusionXLControlNetImg2ImgPipeline, base, controlnet=controlnet)
-    models.set_sampler(pass1, base, spec.sampler)
+    pass1 = sd.compose(StableDiffusionXLControlNetImg2ImgPipeline, base, controlnet=controlnet)
+    sd.set_sampler(pass1, base, spec.sampler)
     second_entry = base_entry
     if spec.second_pass:
         if spec.second_checkpoint and spec.second_checkpoint != spec.checkpoint:
-            base2, second_entry = models.base_pipeline(spec.second_checkpoint, ARCH, owner)
-            models.apply_loras(base2, lora_tags, owner)
+            base2, second_entry = sd.base_pipeline(models, spec.second_checkpoint, ARCH, owner)
+            sd.apply_loras(models, base2, lora_tags, owner)
         else:
             base2 = base
-        pass2 = models.compose(StableDiffusionXLImg2ImgPipeline, base2)
-        models.set_sampler(pass2, base2, spec.sampler)
+        pass2 = sd.compose(StableDiffusionXLImg2ImgPipeline, base2)
+        sd.set_sampler(pass2, base2, spec.sampler)
 
     # 3. Prepare conditions: resized photo, canny map, A1111-syntax prompt embeddings
     init = photo.resize((w1, h1), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
-    # textual-inversion embeddings named in the prompts (shared ones and the job owner's own), per stage
-    tis = models.prompt_embeddings([prompt, spec.negative_prompt], base, ARCH, owner)
-    staged = encode_job_prompts(
-        base, ARCH, prompt, spec.negative_prompt, tis, device=models.device, dtype=models.dtype
-    )
-    steps1 = min(int(spec.steps * spec.strength), spec.steps)
-    steps2 = min(int(spec.steps * spec.second_strength), spec.steps) if spec.second_pass else 0
-    if steps1 < 1:
-        raise InputError("strength", f"steps*strength must give at least one step, got {spec.steps}*{spec.strength}")
-    if spec.second_pass and steps2 < 1:
-        raise InputError(
-            "second_strength", f"steps*second_strength must give at least one step, got {spec.steps}*{spec.second_strength}"
-        )
+    tis, staged = sd.job_prompts(models, base, ARCH, prompt, spec.negative_prompt, owner)
     total = steps1 + steps2
     ctx.progress(0, total, stage="pass 1")
 
-    def callback(offset: int, stage: str):
-        def on_step_end(pipe, i, _t, kwargs):
-            want = ctx.wants_preview(i + 1, pipe.num_timesteps)
-            preview = latents_to_preview(kwargs["latents"], ARCH) if want else None
-            ctx.progress(offset + i + 1, total, stage=stage, preview=preview)
-            ctx.check_canceled()
-            return kwargs
-
-        return on_step_end
-
     def generator():
         return torch.Generator(device="cpu").manual_seed(seed)
-
-    embed_kwargs = staged.first_kwargs(pass1.scheduler, spec.steps, spec.strength)
 
     # 4. Denoise: pass 1 (ControlNet canny img2img at the photo's size)
     out1 = pass1(
         image=init, control_image=control, strength=spec.strength, num_inference_steps=spec.steps,
         guidance_scale=spec.cfg_scale, controlnet_conditioning_scale=spec.controlnet_weight,
         control_guidance_start=spec.guidance_start, control_guidance_end=spec.guidance_end,
-        generator=generator(), height=h1, width=w1, callback_on_step_end=staged.callback(callback(0, "pass 1")),
-        callback_on_step_end_tensor_inputs=staged.tensor_inputs(pass1), **embed_kwargs,
-    ).images[0]
+        generator=generator(), height=h1, width=w1,
+        callback_on_step_end=staged.callback(ctx.step_callback(offset=0, total=total, stage="pass 1", arch=ARCH)),
+        callback_on_step_end_tensor_inputs=staged.tensor_inputs(pass1),
+        **staged.first_kwargs(pass1.scheduler, spec.steps, spec.strength),
+    ).images[0]  # fmt: skip
 
     # 5. Denoise: pass 2 (img2img at `upscale`x, no ControlNet) smooths and upscales
     final = out1
     if spec.second_pass:
         up = out1.resize((w2, h2), Image.Resampling.LANCZOS)
+        step2 = ctx.step_callback(offset=steps1, total=total, stage="pass 2", arch=ARCH)
         final = pass2(
             image=up, strength=spec.second_strength, num_inference_steps=spec.steps,
             guidance_scale=spec.cfg_scale, generator=generator(), height=h2, width=w2,
-            callback_on_step_end=staged.callback(callback(steps1, "pass 2")),
-            callback_on_step_end_tensor_inputs=staged.tensor_inputs(pass2),
+            callback_on_step_end=staged.callback(step2), callback_on_step_end_tensor_inputs=staged.tensor_inputs(pass2),
             **staged.first_kwargs(pass2.scheduler, spec.steps, spec.second_strength),
-        ).images[0]
+        ).images[0]  # fmt: skip
 
     # 6. Postprocess: A1111-style parameters text on each image
-    shown_prompt = prompt + "".join(f" <lora:{x.name}:{x.weight:g}>" for x in loras)
-    common = {
-        "Steps": spec.steps, "Sampler": spec.sampler, "CFG scale": spec.cfg_scale, "Seed": seed,
-    }
-    tail = {"Version": f"toonbooth {__version__}"}
-    if loras:
-        tail = {"Lora hashes": ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loras), **tail}
-    if tis.uses:
-        version = tail.pop("Version")
-        tail.update({"TI hashes": tis.ti_hashes(), "Version": version})
+    shown_prompt = sd.prompt_with_loras(prompt, loras)
     cn_text = (
         f"Module: canny, Model: {cn_entry.name} [{(models.short_hash(cn_entry) or '')[:8]}], "
         f"Weight: {spec.controlnet_weight:g}, Guidance Start: {spec.guidance_start:g}, "
         f"Guidance End: {spec.guidance_end:g}, Threshold A: {spec.canny_low}, Threshold B: {spec.canny_high}"
     )
-    p1 = {
-        **common, "Size": f"{w1}x{h1}", "Model hash": models.short_hash(base_entry) or "", "Model": base_entry.name,
-        "Denoising strength": spec.strength, "ControlNet 0": cn_text, **tail,
-    }
-    images = [NamedImage("pass1", out1, format_a1111_parameters(shown_prompt, spec.negative_prompt, p1))]
-    if spec.second_pass:
-        p2 = {
-            **common, "Size": f"{w2}x{h2}", "Model hash": models.short_hash(second_entry) or "",
-            "Model": second_entry.name, "Denoising strength": spec.second_strength, **tail,
-        }
-        images.append(NamedImage("avatar", final, format_a1111_parameters(shown_prompt, spec.negative_prompt, p2)))
-    else:
-        images[0].name = "avatar"
+
+    def infotext(width: int, height: int, entry, strength: float, extra: dict | None) -> str:
+        return sd_infotext(
+            shown_prompt, spec.negative_prompt, steps=spec.steps, sampler=spec.sampler, cfg_scale=spec.cfg_scale,
+            seed=seed, width=width, height=height, model=entry.name, model_hash=models.short_hash(entry),
+            denoising_strength=strength, extra=extra, loras=loras, tis=tis,
+        )  # fmt: skip
+
+    first = ImageArtifact(out1, infotext(w1, h1, base_entry, spec.strength, {"ControlNet 0": cn_text}))
     info = {
         "seed": seed, "prompt": shown_prompt, "size_pass1": [w1, h1], "size": [final.width, final.height],
         "steps_run": [steps1, steps2], "checkpoint": base_entry.name, "controlnet": cn_entry.name,
-        "loras": [{"name": x.name, "weight": x.weight, "hash": x.short_hash} for x in loras],
-        "embeddings": tis.info(),
-    }
+        "loras": sd.lora_info(loras), "embeddings": tis.info(),
+    }  # fmt: skip
     for msg in tis.warnings:
         ctx.log(msg, warning=True)
-    return EngineResult(images, "neural", reason, list(tis.warnings), info)
+    common = {"backend": "neural", "backend_reason": reason, "warnings": list(tis.warnings), "info": info}
+    if not spec.second_pass:
+        return AvatarOutput(avatar=first, **common)
+    second = ImageArtifact(final, infotext(w2, h2, second_entry, spec.second_strength, None))
+    return AvatarOutput(avatar=second, pass1=first, **common)

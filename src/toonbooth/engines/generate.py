@@ -31,33 +31,44 @@ and sd-webui-controlnet (https://github.com/Mikubill/sd-webui-controlnet), on di
   block) (soft injection); "ControlNet is more important" also removes the control from the unconditional
   half of classifier-free guidance (cfg injection) — applied per unit with forward hooks on the
   ControlNet models, so units can differ. Several units run as a diffusers MultiControlNetModel.
-* Every image gets A1111 infotext; `EngineResult.info` has the fields of A1111's `Processed.js()`, plus
-  `ignored`: the request fields that were accepted but not honoured (their reasons are in `warnings`).
+* Every image gets A1111 infotext; `GenerateOutput` carries the typed facts A1111's `Processed.js()` is made
+  of (the A1111 adapter builds that dict), plus `ignored`: the request fields that were accepted but not
+  honoured (their reasons are in `warnings`).
 """
 
 from __future__ import annotations
 
 import datetime
-import inspect
-import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import cv2
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
+from pydantic import BaseModel
 
-from .. import __version__
-from ..core.errors import InputError, ModelNotFoundError
-from ..core.images import format_a1111_parameters, from_array, to_rgb_array
+from ..core.artifacts import ImageArtifact
+from ..core.errors import InputError
 from ..core.specs import ControlNetUnit, GenerateSpec
-from .base import EngineContext, EngineResult, NamedImage
+from ..models import sd
+from ..models.infotext import sd_infotext, version_text
+from ..models.manager import ModelManager
+from ..models.refs import ModelRef
+from ..models.seeds import job_seeds, variation_noise
+from ..vision.a1111_image import (
+    binary_mask,
+    blur_mask,
+    crop_region,
+    expand_crop_region,
+    fill_masked,
+    latent_mask_blocks,
+    paste_region,
+    resize_image,
+)
+from ..vision.control import canny_thresholds, control_map, unit_text
+from .base import Engine, EngineContext, EngineOutput, resolve_or_field_error
 
 SUPPORTED_ARCHS = ("sd15", "sdxl")
 MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
-CANNY_DEFAULTS = (100, 200)  # sd-webui-controlnet slider defaults (threshold_a / threshold_b = -1)
-DEFAULT_PROCESSOR_RES = 512
-SOFT_INJECTION_BASE = 0.825  # sd-webui-controlnet / ControlNet "soft injection" per-depth factor
 
 _PIPELINES = {
     ("sd15", "txt2img", False): "StableDiffusionPipeline",
@@ -80,305 +91,51 @@ def pipeline_name(arch: str, route: str, controlnet: bool) -> str:
     return _PIPELINES[(arch, route, controlnet)]
 
 
-# --------------------------------------------------------------------------------------------------
-# Seeds and noise
-# --------------------------------------------------------------------------------------------------
+class GenerateFacts(BaseModel):
+    """What A1111's `Processed` reports about a generate job's images (stored as the job's info; the A1111
+    adapter builds `Processed.js()` from it)."""
+
+    prompt: str
+    negative_prompt: str
+    seeds: list[int]
+    subseeds: list[int]
+    subseed_strength: float
+    width: int
+    height: int
+    sampler_name: str
+    scheduler: str
+    cfg_scale: float
+    steps: int
+    batch_size: int
+    n_iter: int
+    sd_model_name: str
+    sd_model_hash: str | None
+    seed_resize_from_w: int
+    seed_resize_from_h: int
+    denoising_strength: float | None
+    extra_generation_params: dict[str, Any]
+    infotexts: list[str]
+    clip_skip: int
+    is_using_inpainting_conditioning: bool
+    job_timestamp: str
+    version: str
+    pipeline: str
+    loras: list[dict[str, Any]]
+    embeddings: list[dict[str, Any]]
+    ignored: list[str]
 
 
-def job_seeds(seed: int, count: int) -> list[int]:
-    """A1111: image i of the job uses seed + i; -1 picks a random base seed first."""
-    base = random.randint(0, 2**32 - 1) if seed == -1 else seed
-    return [base + i for i in range(count)]
+class GenerateOutput(EngineOutput, GenerateFacts):
+    """The images of a generate job (image-0, image-1, ...) and their facts."""
 
+    primary: ClassVar[str] = "images"
+    item_names: ClassVar[dict[str, str]] = {"images": "image-{i}"}
 
-def slerp(val: float, low, high, dim: int = 1):
-    """Spherical interpolation of two noise tensors along `dim` (A1111 `processing.slerp`, which uses
-    dim 1 of its C x H x W noise); falls back to linear interpolation for nearly parallel inputs."""
-    import torch
-
-    low_n = low / torch.norm(low, dim=dim, keepdim=True)
-    high_n = high / torch.norm(high, dim=dim, keepdim=True)
-    dot = (low_n * high_n).sum(dim)
-    if dot.mean() > 0.9995:
-        return low * (1.0 - val) + high * val
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(dim) * low + (
-        torch.sin(val * omega) / so
-    ).unsqueeze(dim) * high
-
-
-def variation_noise(shape: tuple[int, ...], seeds: list[int], subseeds: list[int], strength: float):
-    """Start noise (B, C, H, W) of a batch: each image's seeded noise, slerped towards its subseed's."""
-    import torch
-
-    out = []
-    for s, sub in zip(seeds, subseeds, strict=True):
-        noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s))
-        if strength > 0:
-            other = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(sub))
-            noise = slerp(strength, noise, other)
-        out.append(noise)
-    return torch.stack(out)
-
-
-# --------------------------------------------------------------------------------------------------
-# Image fitting, masks and compositing (A1111 images.resize_image / masking)
-# --------------------------------------------------------------------------------------------------
-
-
-def resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
-    """A1111 img2img resize modes: 0 stretch, 1 cover + centre crop, 2 fit + borders filled by stretching
-    the image's edge rows / columns (3, latent upscale, is not handled here)."""
-    lanczos = Image.Resampling.LANCZOS
-    if mode == 0:
-        return im.resize((width, height), lanczos)
-    ratio, src_ratio = width / height, im.width / im.height
-    if mode == 1:
-        if ratio > src_ratio:
-            w, h = width, max(1, im.height * width // im.width)
-        else:
-            w, h = max(1, im.width * height // im.height), height
-        resized = im.resize((w, h), lanczos)
-        out = Image.new(im.mode, (width, height))
-        out.paste(resized, (width // 2 - w // 2, height // 2 - h // 2))
-        return out
-    if mode == 2:
-        if ratio < src_ratio:
-            w, h = width, max(1, im.height * width // im.width)
-        else:
-            w, h = max(1, im.width * height // im.height), height
-        resized = im.resize((w, h), lanczos)
-        out = Image.new(im.mode, (width, height))
-        x0, y0 = width // 2 - w // 2, height // 2 - h // 2
-        out.paste(resized, (x0, y0))
-        below, right = height - y0 - h, width - x0 - w
-        if y0 > 0:  # bands above / below: the first / last row stretched
-            out.paste(resized.resize((width, y0), lanczos, box=(0, 0, w, 0)), (0, 0))
-        if below > 0:
-            out.paste(resized.resize((width, below), lanczos, box=(0, h, w, h)), (0, y0 + h))
-        if x0 > 0:  # bands left / right: the first / last column stretched
-            out.paste(resized.resize((x0, height), lanczos, box=(0, 0, 0, h)), (0, 0))
-        if right > 0:
-            out.paste(resized.resize((right, height), lanczos, box=(w, 0, w, h)), (x0 + w, 0))
-        return out
-    raise InputError("resize_mode", f"must be 0, 1 or 2 here, got {mode}", mode)
-
-
-def binary_mask(mask: Image.Image, invert: bool) -> Image.Image:
-    """A1111 `create_binary_mask` (round=True): greyscale, > 128 -> 255 else 0; then optional inversion."""
-    grey = np.asarray(mask.convert("L"))
-    out = np.where(grey > 128, 255, 0).astype(np.uint8)
-    if invert:
-        out = 255 - out
-    return Image.fromarray(out, "L")
-
-
-def blur_mask(mask: Image.Image, blur: int) -> Image.Image:
-    """A1111's separable Gaussian mask blur: kernel 2*int(2.5*blur+0.5)+1 along x, then y, sigma = blur."""
-    if blur <= 0:
-        return mask
-    arr = np.asarray(mask, dtype=np.uint8)
-    k = 2 * int(2.5 * blur + 0.5) + 1
-    arr = cv2.GaussianBlur(arr, (k, 1), blur)
-    arr = cv2.GaussianBlur(arr, (1, k), blur)
-    return Image.fromarray(arr, "L")
-
-
-def crop_region(mask: Image.Image, pad: int) -> tuple[int, int, int, int] | None:
-    """Box (x1, y1, x2, y2) of the mask's non-zero pixels grown by `pad`, clamped; None for an empty mask."""
-    box = mask.getbbox()
-    if box is None:
-        return None
-    x1, y1, x2, y2 = box
-    return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height)
-
-
-def expand_crop_region(
-    region: tuple[int, int, int, int], width: int, height: int, image_w: int, image_h: int
-) -> tuple[int, int, int, int]:
-    """Grow the box along its short direction to the width/height aspect ratio, staying inside the image
-    (A1111 `masking.expand_crop_region`)."""
-    x1, y1, x2, y2 = region
-    if (x2 - x1) / (y2 - y1) > width / height:
-        diff = int((x2 - x1) * height / width - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= image_h:
-            y1, y2 = y1 - (y2 - image_h), image_h
-        if y1 < 0:
-            y2, y1 = y2 - y1, 0
-        y2 = min(y2, image_h)
-    else:
-        diff = int((y2 - y1) * width / height - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= image_w:
-            x1, x2 = x1 - (x2 - image_w), image_w
-        if x1 < 0:
-            x2, x1 = x2 - x1, 0
-        x2 = min(x2, image_w)
-    return x1, y1, x2, y2
-
-
-def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """Pre-fill the masked area with the blurred colours around it (A1111 `masking.fill`, "fill"): the
-    unmasked pixels, premultiplied by their opacity, are blurred at falling radii and laid over each other,
-    the last layer (radius 0) being the unmasked pixels themselves."""
-    keep = ImageOps.invert(mask.convert("L"))
-    layer = Image.new("RGBa", image.size)
-    layer.paste(image.convert("RGBA").convert("RGBa"), mask=keep)
-    out = Image.new("RGBA", image.size)
-    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
-        blurred = layer.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
-        for _ in range(repeats):
-            out.alpha_composite(blurred)
-    return out.convert("RGB")
-
-
-def latent_mask_blocks(mask: Image.Image, width: int, height: int, scale: int = 8) -> np.ndarray:
-    """A1111's latent mask: the mask resized to latent size (bicubic), scaled to [0, 1] and rounded; (h, w)."""
-    small = mask.convert("L").resize((width // scale, height // scale), Image.Resampling.BICUBIC)
-    return np.around(np.asarray(small, dtype=np.float32) / 255.0)
-
-
-def paste_back(original: Image.Image, generated: Image.Image, alpha: np.ndarray) -> Image.Image:
-    """original * (1 - alpha) + generated * alpha, alpha in [0, 1] (A1111 `apply_overlay`)."""
-    a = alpha.astype(np.float32)[..., None]
-    out = (
-        to_rgb_array(original).astype(np.float32) * (1.0 - a) + to_rgb_array(generated).astype(np.float32) * a
-    )
-    return from_array(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    images: list[ImageArtifact]
 
 
 # --------------------------------------------------------------------------------------------------
-# ControlNet preprocessing
-# --------------------------------------------------------------------------------------------------
-
-
-def _cv_resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:
-    shrink = w * h < arr.shape[0] * arr.shape[1]
-    return cv2.resize(
-        arr, (max(1, w), max(1, h)), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    )
-
-
-def pixel_perfect_resolution(image_w: int, image_h: int, width: int, height: int, resize_mode: str) -> int:
-    """sd-webui-controlnet pixel perfect: the preprocessor's short side that makes its map the
-    generation size after the unit's resize mode."""
-    k = (min if resize_mode == "Resize and Fill" else max)(height / image_h, width / image_w)
-    return int(round(k * min(image_w, image_h)))
-
-
-def fit_map(arr: np.ndarray, width: int, height: int, resize_mode: str, binary: bool) -> np.ndarray:
-    """Fit a control map (H x W x 3 uint8) to width x height: stretch, cover + centre crop, or fit + black
-    borders; binary maps are re-thresholded at 127 so resizing does not blur the edges."""
-    ih, iw = arr.shape[:2]
-    if resize_mode == "Just Resize":
-        out = _cv_resize(arr, width, height)
-    else:
-        k = (max if resize_mode == "Crop and Resize" else min)(width / iw, height / ih)
-        w, h = max(1, int(round(iw * k))), max(1, int(round(ih * k)))
-        scaled = _cv_resize(arr, w, h)
-        if resize_mode == "Crop and Resize":
-            x0, y0 = max(0, (w - width) // 2), max(0, (h - height) // 2)
-            out = scaled[y0 : y0 + height, x0 : x0 + width]
-            if out.shape[:2] != (height, width):  # rounding left a pixel short
-                out = _cv_resize(out, width, height)
-        else:
-            out = np.zeros((height, width, 3), dtype=np.uint8)
-            h, w = min(h, height), min(w, width)
-            y0, x0 = (height - h) // 2, (width - w) // 2
-            out[y0 : y0 + h, x0 : x0 + w] = scaled[:h, :w]
-    if binary:
-        out = np.where(out > 127, 255, 0).astype(np.uint8)
-    return np.ascontiguousarray(out)
-
-
-def canny_thresholds(unit: ControlNetUnit, index: int) -> tuple[int, int]:
-    low = CANNY_DEFAULTS[0] if unit.threshold_a == -1 else int(round(unit.threshold_a))
-    high = CANNY_DEFAULTS[1] if unit.threshold_b == -1 else int(round(unit.threshold_b))
-    if low > high:
-        raise InputError(
-            f"controlnet_units.{index}.threshold_a",
-            f"canny low threshold must be <= threshold_b ({high}), got {unit.threshold_a:g}",
-            unit.threshold_a,
-        )
-    return low, high
-
-
-def control_map(
-    source: Image.Image, unit: ControlNetUnit, index: int, width: int, height: int
-) -> Image.Image:
-    """The unit's control image at width x height: preprocess (`module`), then fit (`resize_mode`)."""
-    from ..vision.edges import canny_control_image
-
-    rgb = to_rgb_array(source)
-    if unit.module == "none":
-        return from_array(fit_map(rgb, width, height, unit.resize_mode, binary=False))
-    if unit.module == "invert":
-        return from_array(fit_map(255 - rgb, width, height, unit.resize_mode, binary=False))
-    if unit.module == "canny":
-        low, high = canny_thresholds(unit, index)
-        if unit.pixel_perfect:
-            res = pixel_perfect_resolution(source.width, source.height, width, height, unit.resize_mode)
-        else:
-            res = DEFAULT_PROCESSOR_RES if unit.processor_res == -1 else unit.processor_res
-        k = res / min(source.width, source.height)
-        scaled = _cv_resize(rgb, int(round(source.width * k)), int(round(source.height * k)))
-        edges = to_rgb_array(canny_control_image(from_array(scaled), low, high))
-        return from_array(fit_map(edges, width, height, unit.resize_mode, binary=True))
-    raise InputError(f"controlnet_units.{index}.module", f"unsupported module {unit.module!r}", unit.module)
-
-
-class ControlModeHooks:
-    """Per-unit control modes as forward hooks on the ControlNet models (removed by `close`).
-
-    Soft injection multiplies residual j of n (the middle block last) by 0.825^(n-1-j); cfg injection zeroes
-    the residuals of the unconditional half of the batch. A model used by several units is called once per
-    unit per step, in unit order, so its hook walks through those units' modes in turn."""
-
-    def __init__(self, pipe: Any, models: list[Any], modes: list[str]):
-        self._handles = []
-        by_model: dict[int, list[str]] = {}
-        objects: dict[int, Any] = {}
-        for model, mode in zip(models, modes, strict=True):
-            by_model.setdefault(id(model), []).append(mode)
-            objects[id(model)] = model
-        for key, unit_modes in by_model.items():
-            if all(m == "Balanced" for m in unit_modes):
-                continue
-            self._handles.append(objects[key].register_forward_hook(self._hook(pipe, unit_modes)))
-
-    @staticmethod
-    def _hook(pipe: Any, modes: list[str]):
-        calls = [0]
-
-        def hook(_module, _args, output):
-            mode = modes[calls[0] % len(modes)]
-            calls[0] += 1
-            if mode == "Balanced":
-                return output
-            down, mid = output[0], output[1]
-            n = len(down) + 1
-            down = [d * SOFT_INJECTION_BASE ** (n - 1 - j) for j, d in enumerate(down)]
-            if mode == "ControlNet is more important" and pipe.do_classifier_free_guidance:
-                half = mid.shape[0] // 2
-                keep = [0.0] * half + [1.0] * (mid.shape[0] - half)
-                down = [d * d.new_tensor(keep).view(-1, 1, 1, 1) for d in down]
-                mid = mid * mid.new_tensor(keep).view(-1, 1, 1, 1)
-            return (down, mid, *output[2:])
-
-        return hook
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-
-# --------------------------------------------------------------------------------------------------
-# The job
+# Checking (no weights loaded)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -407,14 +164,7 @@ class _Checked:
     warnings: list[str] = field(default_factory=list)
 
 
-def _lookup(models: Any, name: str, kind: str, owner: str | None, field_name: str):
-    try:
-        return models.entry(name, kind, owner)
-    except ModelNotFoundError as exc:
-        raise InputError(field_name, str(exc), name) from None
-
-
-def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _Checked:
+def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None = None) -> _Checked:
     """Everything that can be refused without loading weights: sampler, checkpoint family, LoRA tags,
     ControlNet models, step count, seeds; and the list of fields accepted but not honoured."""
     from ..models.prompts import check_lora_names, extract_lora_tags
@@ -431,10 +181,9 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
     try:
         sampler, schedule = resolve_sampler(spec.sampler_name, spec.scheduler)
     except InputError as exc:
-        name = "scheduler" if exc.field == "schedule_type" else "sampler_name"
-        raise InputError(name, str(exc).split(": ", 1)[-1], exc.value) from None
+        raise exc.renamed("scheduler" if exc.field == "schedule_type" else "sampler_name") from None
     # checkpoint family
-    entry = _lookup(models, spec.checkpoint, "checkpoint", owner, "checkpoint")
+    entry = resolve_or_field_error(models, ModelRef("checkpoint", spec.checkpoint, "checkpoint"), owner)
     if entry.arch not in SUPPORTED_ARCHS:
         raise InputError(
             "checkpoint",
@@ -449,7 +198,7 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
     check_lora_names(tags, models.registry.names("lora", owner))
     loras: list[tuple[str, float]] = []
     for tag in tags:
-        lora = _lookup(models, tag.name, "lora", owner, "prompt")
+        lora = resolve_or_field_error(models, ModelRef("lora", tag.name, "prompt"), owner)
         if lora.arch not in (arch, "unknown"):
             raise InputError(
                 "prompt", f"LoRA {tag.name!r} is for {lora.arch}, the checkpoint is {arch}", tag.name
@@ -463,7 +212,7 @@ def check_inputs(spec: GenerateSpec, models: Any, owner: str | None = None) -> _
     for i, unit in enumerate(spec.controlnet_units):
         if not unit.enabled:
             continue
-        cn = _lookup(models, unit.model, "controlnet", owner, f"controlnet_units.{i}.model")
+        cn = resolve_or_field_error(models, ModelRef("controlnet", unit.model, f"controlnet_units.{i}.model"), owner)
         if cn.arch not in (arch, "unknown"):
             raise InputError(
                 f"controlnet_units.{i}.model",
@@ -593,275 +342,177 @@ def prepare_images(
     return prep
 
 
-def _latent_fill_hook(pipe: Any, prep: _Prepared, fill: int, seeds_ref: dict[str, list[int]]) -> None:
-    """Masked content 2 / 3: replace the init latents inside the latent mask by seeded noise / zeros
-    (A1111 img2img `init`). Wraps the pipeline's VAE encoding of the init image (not of the masked image
-    that inpainting UNets are conditioned on)."""
-    import torch
 
-    encode = pipe._encode_vae_image
-    prepare_mask = pipe.prepare_mask_latents
-    state = {"conditioning": False}
-
-    def prepare_mask_latents(*args, **kwargs):
-        state["conditioning"] = True
-        try:
-            return prepare_mask(*args, **kwargs)
-        finally:
-            state["conditioning"] = False
-
-    def encode_init(image, generator=None):
-        latents = encode(image=image, generator=generator)
-        if state["conditioning"]:
-            return latents
-        m = torch.from_numpy(prep.latmask).to(latents.device, latents.dtype)[None, None]
-        if fill == 3:
-            return latents * (1 - m)
-        noise = torch.cat([
-            torch.randn(latents.shape[1:], generator=torch.Generator("cpu").manual_seed(s))[None]
-            for s in seeds_ref["seeds"]
-        ]).to(latents.device, latents.dtype)  # fmt: skip
-        return latents[:1] * (1 - m) + noise * m
-
-    pipe._encode_vae_image = encode_init
-    pipe.prepare_mask_latents = prepare_mask_latents
+# --------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------
 
 
-def count_steps(scheduler: Any, steps: int, strength: float | None) -> int:
-    """Denoising-loop iterations of one pipeline call (what `callback_on_step_end` counts): the scheduler's
-    timesteps, minus those img2img skips (diffusers `get_timesteps`)."""
-    sched = type(scheduler).from_config(scheduler.config)
-    sched.set_timesteps(steps, device="cpu")
-    n = len(sched.timesteps)
-    if strength is not None:
-        t_start = max(steps - min(int(steps * strength), steps), 0)
-        n -= t_start * getattr(sched, "order", 1)
-    return max(n, 1)
+class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
+    kind = "generate"
+    Spec = GenerateSpec
+    Output = GenerateOutput
 
+    def required_models(self, spec: GenerateSpec) -> list[ModelRef]:
+        refs = [ModelRef("checkpoint", spec.checkpoint, "checkpoint")]
+        refs += [
+            ModelRef("controlnet", u.model, f"controlnet_units.{i}.model")
+            for i, u in enumerate(spec.controlnet_units) if u.enabled
+        ]  # fmt: skip
+        return refs
 
-def _call_kwargs(pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Keep the keyword arguments this pipeline's `__call__` takes (img2img ones have no height/width:
-    their size is the init image's, which already is width x height)."""
-    accepted = set(inspect.signature(pipe.__call__).parameters)
-    return {k: v for k, v in kwargs.items() if k in accepted}
+    def check_inputs(self, spec: GenerateSpec, models: ModelManager, owner: str | None) -> None:
+        check_generate(spec, models, owner)
 
+    def run(self, spec: GenerateSpec, ctx: EngineContext) -> GenerateOutput:
+        import diffusers
+        import torch
+        from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-def run(spec: GenerateSpec, ctx: EngineContext) -> EngineResult:
-    import diffusers
-    import torch
-    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+        from ..models.guidance import ControlModeHooks, latent_fill_hook
 
-    from ..models.embeddings import encode_job_prompts
-    from ..models.preview import latents_to_preview
+        models = ctx.models
+        w, h = spec.width, spec.height
 
-    models = ctx.models
-    owner = getattr(ctx, "owner", None)
-    w, h = spec.width, spec.height
+        # 1. Check inputs (cheap, before any weights are loaded)
+        checked = check_generate(spec, models, ctx.owner)
+        arch, entry = checked.arch, checked.entry
+        warnings = list(checked.warnings)
+        prep = prepare_images(spec, ctx, inpainting_unet=bool(entry.inpainting), warnings=warnings)
+        for unit in checked.units:
+            if unit.spec.image is not None:
+                unit.image = ctx.load_image(unit.spec.image, field=f"controlnet_units.{unit.index}.image")
+            else:
+                unit.image = prep.photo
+        ctx.check_canceled()
 
-    # 1. Check inputs (cheap, before any weights are loaded)
-    checked = check_inputs(spec, models, owner)
-    arch, entry = checked.arch, checked.entry
-    warnings = list(checked.warnings)
-    prep = prepare_images(spec, ctx, inpainting_unet=bool(entry.inpainting), warnings=warnings)
-    for unit in checked.units:
-        if unit.spec.image is not None:
-            unit.image = ctx.load_image(unit.spec.image, field=f"controlnet_units.{unit.index}.image")
-        else:
-            unit.image = prep.photo
-    ctx.check_canceled()
+        # 2. Load models (cached between jobs), activate the prompt's LoRAs, build the pipeline
+        base, entry = sd.base_pipeline(models, spec.checkpoint, arch, ctx.owner)
+        loaded_loras = sd.apply_loras(models, base, checked.loras, ctx.owner)
+        for unit in checked.units:
+            unit.model, unit.entry = sd.controlnet(models, unit.spec.model, base, arch, ctx.owner)
+        ctx.check_canceled()
+        cls = getattr(diffusers, pipeline_name(arch, prep.route, bool(checked.units)))
+        extra: dict[str, Any] = {}
+        if checked.units:
+            cn_models = [u.model for u in checked.units]
+            extra["controlnet"] = cn_models[0] if len(cn_models) == 1 else MultiControlNetModel(cn_models)
+        if arch != "sdxl":
+            extra["requires_safety_checker"] = False
+        pipe = sd.compose(cls, base, **extra)
+        sd.set_sampler(pipe, base, checked.sampler, checked.schedule, field="sampler_name", schedule_field="scheduler")
+        seeds_ref: dict[str, list[int]] = {"seeds": []}
+        if prep.route == "inpaint" and prep.latmask is not None and spec.inpainting_fill in (2, 3):
+            latent_fill_hook(pipe, prep.latmask, spec.inpainting_fill, seeds_ref)
 
-    # 2. Load models (cached between jobs), activate the prompt's LoRAs, build the pipeline
-    if entry.inpainting:
-        base, entry = models.inpaint_base_pipeline(spec.checkpoint, arch, owner)
-    else:
-        base, entry = models.base_pipeline(spec.checkpoint, arch, owner)
-    loaded_loras = models.apply_loras(base, checked.loras, owner)
-    for unit in checked.units:
-        unit.model, unit.entry = models.controlnet(unit.spec.model, base, arch, owner)
-    ctx.check_canceled()
-    cls = getattr(diffusers, pipeline_name(arch, prep.route, bool(checked.units)))
-    extra: dict[str, Any] = {}
-    if checked.units:
-        cn_models = [u.model for u in checked.units]
-        extra["controlnet"] = cn_models[0] if len(cn_models) == 1 else MultiControlNetModel(cn_models)
-    if arch != "sdxl":
-        extra["requires_safety_checker"] = False
-    pipe = models.compose(cls, base, **extra)
-    try:
-        models.set_sampler(pipe, base, checked.sampler, checked.schedule)
-    except InputError as exc:
-        name = "scheduler" if exc.field == "schedule_type" else "sampler_name"
-        raise InputError(name, str(exc).split(": ", 1)[-1], exc.value) from None
-    seeds_ref: dict[str, list[int]] = {"seeds": []}
-    if prep.route == "inpaint" and prep.latmask is not None and spec.inpainting_fill in (2, 3):
-        _latent_fill_hook(pipe, prep, spec.inpainting_fill, seeds_ref)
-
-    # 3. Prepare conditions: control maps, A1111-syntax prompt embeddings
-    controls: list[Image.Image] = []
-    for unit in checked.units:
-        source = unit.image
-        assert source is not None  # the spec refuses txt2img units without an image
-        if prep.region is not None and prep.original is not None:  # "only masked": the same box of the map
-            source = source.resize(prep.original.size, Image.Resampling.LANCZOS).crop(prep.region)
-        controls.append(control_map(source, unit.spec, unit.index, w, h))
-    # textual-inversion embeddings named in the prompts (shared ones and the owner's own), per stage
-    tis = models.prompt_embeddings([checked.prompt_text, spec.negative_prompt], base, arch, owner)
-    warnings += tis.warnings
-    staged = encode_job_prompts(
-        base, arch, checked.prompt_text, spec.negative_prompt, tis, device=models.device, dtype=models.dtype,
-        clip_skip=spec.clip_skip,
-    )  # fmt: skip
-    strength = 1.0 if prep.route == "inpaint" and spec.mode == "txt2img" else checked.strength
-    embed_kwargs = staged.first_kwargs(pipe.scheduler, spec.steps, strength)
-    per_call = count_steps(pipe.scheduler, spec.steps, strength)
-    total = per_call * spec.n_iter
-    common: dict[str, Any] = {
-        **embed_kwargs, "num_inference_steps": spec.steps, "guidance_scale": spec.cfg_scale,
-        "num_images_per_prompt": spec.batch_size, "height": h, "width": w, "output_type": "pil",
-    }  # fmt: skip
-    if prep.route != "txt2img":
-        common.update(image=prep.init, strength=strength)
-    if prep.route == "inpaint":
-        common["mask_image"] = prep.mask
-    if checked.units:
-        many = len(checked.units) > 1
-        specs = [u.spec for u in checked.units]
-        common["image" if prep.route == "txt2img" else "control_image"] = controls if many else controls[0]
-        common["controlnet_conditioning_scale"] = [u.weight for u in specs] if many else specs[0].weight
-        common["control_guidance_start"] = (
-            [u.guidance_start for u in specs] if many else specs[0].guidance_start
+        # 3. Prepare conditions: control maps, A1111-syntax prompt embeddings
+        controls: list[Image.Image] = []
+        for unit in checked.units:
+            source = unit.image
+            assert source is not None  # the spec refuses txt2img units without an image
+            if prep.region is not None and prep.original is not None:  # "only masked": the same box of the map
+                source = source.resize(prep.original.size, Image.Resampling.LANCZOS).crop(prep.region)
+            controls.append(control_map(source, unit.spec, unit.index, w, h))
+        tis, staged = sd.job_prompts(
+            models, base, arch, checked.prompt_text, spec.negative_prompt, ctx.owner, clip_skip=spec.clip_skip
         )
-        common["control_guidance_end"] = [u.guidance_end for u in specs] if many else specs[0].guidance_end
-    hooks = ControlModeHooks(
-        pipe, [u.model for u in checked.units], [u.spec.control_mode for u in checked.units]
-    )
-
-    # 4. Denoise: n_iter batches of batch_size images, one 0..100 progress stream
-    generated: list[Image.Image] = []
-    try:
-        ctx.progress(0, total, stage="generate")
-        for it in range(spec.n_iter):
-            batch = slice(it * spec.batch_size, (it + 1) * spec.batch_size)
-            seeds, subseeds = checked.seeds[batch], checked.subseeds[batch]
-            seeds_ref["seeds"] = seeds
-            kwargs = dict(common)
-            kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-            if spec.mode == "txt2img" and spec.subseed_strength > 0:
-                shape = (
-                    pipe.unet.config.out_channels,
-                    h // pipe.vae_scale_factor,
-                    w // pipe.vae_scale_factor,
-                )
-                noise = variation_noise(shape, seeds, subseeds, spec.subseed_strength)
-                kwargs["latents"] = noise.to(models.device, models.dtype)
-
-            def on_step_end(pipe_, i, _t, cb_kwargs, offset=it * per_call):
-                want = ctx.wants_preview(i + 1, pipe_.num_timesteps)
-                preview = latents_to_preview(cb_kwargs["latents"], arch) if want else None
-                ctx.progress(min(offset + i + 1, total), total, stage="generate", preview=preview)
-                return cb_kwargs
-
-            kwargs["callback_on_step_end"] = staged.callback(on_step_end)  # + stage swaps of multi-stage TIs
-            kwargs["callback_on_step_end_tensor_inputs"] = staged.tensor_inputs(pipe)
-            out = pipe(**_call_kwargs(pipe, kwargs))
-            generated.extend(out.images)
-            ctx.progress((it + 1) * per_call, total, stage="generate")
-    finally:
-        hooks.close()
-
-    # 5. Postprocess: paste the original back outside the mask, A1111 infotext, info
-    finals = [_paste(img, prep) for img in generated]
-    model_hash = models.short_hash(entry) or ""
-    settings_common = {
-        "Steps": spec.steps, "Sampler": checked.sampler,
-        "Schedule type": None if checked.schedule == "Automatic" else checked.schedule,
-        "CFG scale": spec.cfg_scale,
-    }  # fmt: skip
-    tail: dict[str, Any] = {}
-    if loaded_loras:
-        tail["Lora hashes"] = ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loaded_loras)
-    if tis.uses:
-        tail["TI hashes"] = tis.ti_hashes()
-    tail["Version"] = f"toonbooth {__version__}"
-    cn_params = {f"ControlNet {n}": _unit_text(u) for n, u in enumerate(checked.units)}
-    infotexts = []
-    for k, _img in enumerate(finals):
-        settings = {
-            **settings_common, "Seed": checked.seeds[k], "Size": f"{w}x{h}",
-            "Model hash": model_hash or None, "Model": entry.name,
-            "Variation seed": checked.subseeds[k] if spec.subseed_strength > 0 else None,
-            "Variation seed strength": spec.subseed_strength if spec.subseed_strength > 0 else None,
-            "Denoising strength": checked.strength,
-            "Clip skip": spec.clip_skip if spec.clip_skip > 1 and arch != "sdxl" else None,
-            **prep.extra, **cn_params, **tail,
+        warnings += tis.warnings
+        strength = 1.0 if prep.route == "inpaint" and spec.mode == "txt2img" else checked.strength
+        per_call = sd.count_steps(pipe.scheduler, spec.steps, strength)
+        total = per_call * spec.n_iter
+        common: dict[str, Any] = {
+            **staged.first_kwargs(pipe.scheduler, spec.steps, strength), "num_inference_steps": spec.steps,
+            "guidance_scale": spec.cfg_scale, "num_images_per_prompt": spec.batch_size, "height": h, "width": w,
+            "output_type": "pil",
         }  # fmt: skip
-        infotexts.append(format_a1111_parameters(spec.prompt, spec.negative_prompt, settings))
-    images = [NamedImage(f"image-{k}", img, infotexts[k]) for k, img in enumerate(finals)]
-    n = len(finals)
-    info: dict[str, Any] = {
-        "prompt": spec.prompt, "all_prompts": [spec.prompt] * n,
-        "negative_prompt": spec.negative_prompt, "all_negative_prompts": [spec.negative_prompt] * n,
-        "seed": checked.seeds[0], "all_seeds": checked.seeds,
-        "subseed": checked.subseeds[0], "all_subseeds": checked.subseeds, "subseed_strength": spec.subseed_strength,
-        "width": w, "height": h, "sampler_name": checked.sampler, "scheduler": checked.schedule,
-        "cfg_scale": spec.cfg_scale, "steps": spec.steps, "batch_size": spec.batch_size, "n_iter": spec.n_iter,
-        "restore_faces": False, "face_restoration_model": None,
-        "sd_model_name": entry.name, "sd_model_hash": model_hash or None, "sd_vae_name": None, "sd_vae_hash": None,
-        "seed_resize_from_w": spec.seed_resize_from_w, "seed_resize_from_h": spec.seed_resize_from_h,
-        "denoising_strength": checked.strength,
-        "extra_generation_params": {**prep.extra, **cn_params, **tail},
-        "index_of_first_image": 0, "infotexts": infotexts, "styles": [],
-        "job_timestamp": datetime.datetime.now().strftime("%Y%m%d%H%M%S"),
-        "clip_skip": spec.clip_skip, "is_using_inpainting_conditioning": bool(entry.inpainting),
-        "version": f"toonbooth {__version__}",
-        "pipeline": cls.__name__, "loras": [{"name": x.name, "weight": x.weight, "hash": x.short_hash} for x in loaded_loras],
-        "embeddings": tis.info(), "ignored": sorted(set(checked.ignored)),
-    }  # fmt: skip
-    for msg in warnings:
-        ctx.log(msg, warning=True)
-    return EngineResult(images, "neural", f"diffusers {cls.__name__}", warnings, info)
+        if prep.route != "txt2img":
+            common.update(image=prep.init, strength=strength)
+        if prep.route == "inpaint":
+            common["mask_image"] = prep.mask
+        if checked.units:
+            many = len(checked.units) > 1
+            specs = [u.spec for u in checked.units]
+            common["image" if prep.route == "txt2img" else "control_image"] = controls if many else controls[0]
+            common["controlnet_conditioning_scale"] = [u.weight for u in specs] if many else specs[0].weight
+            common["control_guidance_start"] = (
+                [u.guidance_start for u in specs] if many else specs[0].guidance_start
+            )
+            common["control_guidance_end"] = [u.guidance_end for u in specs] if many else specs[0].guidance_end
+        hooks = ControlModeHooks(
+            pipe, [u.model for u in checked.units], [u.spec.control_mode for u in checked.units]
+        )
 
+        # 4. Denoise: n_iter batches of batch_size images, one 0..100 progress stream
+        generated: list[Image.Image] = []
+        try:
+            ctx.progress(0, total, stage="generate")
+            for it in range(spec.n_iter):
+                batch = slice(it * spec.batch_size, (it + 1) * spec.batch_size)
+                seeds, subseeds = checked.seeds[batch], checked.subseeds[batch]
+                seeds_ref["seeds"] = seeds
+                kwargs = dict(common)
+                kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+                if spec.mode == "txt2img" and spec.subseed_strength > 0:
+                    shape = (pipe.unet.config.out_channels, h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
+                    noise = variation_noise(shape, seeds, subseeds, spec.subseed_strength)
+                    kwargs["latents"] = noise.to(models.device, models.dtype)
+                step = ctx.step_callback(offset=it * per_call, total=total, stage="generate", arch=arch)
+                kwargs["callback_on_step_end"] = staged.callback(step)  # + stage swaps of multi-stage TIs
+                kwargs["callback_on_step_end_tensor_inputs"] = staged.tensor_inputs(pipe)
+                out = pipe(**sd.call_kwargs(pipe, kwargs))
+                generated.extend(out.images)
+                ctx.progress((it + 1) * per_call, total, stage="generate")
+        finally:
+            hooks.close()
 
-def _paste(generated: Image.Image, prep: _Prepared) -> Image.Image:
-    if prep.overlay is None or prep.original is None:
-        return generated
-    if prep.region is None:
-        return paste_back(prep.original, generated, prep.overlay)
-    x1, y1, x2, y2 = prep.region
-    canvas = prep.original.copy()
-    canvas.paste(resize_image(1, generated, x2 - x1, y2 - y1), (x1, y1))
-    return paste_back(prep.original, canvas, prep.overlay)
-
-
-def _unit_text(unit: _Unit) -> str:
-    u = unit.spec
-    parts = [
-        f"Module: {u.module}", f"Model: {unit.entry.title}", f"Weight: {u.weight:g}", f"Resize Mode: {u.resize_mode}",
-        f"Processor Res: {DEFAULT_PROCESSOR_RES if u.processor_res == -1 else u.processor_res}",
-    ]  # fmt: skip
-    if u.module == "canny":
-        low, high = canny_thresholds(u, unit.index)
-        parts += [f"Threshold A: {low}", f"Threshold B: {high}"]
-    parts += [
-        f"Guidance Start: {u.guidance_start:g}", f"Guidance End: {u.guidance_end:g}",
-        f"Pixel Perfect: {u.pixel_perfect}", f"Control Mode: {u.control_mode}",
-    ]  # fmt: skip
-    return ", ".join(parts)
+        # 5. Postprocess: paste the original back outside the mask, A1111 infotext
+        finals = [paste_region(prep.original, img, prep.overlay, prep.region) for img in generated]
+        model_hash = models.short_hash(entry) or None
+        cn_params = {
+            f"ControlNet {n}": unit_text(u.spec, u.index, u.entry.title) for n, u in enumerate(checked.units)
+        }
+        extra_params = {**prep.extra, **cn_params}
+        infotexts = [
+            sd_infotext(
+                spec.prompt, spec.negative_prompt, steps=spec.steps, sampler=checked.sampler,
+                schedule=checked.schedule, cfg_scale=spec.cfg_scale, seed=checked.seeds[k], width=w, height=h,
+                model=entry.name, model_hash=model_hash,
+                variation_seed=checked.subseeds[k] if spec.subseed_strength > 0 else None,
+                variation_strength=spec.subseed_strength if spec.subseed_strength > 0 else None,
+                denoising_strength=checked.strength,
+                clip_skip=spec.clip_skip if spec.clip_skip > 1 and arch != "sdxl" else None,
+                extra=extra_params, loras=loaded_loras, tis=tis,
+            )  # fmt: skip
+            for k in range(len(finals))
+        ]
+        extra_gen = dict(extra_params)
+        if loaded_loras:
+            extra_gen["Lora hashes"] = ", ".join(f"{x.name}: {x.short_hash or 'none'}" for x in loaded_loras)
+        if tis.uses:
+            extra_gen["TI hashes"] = tis.ti_hashes()
+        extra_gen["Version"] = version_text()
+        for msg in warnings:
+            ctx.log(msg, warning=True)
+        return GenerateOutput(
+            images=[ImageArtifact(img, infotexts[k]) for k, img in enumerate(finals)],
+            backend="neural", backend_reason=f"diffusers {cls.__name__}", warnings=warnings,
+            prompt=spec.prompt, negative_prompt=spec.negative_prompt, seeds=checked.seeds,
+            subseeds=checked.subseeds, subseed_strength=spec.subseed_strength, width=w, height=h,
+            sampler_name=checked.sampler, scheduler=checked.schedule, cfg_scale=spec.cfg_scale, steps=spec.steps,
+            batch_size=spec.batch_size, n_iter=spec.n_iter, sd_model_name=entry.name, sd_model_hash=model_hash,
+            seed_resize_from_w=spec.seed_resize_from_w, seed_resize_from_h=spec.seed_resize_from_h,
+            denoising_strength=checked.strength, extra_generation_params=extra_gen, infotexts=infotexts,
+            clip_skip=spec.clip_skip, is_using_inpainting_conditioning=bool(entry.inpainting),
+            job_timestamp=datetime.datetime.now().strftime("%Y%m%d%H%M%S"), version=version_text(),
+            pipeline=cls.__name__, loras=sd.lora_info(loaded_loras), embeddings=tis.info(),
+            ignored=sorted(set(checked.ignored)),
+        )  # fmt: skip
 
 
 __all__ = [
-    "ControlModeHooks",
-    "check_inputs",
-    "control_map",
-    "count_steps",
-    "crop_region",
-    "expand_crop_region",
-    "fill_masked",
-    "fit_map",
-    "job_seeds",
+    "GenerateEngine",
+    "GenerateOutput",
+    "check_generate",
     "pipeline_name",
-    "pixel_perfect_resolution",
-    "resize_image",
-    "run",
-    "slerp",
+    "prepare_images",
 ]

@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field
 
 from ..core.errors import InputError, ModelError, ModelNotFoundError, UnsafeModelFormatError
 from . import catalog
+from .families import SD_FAMILIES, FamilySet
 from .probe import (
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
@@ -51,28 +52,17 @@ from .probe import (
     ProbeArch,
     ProbeResult,
     probe_file,
-    read_header,
     unsafe_format_error,
 )
 
-EntryKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "sam", "lama", "unknown"]
+EntryKind = str  # a model family's kind (models/families), or "unknown"
 EntrySource = Literal["folder", "diffusers-folder", "hub", "catalog"]
 
-KIND_FOLDERS: dict[str, tuple[str, ...]] = {
-    "checkpoint": ("Stable-diffusion",),
-    "lora": ("Lora", "LyCORIS"),
-    "controlnet": ("ControlNet", "controlnet"),
-    "embedding": ("embeddings",),
-    "vae": ("VAE",),
-}
+# the SD safetensors families (identified by `probe.classify`): kind -> A1111 folders
+KIND_FOLDERS: dict[str, tuple[str, ...]] = {f.kind: f.folders for f in SD_FAMILIES}
 ADD_FOLDER: dict[str, str] = {k: v[0] for k, v in KIND_FOLDERS.items()}
 DIFFUSERS_FOLDER = "diffusers"
-SAM_FOLDERS: tuple[str, ...] = ("SAM", "sam")
-LAMA_FOLDERS: tuple[str, ...] = ("LaMa", "lama")
-LAMA_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".ckpt", ".pth")
 """In the order the anime studio prefers them when several files share a name."""
-_LAMA_MARKER = "model.1.ffc.convl2l.weight"
-_LAMA_PREFIXES = ("", "generator.", "model.generator.")
 USERS_FOLDER = "users"
 CONFIG_CATALOG = {
     "sdxl": "sdxl-base-config",
@@ -151,7 +141,7 @@ def _check_owner(owner: str | None) -> None:
         raise InputError("owner", f"must be 1-64 letters, digits, '_', '.', '@' or '-', got {owner!r}", owner)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -176,7 +166,7 @@ def _arch_from_unet_config(cfg: dict[str, Any] | None) -> ProbeArch:
     return {768: "sd15", 1024: "sd2"}.get(ctx or 0, "unknown")
 
 
-def _weights_state(folder: Path) -> str:
+def weights_state(folder: Path) -> str:
     """'safetensors', 'pickle' or 'none' for the weight files directly in `folder`."""
     names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
     if any(n.endswith(".safetensors") for n in names):
@@ -195,14 +185,14 @@ def diffusers_folder_entry(
     name = name or folder.name
     index = folder / "model_index.json"
     if index.is_file():
-        mi = _read_json(index) or {}
+        mi = read_json(index) or {}
         cls = str(mi.get("_class_name", ""))
-        unet_cfg = _read_json(folder / "unet" / "config.json")
+        unet_cfg = read_json(folder / "unet" / "config.json")
         arch = _arch_from_unet_config(unet_cfg)
         if arch == "unknown" and "XL" in cls:
             arch = "sdxl"
         in_ch = _first_int((unet_cfg or {}).get("in_channels"))
-        weights = _weights_state(folder / "unet")
+        weights = weights_state(folder / "unet")
         refused = None
         if weights == "pickle":
             refused = str(
@@ -217,7 +207,7 @@ def diffusers_folder_entry(
         )  # fmt: skip
     config = folder / "config.json"
     if config.is_file():
-        cfg = _read_json(config) or {}
+        cfg = read_json(config) or {}
         cls = str(cfg.get("_class_name", ""))
         kind: EntryKind
         if cls in ("ControlNetModel", "ControlNetXSAdapter", "ControlNetUnionModel"):
@@ -229,7 +219,7 @@ def diffusers_folder_entry(
         else:
             return None
         arch = _arch_from_unet_config(cfg) if kind != "vae" else "unknown"
-        weights = _weights_state(folder)
+        weights = weights_state(folder)
         refused = None
         if weights == "pickle":
             refused = str(unsafe_format_error(folder, f"a diffusers {cls} saved only as pickle (.bin)"))
@@ -244,65 +234,25 @@ def diffusers_folder_entry(
     return None
 
 
-def sam_folder_entry(folder: Path, name: str | None = None, top_folder: str = "SAM") -> ModelEntry | None:
-    """An entry for a transformers SAM folder (config.json + processor config + weights); None when `folder`
-    has no config.json. Only JSON is read."""
-    folder = Path(folder)
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        return None
-    name = name or folder.name
-    cfg = _read_json(cfg_path) or {}
-    refused: str | None = None
-    if cfg.get("model_type") != "sam":
-        refused = (
-            f"{folder}: config.json has model_type {cfg.get('model_type')!r}, not 'sam' (a SamModel folder)"
-        )
-    elif not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
-        refused = (
-            f"{folder} has no preprocessor_config.json / processor_config.json (the SamProcessor settings)"
-        )
-    else:
-        weights = _weights_state(folder)
-        if weights == "pickle":
-            refused = str(unsafe_format_error(folder, "a SAM model saved only as pickle (pytorch_model.bin)"))
-        elif weights == "none":
-            refused = f"{folder} has no model.safetensors"
-    vision = cfg.get("vision_config") if isinstance(cfg.get("vision_config"), dict) else {}
-    details = {k: vision[k] for k in ("hidden_size", "num_hidden_layers", "image_size") if k in vision}
-    return ModelEntry(
-        name=name, path=folder, kind="sam", layout="transformers", source="folder", folder=top_folder,
-        relpath=name, refused=refused, details=details,
-    )  # fmt: skip
-
-
-def lama_file_entry(file: Path, top: Path, top_folder: str = "LaMa") -> ModelEntry | None:
-    """An entry for a LaMa weights file in `<models>/LaMa/`; None for other suffixes. A `.safetensors` is
-    checked by its header (FFC generator keys, with or without the `generator.` / TorchScript-wrapper
-    prefix); `.pt` (TorchScript) and `.ckpt` / `.pth` are listed by suffix and checked when loaded."""
-    file = Path(file)
-    suffix = file.suffix.lower()
-    if suffix not in LAMA_SUFFIXES:
-        return None
-    common: dict[str, Any] = dict(
-        name=file.stem, path=file, kind="lama", source="folder", folder=top_folder,
-        relpath=file.relative_to(top).as_posix(), size=file.stat().st_size,
-    )  # fmt: skip
-    if suffix == ".safetensors":
+def walk_files(top: Path):
+    """Files under `top`, recursively, following symlinks; each real directory is entered once."""
+    if not top.is_dir():
+        return
+    visited: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         try:
-            shapes = read_header(file).shapes
-        except ModelError as exc:
-            return ModelEntry(layout="safetensors", refused=str(exc), **common)
-        ok = any(p + _LAMA_MARKER in shapes for p in _LAMA_PREFIXES)
-        refused = None if ok else f"{file.name}: no LaMa FFC generator keys (`{_LAMA_MARKER}`) in its tensors"
-        return ModelEntry(layout="safetensors", refused=refused, **common)
-    if suffix == ".pt":
-        note = "TorchScript export (code): loaded only because it lies in the operator's models folder"
-        return ModelEntry(layout="torchscript", details={"note": note}, **common)
-    note = (
-        "Lightning checkpoint: read with torch.load(weights_only=True); refused at load time if it needs more"
-    )
-    return ModelEntry(layout="ckpt", details={"note": note}, **common)
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in sorted(filenames):
+            if not fn.startswith("."):
+                yield Path(dirpath) / fn
 
 
 class ModelRegistry:
@@ -312,24 +262,32 @@ class ModelRegistry:
     folders single-file loading needs (`<config_dir>/sdxl`, `<config_dir>/sd15`). `hash_cache` is
     the hash sidecar JSON file or a folder for it (None: hashes are kept in memory only)."""
 
-    def __init__(self, models_dirs: list[Path], config_dir: Path, hash_cache: Path | None = None):
+    def __init__(
+        self,
+        models_dirs: list[Path],
+        config_dir: Path,
+        hash_cache: Path | None = None,
+        families: FamilySet | None = None,
+    ):
         if not models_dirs:
             raise ModelError("ModelRegistry needs at least one models folder")
         self.models_dirs = [Path(d).expanduser() for d in models_dirs]
         self.config_dir = Path(config_dir).expanduser()
         self.hashes = HashCache(hash_cache)
+        self.families = families if families is not None else FamilySet(SD_FAMILIES)
         self._lock = threading.RLock()
         self._entries: list[ModelEntry] = []
         self._scanned = False
         self._probe_cache: dict[tuple[str, int, int], ProbeResult | Exception] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ModelRegistry:
+    def from_settings(cls, settings: Any, families: FamilySet | None = None) -> ModelRegistry:
         """The registry a `core.settings.Settings` describes."""
         return cls(
             models_dirs=[settings.resolved_models_dir, *settings.extra_model_dirs],
             config_dir=settings.resolved_config_dir,
             hash_cache=settings.resolved_data_dir / "cache" / "hashes.json",
+            families=families,
         )
 
     # --- scanning -------------------------------------------------------------------------------
@@ -355,7 +313,7 @@ class ModelRegistry:
         self, base: Path, owner: str | None, seen: set[tuple[str, str | None]]
     ) -> list[ModelEntry]:
         out: list[ModelEntry] = []
-        for kind, folders in KIND_FOLDERS.items():
+        for kind, folders in self.families.kind_folders(scanned_by_probe=True).items():
             for folder in folders:
                 top = base / folder
                 for file in self._walk_files(top):
@@ -367,42 +325,31 @@ class ModelRegistry:
             if entry is not None:
                 out.append(entry)
         out += self._scan_diffusers(base / DIFFUSERS_FOLDER, owner, seen)
-        if owner is None:  # the anime studio reads SAM / LaMa from the shared folders only
-            out += self._scan_perception(base, seen)
+        out += self._scan_families(base, owner, seen)
         self.hashes.flush()
         return out
 
-    def _scan_perception(self, base: Path, seen: set[tuple[str, str | None]]) -> list[ModelEntry]:
-        """SAM folders (`SAM/<name>/`, `SAM/<org>/<name>/`) and LaMa files (`LaMa/**`) under `base`."""
+    def _scan_families(self, base: Path, owner: str | None, seen: set[tuple[str, str | None]]) -> list[ModelEntry]:
+        """Entries of the families that identify their own files / folders (SAM folders, LaMa files, ONNX
+        pairs, ...), in their folders under `base`."""
         out: list[ModelEntry] = []
         roots: set[tuple[int, int]] = set()  # SAM/ and sam/ are one folder on case-insensitive disks
-        for folder in SAM_FOLDERS:
-            top = base / folder
-            if not top.is_dir() or not self._first_visit(top, roots):
+        for fam in self.families:
+            if fam.scan is None or (owner is not None and fam.shared_only):
                 continue
-            for child in sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")):
-                subs = [child] if (child / "config.json").is_file() else sorted(
-                    d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")
-                )  # fmt: skip
-                for d in subs:
-                    real = str(d.resolve())
-                    entry = sam_folder_entry(d, d.relative_to(top).as_posix(), folder)
-                    if entry is not None and (real, None) not in seen:
-                        seen.add((real, None))
-                        cat = catalog.find_entry(d.name)
-                        entry.catalog_name = cat.name if cat is not None and cat.kind == "sam" else None
-                        out.append(entry)
-        for folder in LAMA_FOLDERS:
-            top = base / folder
-            if not top.is_dir() or not self._first_visit(top, roots):
-                continue
-            for file in self._walk_files(top):
-                real = str(file.resolve())
-                entry = lama_file_entry(file, top, folder)
-                if entry is not None and (real, None) not in seen:
-                    seen.add((real, None))
-                    cat = catalog.find_entry(file.stem)
-                    entry.catalog_name = cat.name if cat is not None and cat.kind == "lama" else None
+            for folder in fam.folders:
+                top = base / folder
+                if not top.is_dir() or not self._first_visit(top, roots):
+                    continue
+                for entry in fam.scan(top, folder):
+                    real = str(entry.path.resolve()) if entry.path is not None else entry.name
+                    if (real, owner) in seen:
+                        continue
+                    seen.add((real, owner))
+                    entry.owner = owner
+                    stem = entry.path.stem if entry.path is not None and entry.path.is_file() else entry.name
+                    cat = catalog.find_entry(stem) or catalog.find_entry(Path(entry.name).name)
+                    entry.catalog_name = cat.name if cat is not None and cat.kind == entry.kind else None
                     out.append(entry)
         return out
 
@@ -417,24 +364,7 @@ class ModelRegistry:
 
     @staticmethod
     def _walk_files(top: Path):
-        """Files under `top`, recursively, following symlinks; each real directory is entered once."""
-        if not top.is_dir():
-            return
-        visited: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-            try:
-                st = os.stat(dirpath)
-            except OSError:
-                dirnames[:] = []
-                continue
-            if (st.st_dev, st.st_ino) in visited:
-                dirnames[:] = []
-                continue
-            visited.add((st.st_dev, st.st_ino))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fn in sorted(filenames):
-                if not fn.startswith("."):
-                    yield Path(dirpath) / fn
+        return walk_files(top)
 
     def _probe(self, path: Path) -> ProbeResult | Exception:
         try:
@@ -620,7 +550,7 @@ class ModelRegistry:
             key=lambda e: (
                 e.owner != owner or owner is None,
                 e.source != "folder",
-                LAMA_SUFFIXES.index(e.path.suffix.lower()) if e.kind == "lama" and e.path is not None else 0,
+                self._suffix_rank(e),
                 len(e.relpath or ""),
                 str(e.path),
             ),
@@ -631,6 +561,14 @@ class ModelRegistry:
                 raise UnsafeModelFormatError(chosen.refused)
             raise ModelError(chosen.refused)
         return chosen
+
+    def _suffix_rank(self, entry: ModelEntry) -> int:
+        """Preference among files of one name: the order of the family's suffixes (LaMa: safetensors first)."""
+        fam = self.families.get(entry.kind)
+        if fam is None or fam.scan is None or entry.path is None:
+            return 0
+        suffix = entry.path.suffix.lower()
+        return fam.suffixes.index(suffix) if suffix in fam.suffixes else len(fam.suffixes)
 
     def get(
         self, name: str, kind: str | None = None, owner: str | None = None, allow_paths: bool = True
@@ -755,7 +693,7 @@ class ModelRegistry:
                 and e.path.stem.lower() == stem
                 and e.refused is None
             ]
-            hits.sort(key=lambda e: LAMA_SUFFIXES.index(e.path.suffix.lower()))  # type: ignore[union-attr]
+            hits.sort(key=self._suffix_rank)
             return hits[0] if hits else None
         if ce.a1111_folder == DIFFUSERS_FOLDER and ce.install_subdir:
             wanted = ce.install_subdir

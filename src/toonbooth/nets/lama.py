@@ -30,11 +30,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from toonbooth.core.errors import ModelError, ModelNotFoundError, UnsafeModelFormatError
+from toonbooth.models.families import LoadEnv, ModelFamily
+from toonbooth.models.probe import read_header
+from toonbooth.models.registry import ModelEntry, walk_files
 
 # ---------------------------------------------------------------------------------------------------
 # Config
@@ -414,3 +418,71 @@ def load_lama_torchscript(
     except RuntimeError as e:
         raise ModelError(f"{resolved.name} is not a TorchScript archive: {e}") from e
     return module.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The LaMa model family: `<models>/LaMa/<name>.safetensors|.pt|.ckpt|.pth`
+# ---------------------------------------------------------------------------------------------------
+
+LAMA_FOLDERS: tuple[str, ...] = ("LaMa", "lama")
+LAMA_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".ckpt", ".pth")
+_LAMA_MARKER = "model.1.ffc.convl2l.weight"
+_LAMA_PREFIXES = ("", "generator.", "model.generator.")
+
+
+def lama_file_entry(file: Path, top: Path, top_folder: str = "LaMa") -> ModelEntry | None:
+    """An entry for a LaMa weights file in `<models>/LaMa/`; None for other suffixes. A `.safetensors` is
+    checked by its header (FFC generator keys, with or without the `generator.` / TorchScript-wrapper
+    prefix); `.pt` (TorchScript) and `.ckpt` / `.pth` are listed by suffix and checked when loaded."""
+    file = Path(file)
+    suffix = file.suffix.lower()
+    if suffix not in LAMA_SUFFIXES:
+        return None
+    common: dict[str, Any] = dict(
+        name=file.stem, path=file, kind="lama", source="folder", folder=top_folder,
+        relpath=file.relative_to(top).as_posix(), size=file.stat().st_size,
+    )  # fmt: skip
+    if suffix == ".safetensors":
+        try:
+            shapes = read_header(file).shapes
+        except ModelError as exc:
+            return ModelEntry(layout="safetensors", refused=str(exc), **common)
+        ok = any(p + _LAMA_MARKER in shapes for p in _LAMA_PREFIXES)
+        refused = None if ok else f"{file.name}: no LaMa FFC generator keys (`{_LAMA_MARKER}`) in its tensors"
+        return ModelEntry(layout="safetensors", refused=refused, **common)
+    if suffix == ".pt":
+        note = "TorchScript export (code): loaded only because it lies in the operator's models folder"
+        return ModelEntry(layout="torchscript", details={"note": note}, **common)
+    note = (
+        "Lightning checkpoint: read with torch.load(weights_only=True); refused at load time if it needs more"
+    )
+    return ModelEntry(layout="ckpt", details={"note": note}, **common)
+
+
+def scan_lama(top: Path, folder: str) -> list[ModelEntry]:
+    return [e for f in walk_files(top) if (e := lama_file_entry(f, top, folder)) is not None]
+
+
+def load_lama_entry(entry: ModelEntry, env: LoadEnv) -> Any:
+    """LaMa in float32 (the FFT of half tensors is limited to power-of-two sizes on CUDA). A `.pt` is the
+    TorchScript export, loaded only from inside the operator's models folders."""
+    if entry.layout == "torchscript":
+        assert entry.path is not None
+        root = next(
+            (d for d in env.registry.models_dirs if entry.path.resolve().is_relative_to(d.resolve())),
+            env.registry.models_dirs[0],
+        )
+        return load_lama_torchscript(entry.location, root, device=env.device)
+    return load_lama(entry.location, device=env.device)
+
+
+LAMA_FAMILY = ModelFamily(
+    kind="lama",
+    description="LaMa inpainting generator (FFC ResNet; safetensors, or the TorchScript big-lama.pt)",
+    folders=LAMA_FOLDERS,
+    suffixes=LAMA_SUFFIXES,
+    scan=scan_lama,
+    load=load_lama_entry,
+    approx_bytes=205_000_000,
+    shared_only=True,
+)

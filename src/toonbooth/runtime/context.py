@@ -1,4 +1,4 @@
-"""JobContext: the runtime's implementation of the engines' narrow context."""
+"""JobContext: the runtime's implementation of the engines' narrow context (`engines.base.EngineContext`)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,22 @@ class JobContext:
         self.on_event(ProgressEvent(job_id=self.job_id, percent=percent, step=step, total=total, stage=stage,
                                     preview_png=png))
         self.check_canceled()
+
+    def step_callback(self, *, offset: int, total: int, stage: str, arch: str | None):
+        """diffusers `callback_on_step_end` for one pipeline call: progress `offset + i + 1` of `total`
+        (capped), a live latent preview when `wants_preview` says so (A1111 "Approx cheap" for `arch`;
+        None: never), and cancel (`progress` raises JobCanceledError between two steps)."""
+
+        def on_step_end(pipe, i, _t, kwargs):
+            preview = None
+            if arch is not None and self.wants_preview(i + 1, pipe.num_timesteps):
+                from ..models.preview import latents_to_preview
+
+                preview = latents_to_preview(kwargs["latents"], arch)
+            self.progress(min(offset + i + 1, total), total, stage=stage, preview=preview)
+            return kwargs
+
+        return on_step_end
 
     def check_canceled(self) -> None:
         if self.cancel_event.is_set():

@@ -15,6 +15,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from ..core.artifacts import extension_for
 from ..core.errors import InputError, ToonboothError
 from ..core.settings import Settings
 from ..core.specs import validate_email
@@ -32,9 +33,27 @@ def mail_configured(settings: Settings) -> bool:
     return bool(settings.smtp_host and settings.smtp_from)
 
 
+# what a result attachment may be, and the magic bytes it must start with
+ATTACHMENT_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "video/mp4": (b"ftyp",),  # at offset 4
+}
+
+
+def _matches(data: bytes, media_type: str) -> bool:
+    if media_type == "video/mp4":
+        return data[4:8] == b"ftyp"
+    if media_type == "image/webp":
+        return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    return any(data.startswith(m) for m in ATTACHMENT_MAGIC.get(media_type, ()))
+
+
 def build_message(
-    settings: Settings, to: str, subject: str, body: str, attachment_png: bytes, filename: str
-) -> EmailMessage:
+    settings: Settings, to: str, subject: str, body: str, attachment: bytes, filename: str,
+    media_type: str = "image/png",
+) -> EmailMessage:  # fmt: skip
     to_addr = validate_email(to, "email")
     if not to_addr:
         raise InputError("email", "an address is needed", to)
@@ -43,11 +62,14 @@ def build_message(
         raise MailError("e-mail is not configured: set TOONBOOTH_SMTP_HOST and TOONBOOTH_SMTP_FROM")
     if any(c in subject for c in "\r\n\x00"):
         raise InputError("subject", f"must be one line, got {subject[:80]!r}", subject)
-    if not attachment_png.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise InputError("attachment_png", "is not a PNG file", None)
+    if media_type not in ATTACHMENT_MAGIC:
+        raise InputError("media_type", f"must be one of {sorted(ATTACHMENT_MAGIC)}, got {media_type!r}", media_type)
+    if not _matches(attachment, media_type):
+        raise InputError("attachment", f"is not a {media_type} file", None)
+    ext = extension_for(media_type)
     safe_name = _FILENAME_OK.sub("_", filename).strip("._") or "result"
-    if not safe_name.lower().endswith(".png"):
-        safe_name += ".png"
+    if not safe_name.lower().endswith(ext):
+        safe_name += ext
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to_addr
@@ -55,15 +77,18 @@ def build_message(
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=sender.split("@", 1)[1])
     msg.set_content(body)
-    msg.add_attachment(attachment_png, maintype="image", subtype="png", filename=safe_name[:120])
+    maintype, subtype = media_type.split("/", 1)
+    msg.add_attachment(attachment, maintype=maintype, subtype=subtype, filename=safe_name[:120])
     return msg
 
 
 def send_result(
-    settings: Settings, to: str, subject: str, body: str, attachment_png: bytes, filename: str
-) -> None:
-    """Send one mail with the PNG attached. InputError for a bad address; MailError when it fails."""
-    msg = build_message(settings, to, subject, body, attachment_png, filename)
+    settings: Settings, to: str, subject: str, body: str, attachment: bytes, filename: str,
+    media_type: str = "image/png",
+) -> None:  # fmt: skip
+    """Send one mail with the result attached (PNG, MP4, WebP or GIF). InputError for a bad address or
+    attachment; MailError when sending fails."""
+    msg = build_message(settings, to, subject, body, attachment, filename, media_type)
     host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s
     assert host is not None
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None

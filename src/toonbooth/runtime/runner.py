@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..core.artifacts import extension_for
 from ..core.errors import JobCanceledError, ToonboothError
 from ..core.events import JobEvent, LogEvent, ProgressEvent, StartedEvent
 from ..core.results import JobOutput
@@ -126,7 +127,7 @@ class Runner:
                 preview_every=svc.settings.preview_every,
                 release_upload=lambda ref: svc.release_upload(ref, record.owner, record.id),
             )
-            output = execute_mod.execute(spec, ctx)
+            output = execute_mod.execute(spec, ctx, svc.engines)
             # 4. Results belong to the job's owner
             for out in output.outputs:
                 svc.queue.add_blob(out.ref, record.owner, role="result", field=out.name)
@@ -209,9 +210,10 @@ class Runner:
         if not to or not output.outputs:
             return None
         svc = self.service
-        first = _pick(output, record.kind)
+        first = output.primary()
+        assert first is not None
         try:
-            png = svc.storage.get(first.ref, field="output")
+            data = svc.storage.get(first.ref, field="output")
             send_result(
                 svc.settings,
                 to,
@@ -220,19 +222,12 @@ class Runner:
                     f"Hello,\n\nyour {record.kind} result (job {record.id}) is attached.\n"
                     f"Backend: {output.backend}.\n\n-- toonbooth\n"
                 ),
-                attachment_png=png,
-                filename=f"toonbooth-{record.kind}-{record.id[:8]}.png",
+                attachment=data,
+                media_type=first.media_type,
+                filename=f"toonbooth-{record.kind}-{record.id[:8]}{extension_for(first.media_type)}",
             )
         except (MailError, ToonboothError, OSError) as exc:
             self.emit(active, LogEvent(job_id=record.id, level="warning", message=f"e-mail not sent: {exc}"))
             return {"status": "failed", "to": to, "error": str(exc), "at": time.time()}
         self.emit(active, LogEvent(job_id=record.id, message=f"result e-mailed to {to}"))
         return {"status": "sent", "to": to, "at": time.time()}
-
-
-def _pick(output: JobOutput, name: str):
-    """The output named like the job kind (the avatar of an avatar job), else the first one."""
-    try:
-        return output.output(name)
-    except KeyError:
-        return output.outputs[0]

@@ -24,12 +24,13 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from ..core import specs as specs_mod
-from ..core.errors import InputError, LimitError, NotFoundError, ToonboothError
+from ..core.errors import InputError, LimitError, ModelError, NotFoundError, ToonboothError
 from ..core.events import JobEvent
 from ..core.images import load_image, read_image_bytes
+from ..core.results import OutputRef
 from ..core.settings import Settings
 from ..core.specs import SpecBase, parse_job_spec
-from . import execute as execute_mod
+from ..engines.base import EngineRegistry, check_model_names
 from .events_bus import BusItem, EventBus
 from .mail import mail_configured
 from .queue_base import TERMINAL_EVENTS, JobQueue, JobRecord
@@ -161,6 +162,7 @@ class Service:
         queue: JobQueue | None = None,
         models: Any | None = None,
         users: Users | None = None,
+        engines: EngineRegistry | None = None,
         start_runners: bool = True,
     ):
         self.settings = settings
@@ -173,10 +175,15 @@ class Service:
             queue = SqliteQueue(data_dir / "toonbooth.db")
         self.queue: JobQueue = queue
         self.users = users if users is not None else Users(data_dir / "toonbooth.db")
-        if models is None:
-            from ..models.manager import ModelManager
+        if engines is None:
+            from .engines import default_engines
 
-            models = ModelManager(settings)
+            engines = default_engines()
+        self.engines = engines
+        if models is None:
+            from .families import model_manager
+
+            models = model_manager(settings)
         self.models = models
         self.bus = EventBus()
         self.stopping = threading.Event()
@@ -210,15 +217,13 @@ class Service:
     def _models_for_runner(self, index: int) -> Any:
         if index == 0:
             return self.models
-        from ..models.manager import ModelManager
+        from .families import model_manager
 
         device = self.settings.device
-        if device in ("cuda", "auto"):
-            settings = self.settings.model_copy(
-                update={"device": f"cuda:{index}"} if device == "cuda" else {}
-            )
-            return ModelManager(settings)
-        return ModelManager(self.settings)
+        settings = self.settings
+        if device == "cuda":
+            settings = self.settings.model_copy(update={"device": f"cuda:{index}"})
+        return model_manager(settings, allow_paths=self.models.allow_paths, families=self.models.families)
 
     def _take_runner_lock(self) -> None:
         path = self.settings.resolved_data_dir / "runners.lock"
@@ -367,14 +372,12 @@ class Service:
         Every `blob:` reference must be one of the owner's uploads or results (else NotFoundError
         naming the field); inline images (data URL / base64) are validated and stored as the
         owner's uploads; over the per-user queued limit -> LimitError, and nothing is stored."""
-        # 1. Check the spec and its kind
+        # 1. Check the spec, its kind, and what its engine can refuse without heavy work (model, sampler
+        #    and LoRA names, option combinations: 4xx now, not a failed job later)
         if isinstance(spec, dict):
             spec = parse_job_spec(spec)
-        kind = str(getattr(spec, "kind", ""))
-        if kind not in execute_mod.ENGINES:
-            raise InputError(
-                "kind", f"no engine for job kind {kind!r}; known: {', '.join(sorted(execute_mod.ENGINES))}"
-            )
+        kind = str(spec.kind)  # type: ignore[attr-defined]
+        self.check_inputs(spec, owner)
         data = spec.model_dump(mode="json")
         email = getattr(spec, "email", None)
         if email and not mail_configured(self.settings):
@@ -422,6 +425,17 @@ class Service:
         with self._work:
             self._work.notify()
         return record
+
+    def check_inputs(self, spec: SpecBase, owner: str) -> None:
+        """The engine's `check_inputs` for `owner`. A refusal triggers one registry rescan and a second
+        check first: a style trained a moment ago, or a file just copied in, must not be refused."""
+        engine = self.engines.engine(spec.kind)  # type: ignore[attr-defined]
+        check_model_names(engine.required_models(spec), self.models)
+        try:
+            engine.check_inputs(spec, self.models, owner)
+        except (InputError, ModelError):
+            self.models.registry.scan()
+            engine.check_inputs(spec, self.models, owner)
 
     def _forget(self, refs: list[str], owner: str) -> None:
         """Undo the uploads of a refused submit (only blobs this submit stored for `owner`)."""
@@ -486,16 +500,22 @@ class Service:
                     raise TimeoutError(f"job {job_id} is still {record.state} after {timeout} s")
                 sub.get(0.5 if left is None else min(0.5, left))
 
-    def read_output(self, job_id: str, owner: str, name: str) -> bytes:
+    def output_ref(self, job_id: str, owner: str, name: str) -> OutputRef:
         record = self.get(job_id, owner)
         if record.output is None:
             raise NotFoundError(f"job {job_id} has no results (it is {record.state})")
         try:
-            out = record.output.output(name)
+            return record.output.output(name)
         except KeyError:
             names = ", ".join(o.name for o in record.output.outputs)
             raise NotFoundError(f"job {job_id} has no output {name[:80]!r}; it has: {names}") from None
-        return self._blob(out.ref)
+
+    def read_output(self, job_id: str, owner: str, name: str) -> bytes:
+        return self._blob(self.output_ref(job_id, owner, name).ref)
+
+    def read_output_with_type(self, job_id: str, owner: str, name: str) -> tuple[OutputRef, bytes]:
+        out = self.output_ref(job_id, owner, name)
+        return out, self._blob(out.ref)
 
     def preview(self, job_id: str, owner: str) -> bytes | None:
         """The latest live preview PNG of a running job (A1111 `current_image`), if its engine sends any."""

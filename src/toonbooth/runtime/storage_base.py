@@ -37,8 +37,18 @@ class Storage(abc.ABC):
     """Content-addressed blob store."""
 
     @abc.abstractmethod
-    def put(self, data: bytes) -> str:
-        """Store `data` (idempotent) and return its reference `blob:<sha256>`."""
+    def put(self, data: bytes, content_type: str | None = None) -> str:
+        """Store `data` (idempotent) and return its reference `blob:<sha256>`; `content_type` (a media type
+        such as `video/mp4`) is recorded with the blob and served with it."""
+
+    @abc.abstractmethod
+    def content_type(self, ref: str) -> str | None:
+        """The media type recorded when the blob was stored (None when none was given)."""
+
+    def presigned_url(self, ref: str, *, filename: str, content_type: str, expires_s: int = 3600) -> str | None:
+        """A time-limited URL a client can download the blob from directly (object stores), or None when
+        the blob is only served through the API (local storage)."""
+        return None
 
     @abc.abstractmethod
     def get(self, ref: str, field: str = "ref") -> bytes:

@@ -22,9 +22,12 @@ class LocalStorage(Storage):
     def _path(self, digest: str) -> Path:
         return self.root / "blobs" / digest[:2] / digest
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, content_type: str | None = None) -> str:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
+        if content_type and self.content_type(f"blob:{digest}") != content_type:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._type_path(digest).write_text(content_type, encoding="ascii")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -38,6 +41,16 @@ class LocalStorage(Storage):
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return f"blob:{digest}"
+
+    def _type_path(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / f".{digest}.type"
+
+    def content_type(self, ref: str) -> str | None:
+        path = self._type_path(parse_ref(ref))
+        try:
+            return path.read_text(encoding="ascii").strip() or None
+        except OSError:
+            return None
 
     def get(self, ref: str, field: str = "ref") -> bytes:
         digest = parse_ref(ref, field)
@@ -53,7 +66,9 @@ class LocalStorage(Storage):
             return False
 
     def delete(self, ref: str) -> bool:
-        path = self._path(parse_ref(ref))
+        digest = parse_ref(ref)
+        path = self._path(digest)
+        self._type_path(digest).unlink(missing_ok=True)
         if path.is_file():
             path.unlink()
             return True

@@ -75,17 +75,34 @@ class S3Storage(Storage):
     def _key(self, digest: str) -> str:
         return f"{self.prefix}{digest}"
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, content_type: str | None = None) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        if not self._head(digest):
+        wanted = content_type or "application/octet-stream"
+        head = self._head_object(digest)
+        if head is None or (content_type and head.get("ContentType") != wanted):
             self._call(
                 "put_object",
                 Bucket=self.bucket,
                 Key=self._key(digest),
                 Body=bytes(data),
-                ContentType="application/octet-stream",
+                ContentType=wanted,
             )
         return f"blob:{digest}"
+
+    def content_type(self, ref: str) -> str | None:
+        head = self._head_object(parse_ref(ref))
+        if head is None:
+            return None
+        value = head.get("ContentType")
+        return None if value in (None, "application/octet-stream") else value
+
+    def presigned_url(self, ref: str, *, filename: str, content_type: str, expires_s: int = 3600) -> str | None:
+        """A GET URL signed for `expires_s` that makes S3 answer with this content type and file name."""
+        params = {
+            "Bucket": self.bucket, "Key": self._key(parse_ref(ref)), "ResponseContentType": content_type,
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+        }  # fmt: skip
+        return self._call("generate_presigned_url", ClientMethod="get_object", Params=params, ExpiresIn=expires_s)
 
     def get(self, ref: str, field: str = "ref") -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -105,14 +122,16 @@ class S3Storage(Storage):
         return data
 
     def _head(self, digest: str) -> bool:
+        return self._head_object(digest) is not None
+
+    def _head_object(self, digest: str) -> dict[str, Any] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(digest))
-            return True
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(digest))
         except ClientError as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise StorageError(f"S3 head of {digest} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"S3 at {self.client.meta.endpoint_url} cannot be reached: {exc}") from exc

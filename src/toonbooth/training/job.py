@@ -1,5 +1,5 @@
-"""The training job: `run(spec, ctx)` for kinds `train_lora`, `train_dreambooth` and `train_ti` (the runtime's
-ENGINES registry points these kinds here; training sits above engines in the layers).
+"""The training jobs: `TrainEngine` for kinds `train_lora`, `train_dreambooth` and `train_ti` (one engine per
+kind in the runtime's engine registry, on the training queue; training sits above engines in the layers).
 
 Reads top-down like the engines: check inputs, prepare the images, load a private copy of the base model,
 make the class images of prior preservation (cached), cache latents, train (resuming from the job's last
@@ -15,16 +15,18 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
 
-from .. import __version__
+from ..core.artifacts import ImageArtifact
 from ..core.errors import InputError, ToonboothError
 from ..core.images import format_a1111_parameters, load_image
 from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
-from ..engines.base import EngineContext, EngineResult, NamedImage
+from ..engines.base import Engine, EngineContext, EngineOutput
+from ..models.infotext import version_text
+from ..models.manager import ModelManager
 from . import checkpoint as ckpt
 from .dataset import fit_to_bucket, prepare_examples
 from .export import kohya_metadata, save_kohya_lora, save_peft_lora, save_ti, save_ti_stages, style_metadata
@@ -51,8 +53,39 @@ class _Progress:
         self.ctx.progress(min(self.done, self.total), self.total, stage=stage)
 
 
+class TrainOutput(EngineOutput):
+    """Sample images made with the trained style (fixed prompts and seeds); the style itself is registered
+    under its owner (see `info["style"]`)."""
+
+    primary: ClassVar[str] = "samples"
+    item_names: ClassVar[dict[str, str]] = {"samples": "sample_{i}"}
+    samples: list[ImageArtifact]
+
+
+class TrainEngine(Engine):
+    """One training kind (LoRA, DreamBooth-LoRA, textual inversion): long jobs on the training queue."""
+
+    queue = "train"
+    Output = TrainOutput
+
+    def __init__(self, spec_type: type[TrainLoraSpec | TrainDreamBoothSpec | TrainTISpec]):
+        self.Spec = spec_type
+        self.kind = spec_type.model_fields["kind"].default
+
+    def check_inputs(self, spec: TrainSpec, models: ModelManager, owner: str | None) -> None:
+        check_name_free(models.registry, Path(models.registry.models_dirs[0]), owner, spec.style_name)
+        entry = models.entry(spec.base, "checkpoint", owner)
+        if spec.arch == "auto" and entry.arch not in ("sd15", "sdxl"):
+            raise InputError(
+                "arch", f"cannot tell whether {spec.base!r} is sd15 or sdxl ({entry.arch}): give `arch`", spec.arch
+            )
+
+    def run(self, spec: TrainSpec, ctx: EngineContext) -> TrainOutput:
+        return run(spec, ctx)
+
+
 def _owner(spec: TrainSpec, ctx: EngineContext) -> str | None:
-    ctx_owner = getattr(ctx, "owner", None)
+    ctx_owner = ctx.owner
     if ctx_owner is not None:
         if spec.owner not in (None, ctx_owner):
             raise InputError(
@@ -71,25 +104,25 @@ def fingerprint(spec: TrainSpec, base_location: str) -> str:
 
 def work_dir(ctx: EngineContext, fp: str) -> Path:
     """`<data>/training/<job id>` (a restarted job finds its checkpoints); CLI runs key on the spec."""
-    job_id = str(getattr(ctx, "job_id", "") or "")
+    job_id = str(ctx.job_id or "")
     key = re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)[:80] if job_id else f"local-{fp[:20]}"
     return ctx.settings.resolved_data_dir / "training" / key
 
 
 def _load_pipeline(ctx: EngineContext, entry: Any, arch: str, precision: Precision) -> Any:
-    """A private txt2img pipeline of the base (never the cached one: adapters are added to it)."""
+    """A private txt2img pipeline of the base (never the cached one: adapters are added to it), loaded
+    through the model manager's checkpoint family."""
     import diffusers
 
-    from ..models import loader
+    from ..models import sd
 
+    if entry.arch == "unknown":
+        entry = entry.model_copy(update={"arch": arch})
+    base = ctx.models.load_uncached(entry, device=precision.device, dtype=precision.weight_dtype)
     cls = diffusers.StableDiffusionXLPipeline if arch == "sdxl" else diffusers.StableDiffusionPipeline
-    config = ctx.models.registry.config_folder(arch) if entry.source == "folder" else None
-    pipe = loader.load_pipeline(
-        cls, source=entry.source, path=entry.location, config_folder=config, torch_dtype=precision.weight_dtype,
-        offline=loader.is_offline(ctx.settings),
-    )  # fmt: skip
+    extra = {} if arch == "sdxl" else {"requires_safety_checker": False}
+    pipe = sd.compose(cls, base, **extra)
     pipe.to(precision.device)
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
@@ -140,7 +173,7 @@ def _fmt_eta(seconds: float) -> str:
     )
 
 
-def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
+def run(spec: TrainSpec, ctx: EngineContext) -> TrainOutput:
     from diffusers import DDPMScheduler
 
     is_ti = isinstance(spec, TrainTISpec)
@@ -383,7 +416,7 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
     prompts = [p.format(trigger=trigger, class_word=spec.class_word) for p in spec.sample_prompts] or [
         spec.caption_template.format(trigger=trigger, class_word=spec.class_word)
     ]
-    samples: list[NamedImage] = []
+    samples: list[ImageArtifact] = []
     for i, prompt in enumerate(prompts):
         ctx.check_canceled()
         gen = torch.Generator(device="cpu").manual_seed(spec.seed + i)
@@ -398,14 +431,14 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
         params = format_a1111_parameters(shown, "", {
             "Steps": spec.sample_steps, "Sampler": type(pipe.scheduler).__name__, "CFG scale": spec.sample_guidance,
             "Seed": spec.seed + i, "Size": f"{resolution}x{resolution}", "Model": entry.name,
-            "Model hash": base_hash or "", "Version": f"toonbooth {__version__}",
+            "Model hash": base_hash or "", "Version": version_text(),
         })  # fmt: skip
         path = out_dir / f"sample_{i}.png"
         from ..core.images import save_png
 
         save_png(img, path, params)
         extras[f"sample_{i}"] = path
-        samples.append(NamedImage(f"sample_{i}", img, params))
+        samples.append(ImageArtifact(img, params))
         progress.advance(1, f"sample {i + 1}/{len(prompts)}")
 
     # 11. Register the style under its owner
@@ -435,7 +468,7 @@ def run(spec: TrainSpec, ctx: EngineContext) -> EngineResult:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return EngineResult(samples, "neural", f"{spec.kind} on {arch}", [], result_info)
+    return TrainOutput(samples=samples, backend="neural", backend_reason=f"{spec.kind} on {arch}", info=result_info)
 
 
 def _delete_training_images(spec: TrainSpec, ctx: EngineContext) -> int:
@@ -443,15 +476,11 @@ def _delete_training_images(spec: TrainSpec, ctx: EngineContext) -> int:
     goes only when no other user owns it and no other unfinished job needs it (uploads are
     content-addressed, so an identical photo of another user is the same blob); a context without it
     (the CLI's own storage) deletes the blob. Returns how many stored blobs were deleted."""
-    release = getattr(ctx, "release_upload", None)
-    storage = getattr(ctx, "storage", None)
-    if release is None and storage is None:
-        return 0
     refs = list(dict.fromkeys(ref for ref in spec.images if isinstance(ref, str) and ref.startswith("blob:")))
     count = 0
     for ref in refs:
         try:
-            count += bool(release(ref) if release is not None else storage.delete(ref))
+            count += bool(ctx.release_upload(ref))
         except ToonboothError:
             continue
     if len(refs) > count:

@@ -32,6 +32,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from toonbooth.core.errors import InputError, ModelError, ModelNotFoundError, OfflineError
+from toonbooth.models.families import LoadEnv, ModelFamily
+from toonbooth.models.probe import unsafe_format_error
+from toonbooth.models.registry import ModelEntry, read_json, weights_state
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -611,3 +614,75 @@ def build_tiny_sam(seed: int = 0, image_size: int = 64) -> tuple[Any, Any]:
         mask_pad_size={"height": mask_side, "width": mask_side},
     )
     return model.eval(), SamProcessor(image_processor=image_processor)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The SAM model family: `<models>/SAM/<name>/` or `SAM/<org>/<name>/` transformers folders
+# ---------------------------------------------------------------------------------------------------
+
+SAM_FOLDERS: tuple[str, ...] = ("SAM", "sam")
+
+
+def sam_folder_entry(folder: Path, name: str | None = None, top_folder: str = "SAM") -> ModelEntry | None:
+    """An entry for a transformers SAM folder (config.json + processor config + weights); None when `folder`
+    has no config.json. Only JSON is read."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        return None
+    name = name or folder.name
+    cfg = read_json(cfg_path) or {}
+    refused: str | None = None
+    if cfg.get("model_type") != "sam":
+        refused = (
+            f"{folder}: config.json has model_type {cfg.get('model_type')!r}, not 'sam' (a SamModel folder)"
+        )
+    elif not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        refused = (
+            f"{folder} has no preprocessor_config.json / processor_config.json (the SamProcessor settings)"
+        )
+    else:
+        weights = weights_state(folder)
+        if weights == "pickle":
+            refused = str(unsafe_format_error(folder, "a SAM model saved only as pickle (pytorch_model.bin)"))
+        elif weights == "none":
+            refused = f"{folder} has no model.safetensors"
+    vision = cfg.get("vision_config") if isinstance(cfg.get("vision_config"), dict) else {}
+    details = {k: vision[k] for k in ("hidden_size", "num_hidden_layers", "image_size") if k in vision}
+    return ModelEntry(
+        name=name, path=folder, kind="sam", layout="transformers", source="folder", folder=top_folder,
+        relpath=name, refused=refused, details=details,
+    )  # fmt: skip
+
+
+def scan_sam(top: Path, folder: str) -> list[ModelEntry]:
+    """SAM folders under `top`: `<name>/` or `<org>/<name>/` holding a config.json."""
+    out: list[ModelEntry] = []
+    for child in sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        subs = [child] if (child / "config.json").is_file() else sorted(
+            d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )  # fmt: skip
+        for d in subs:
+            entry = sam_folder_entry(d, d.relative_to(top).as_posix(), folder)
+            if entry is not None:
+                out.append(entry)
+    return out
+
+
+def load_sam(entry: ModelEntry, env: LoadEnv) -> SamSegmenter:
+    """A SamSegmenter from an installed folder (or a hub id already in the local cache; never downloads)."""
+    return SamSegmenter.from_pretrained(
+        entry.location, device=str(env.device), dtype=env.dtype, local_files_only=True
+    )
+
+
+SAM_FAMILY = ModelFamily(
+    kind="sam",
+    description="Segment Anything (transformers SamModel + SamProcessor folder, safetensors)",
+    folders=SAM_FOLDERS,
+    suffixes=("/",),
+    scan=scan_sam,
+    load=load_sam,
+    approx_bytes=375_000_000,
+    shared_only=True,
+)

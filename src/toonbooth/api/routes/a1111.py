@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from ... import __version__
 from ...core.errors import InputError, ModelError
 from ...core.specs import CONTROLNET_MODULES, parse_job_spec
-from ...models.prompts import check_lora_names, extract_lora_tags
-from ...models.samplers import list_samplers, list_schedule_types, resolve_sampler
+from ...engines.generate import GenerateFacts
+from ...models.samplers import list_samplers, list_schedule_types
 from ..a1111_schema import (
     A1111Base,
     A1111ImageResponse,
@@ -54,9 +54,7 @@ def a1111_field(field: str) -> str:
 
 
 def _renamed(exc: InputError) -> InputError:
-    name = a1111_field(exc.field)
-    message = str(exc).split(": ", 1)[1] if str(exc).startswith("`") else str(exc)
-    return InputError(name, message, exc.value)
+    return exc.renamed(a1111_field(exc.field))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,23 +74,27 @@ def _resolve(state: ApiState, name: str, kind: str, user: str, field: str):
         raise InputError(field, str(exc), name) from None
 
 
-def precheck(state: ApiState, spec: Any, user: str) -> None:
-    """Refuse unknown models, LoRA tags and samplers before anything is stored or queued."""
-    _resolve(state, spec.checkpoint, "checkpoint", user, "override_settings.sd_model_checkpoint")
-    for i, unit in enumerate(spec.controlnet_units):
-        if unit.enabled:
-            _resolve(state, unit.model, "controlnet", user, f"alwayson_scripts.ControlNet.args.{i}.model")
-    try:
-        resolve_sampler(spec.sampler_name, spec.scheduler)
-    except InputError as exc:
-        raise InputError("scheduler" if exc.field == "schedule_type" else "sampler_name",
-                         str(exc).split(": ", 1)[-1], exc.value) from None  # fmt: skip
-    _, tags = extract_lora_tags(spec.prompt)
-    if tags:
-        try:
-            check_lora_names(tags, state.service.models.registry.names("lora", user))
-        except InputError as exc:
-            raise InputError("prompt", str(exc).split(": ", 1)[-1], exc.value) from None
+def processed_info(details: dict[str, Any]) -> dict[str, Any]:
+    """A1111's `Processed.js()` (the `info` JSON of txt2img / img2img answers) from the generate job's
+    typed output (`engines.generate.GenerateOutput`, stored as the job's info)."""
+    out = GenerateFacts.model_validate({k: v for k, v in details.items() if k in GenerateFacts.model_fields})
+    n = len(out.seeds)
+    return {
+        "prompt": out.prompt, "all_prompts": [out.prompt] * n,
+        "negative_prompt": out.negative_prompt, "all_negative_prompts": [out.negative_prompt] * n,
+        "seed": out.seeds[0] if out.seeds else -1, "all_seeds": out.seeds,
+        "subseed": out.subseeds[0] if out.subseeds else -1, "all_subseeds": out.subseeds,
+        "subseed_strength": out.subseed_strength, "width": out.width, "height": out.height,
+        "sampler_name": out.sampler_name, "scheduler": out.scheduler, "cfg_scale": out.cfg_scale,
+        "steps": out.steps, "batch_size": out.batch_size, "n_iter": out.n_iter, "restore_faces": False,
+        "face_restoration_model": None, "sd_model_name": out.sd_model_name, "sd_model_hash": out.sd_model_hash,
+        "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": out.seed_resize_from_w,
+        "seed_resize_from_h": out.seed_resize_from_h, "denoising_strength": out.denoising_strength,
+        "extra_generation_params": out.extra_generation_params, "index_of_first_image": 0,
+        "infotexts": out.infotexts, "styles": [], "job_timestamp": out.job_timestamp, "clip_skip": out.clip_skip,
+        "is_using_inpainting_conditioning": out.is_using_inpainting_conditioning, "version": out.version,
+        "pipeline": out.pipeline, "loras": out.loras, "embeddings": out.embeddings, "ignored": out.ignored,
+    }  # fmt: skip
 
 
 async def _wait(state: ApiState, job_id: str, user: str):
@@ -116,10 +118,10 @@ async def generate(state: ApiState, req: A1111Base, mode: str, user: str) -> A11
     tr = translate(req, mode, default_checkpoint=checkpoint, options=options)
     try:
         spec = parse_job_spec(tr.spec)
-        await run_in_threadpool(precheck, state, spec, user)
     except InputError as exc:
         raise _renamed(exc) from None
-    # 2. Queue it (inline images are validated and stored as the caller's uploads) and wait
+    # 2. Queue it (the engine refuses unknown models / samplers / LoRAs at submit; inline images are
+    #    validated and stored as the caller's uploads) and wait
     try:
         record = await run_in_threadpool(state.service.submit, spec, user)
     except InputError as exc:
@@ -131,7 +133,7 @@ async def generate(state: ApiState, req: A1111Base, mode: str, user: str) -> A11
     if record.state == "failed":
         raise job_failure(record)
     if record.state == "completed" and record.output is not None:
-        info = {**record.output.info, "job_id": record.id}
+        info = {**processed_info(record.output.info), "job_id": record.id}
         names = sorted(
             (o.name for o in record.output.outputs if o.name.startswith("image-")),
             key=lambda n: int(n.split("-", 1)[1]) if n.split("-", 1)[1].isdigit() else 0,

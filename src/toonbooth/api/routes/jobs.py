@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
+from ...core.artifacts import extension_for
 from ...core.errors import InputError, ToonboothError
 from ...core.events import JobEvent
 from ...core.specs import job_kinds, parse_job_spec
-from ...engines.generate import check_inputs as check_generate_inputs
 from ...runtime.queue_base import JobRecord
 from ..auth import current_user, websocket_user
 from ..deps import ApiState, api_state
@@ -181,19 +181,8 @@ async def create_job(
     base64 / data URLs inline, or multipart files named by their spec path. Answers 201 with the job."""
     data = await _spec_from_request(request)
     spec = await run_in_threadpool(parse_job_spec, data)
-    if spec.kind == "generate":  # names of models / samplers / LoRAs refused now (422), not when it runs
-        await run_in_threadpool(_check_generate, spec, state.service.models, user)
+    # every kind's engine refuses unknown model / sampler / LoRA names here (422), not when it runs
     return await run_in_threadpool(state.service.submit, spec, user)
-
-
-def _check_generate(spec, models, user: str) -> None:
-    """Refuse unknown model / sampler / LoRA names at submit. A name not found triggers one registry
-    rescan first: a style trained a moment ago, or a file just copied in, must not be refused."""
-    try:
-        check_generate_inputs(spec, models, user)
-    except InputError:
-        models.registry.scan()
-        check_generate_inputs(spec, models, user)
 
 
 @router.post("/v1/uploads", response_model=UploadResult, status_code=201, tags=["jobs"])
@@ -248,17 +237,40 @@ def cancel_job(
     "/v1/jobs/{job_id}/outputs/{name}",
     tags=["jobs"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "The PNG (with A1111 `parameters`)."}},
-)
+    responses={200: {"content": {"image/png": {}, "video/mp4": {}, "image/webp": {}, "image/gif": {}},
+                     "description": "The result: a PNG (with A1111 `parameters`), an MP4, an animated sticker, ..."}},
+)  # fmt: skip
 def download_output(
     job_id: str, name: str, state: ApiState = Depends(api_state), user: str = Depends(current_user)
 ) -> Response:
-    """Download one result image by its output name (see the job's `output.outputs`)."""
-    data = state.service.read_output(job_id, user, name)
-    filename = _SAFE_NAME.sub("_", f"{job_id[:32]}-{name[:64]}") + ".png"
+    """Download one result by its output name (see the job's `output.outputs`), with its media type."""
+    out, data = state.service.read_output_with_type(job_id, user, name)
+    filename = _SAFE_NAME.sub("_", f"{job_id[:32]}-{name[:64]}") + extension_for(out.media_type)
     return Response(
-        data, media_type="image/png", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        data, media_type=out.media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )
+
+
+class DownloadLink(BaseModel):
+    url: str = Field(description="Where to GET the result: a presigned object-store URL, or this API's path.")
+    media_type: str
+    filename: str
+    expires_s: int | None = Field(None, description="Seconds the presigned URL stays valid; None for API paths.")
+
+
+@router.get("/v1/jobs/{job_id}/outputs/{name}/link", response_model=DownloadLink, tags=["jobs"])
+def output_link(
+    job_id: str, name: str, state: ApiState = Depends(api_state), user: str = Depends(current_user)
+) -> DownloadLink:
+    """A download link for one result: with S3 storage a presigned URL (the client fetches the object
+    directly, with its content type and file name); with local storage the API's download path."""
+    out = state.service.output_ref(job_id, user, name)
+    filename = _SAFE_NAME.sub("_", f"{job_id[:32]}-{name[:64]}") + extension_for(out.media_type)
+    expires = 3600
+    url = state.service.storage.presigned_url(out.ref, filename=filename, content_type=out.media_type, expires_s=expires)
+    if url is None:
+        return DownloadLink(url=f"/v1/jobs/{job_id}/outputs/{name}", media_type=out.media_type, filename=filename)
+    return DownloadLink(url=url, media_type=out.media_type, filename=filename, expires_s=expires)
 
 
 def _after(last_event_id: str | None, after: int | None) -> int:

@@ -1,0 +1,24 @@
+"""The engines of this program, put together once (the composition root of `engines/` and `training/`).
+
+The CLI, the server and the workers build one registry here and hand it to the runtime; tests build
+their own (e.g. with a fake engine in place of a studio). A new studio is added to this list."""
+
+from __future__ import annotations
+
+from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
+from ..engines.anime import AnimeEngine
+from ..engines.avatar import AvatarEngine
+from ..engines.base import EngineRegistry
+from ..engines.generate import GenerateEngine
+from ..training.job import TrainEngine
+
+
+def default_engines() -> EngineRegistry:
+    return EngineRegistry([
+        AvatarEngine(),
+        GenerateEngine(),
+        AnimeEngine(),
+        TrainEngine(TrainLoraSpec),
+        TrainEngine(TrainDreamBoothSpec),
+        TrainEngine(TrainTISpec),
+    ])  # fmt: skip
