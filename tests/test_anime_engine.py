@@ -1,6 +1,7 @@
-"""The anime-me job (issue 6) end to end: tiny neural models (SAM from a saved folder, LaMa from a
-safetensors file in the models folder, SD1.5 + ControlNet canny + style LoRA) and the classic backends,
-on the shared face photo with a click on the face; bad clicks, mask-only mode, backend choice, cancel."""
+"""The anime-me job (issue 6) end to end: tiny neural models (a SAM with designed weights from a saved
+folder, LaMa from a safetensors file in the models folder, SD1.5 + ControlNet canny + style LoRA) and the
+classic backends, on the shared face photo with a click on the face; bad clicks, mask-only mode, backend
+choice, cancel."""
 
 from __future__ import annotations
 
@@ -24,11 +25,109 @@ from toonbooth.runtime.families import model_manager
 from toonbooth.runtime.storage_local import LocalStorage
 
 CLICK = {"x": 225, "y": 115}  # on the face of assets/sample_face.png (512 x 512)
-SAM_SEED = 11  # a tiny random SAM whose mask at CLICK is a blob around the face (not the whole photo)
+# The designed SAM's mask: a head-and-shoulders silhouette on an 8 x 8 grid of 64 px cells of the photo
+SILHOUETTE = (
+    "..XXX...",
+    "..XXX...",
+    "..XXX...",
+    ".XXXXX..",
+    ".XXXXX..",
+    ".XXXXX..",
+    ".XXXXX..",
+    ".XXXXX..",
+)
+SAM_SCORES = (0.25, 0.5, 0.875, 0.75)  # designed IoU predictions: single-mask token, then the 3 candidates
 NEURAL = dict(
     backend="neural", sam_model="tiny-sam", lama_model="tiny-lama", checkpoint="tiny-sd15",
     controlnet="tiny-sd15-canny", style="tiny-sd15-style", steps=4, gen_size=64, seed=7,
 )  # fmt: skip
+
+
+def designed_sam(rows: tuple[str, ...] = SILHOUETTE, scores: tuple[float, ...] = SAM_SCORES):
+    """A tiny transformers `SamModel` whose mask is designed, not found: for any photo and any prompt it
+    predicts the silhouette `rows` ("X" = person) drawn on a grid of cells, one cell per image-embedding
+    position (16 px of the model's input square; 512 / 8 = 64 px of the shared 512 x 512 photo).
+
+    The weights of `build_tiny_sam` are overwritten (hidden size C = 32, grid g = len(rows)):
+
+    - Vision encoder: the patch projection is zero, so the hidden state is the absolute position
+      embedding, set to s = +1 / -1 (cell inside / outside) in channel 0 and -s in channel 1. Each ViT
+      layer's attention projection and second MLP linear are zero: both residual branches add nothing.
+      The neck's 1x1 conv is the identity and its 3x3 conv the identity at the centre tap, so its two
+      LayerNorms (weight 1, bias 0) see (s, -s, 0, ...): mean 0, std sqrt(2 / C) -> embedding (4s, -4s, 0...).
+    - Prompt encoder: `no_mask_embed` is zero, so the dense prompt adds nothing to the embedding.
+    - Two-way transformer: every image-to-token attention projects to zero, so the image stream only
+      passes the LayerNorms (already normalised: unchanged). Points and boxes reach the tokens only, and
+      the tokens reach nothing below, so the prompt cannot move the mask.
+    - Upscaling: conv-transpose 1 copies channels 0 and 1 into each 2x2 block; its LayerNorm over C/4 = 8
+      channels gives (2s, -2s); GELU; conv-transpose 2 writes GELU(2s) - GELU(-2s) + 2 = 2s + 2 (GELU(x) -
+      GELU(-x) = x) into channel 0 and -2s + 2 into channel 1; GELU maps {4, 0} to {3.9999, 0}.
+    - Every hypernetwork MLP outputs its bias (0.5, -0.5, 0, 0), so each mask logit is 0.5 (u0 - u1) =
+      +2 inside and -2 outside, piecewise constant on 4 x 4 blocks of the (4g x 4g) low-res mask; the IoU
+      head outputs its bias `scores` (index 0: the single-mask output, 1-3: the multimask candidates).
+
+    `SamProcessor.post_process_masks` upscales the logits bilinearly to the photo and thresholds at 0: by
+    symmetry (+2 / -2) the edges stay on the cell borders; only at the corners of the shape the bilinear
+    blend cuts across, by less than one low-res pixel (512 / 32 = 16 px of the photo).
+    """
+    import torch
+
+    from toonbooth.vision.segment import build_tiny_sam
+
+    cells = np.array([[c == "X" for c in row] for row in rows])
+    grid = cells.shape[0]
+    model, processor = build_tiny_sam(seed=0, image_size=16 * grid)
+    s = torch.tensor(np.where(cells, 1.0, -1.0), dtype=torch.float32)
+    vision, decoder = model.vision_encoder, model.mask_decoder
+    with torch.no_grad():
+        for p in model.parameters():  # nothing random is left to matter below: start from zero
+            p.zero_()
+        vision.pos_embed[0, :, :, 0] = s
+        vision.pos_embed[0, :, :, 1] = -s
+        eye = torch.eye(vision.neck.conv1.weight.shape[0])
+        vision.neck.conv1.weight.copy_(eye[:, :, None, None])
+        vision.neck.conv2.weight[:, :, 1, 1] = eye
+        norms = [vision.neck.layer_norm1, vision.neck.layer_norm2, decoder.upscale_layer_norm]
+        norms += [layer.layer_norm4 for layer in decoder.transformer.layers]
+        for norm in norms:
+            norm.weight.fill_(1.0)
+        decoder.upscale_conv1.weight[0, 0] = 1.0
+        decoder.upscale_conv1.weight[1, 1] = 1.0
+        up2 = decoder.upscale_conv2
+        up2.weight[0, 0], up2.weight[1, 0], up2.weight[0, 1], up2.weight[1, 1] = 1.0, -1.0, -1.0, 1.0
+        up2.bias[:2] = 2.0
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.proj_out.bias.copy_(torch.tensor([0.5, -0.5, 0.0, 0.0]))
+        decoder.iou_prediction_head.proj_out.bias.copy_(torch.tensor(scores))
+    return model, processor
+
+
+def designed_mask(shape: tuple[int, int], rows: tuple[str, ...] = SILHOUETTE) -> np.ndarray:
+    """The silhouette of `designed_sam` at the size of a square photo: each cell a block of pixels."""
+    cells = np.array([[c == "X" for c in row] for row in rows])
+    side = shape[0] // cells.shape[0]
+    assert shape[0] == shape[1] == side * cells.shape[0]
+    return np.kron(cells, np.ones((side, side), bool))
+
+
+def assert_designed(mask: np.ndarray, corner_px: int = 16) -> None:
+    """`mask` is the designed silhouette, exact along its straight edges; only within `corner_px` of a
+    corner of the shape (a cell vertex whose four cells are not split by a straight line) it may differ."""
+    want = designed_mask(mask.shape)
+    cells = np.pad(np.array([[c == "X" for c in row] for row in SILHOUETTE]), 1, mode="edge")
+    side = mask.shape[0] // (cells.shape[0] - 2)
+    near_corner = np.zeros_like(want)
+    for i in range(cells.shape[0] - 1):
+        for j in range(cells.shape[1] - 1):
+            quad = cells[i : i + 2, j : j + 2]
+            straight = quad[0, 0] == quad[0, 1] and quad[1, 0] == quad[1, 1]  # a horizontal edge or none
+            straight |= quad[0, 0] == quad[1, 0] and quad[0, 1] == quad[1, 1]  # a vertical edge or none
+            if not straight:
+                y0, x0 = max(0, i * side - corner_px), max(0, j * side - corner_px)
+                near_corner[y0 : i * side + corner_px, x0 : j * side + corner_px] = True
+    differ = mask != want
+    assert not (differ & ~near_corner).any(), np.argwhere(differ & ~near_corner)[:5]
+    assert differ.sum() < 0.01 * mask.size
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +135,10 @@ def env(tiny_models_dir, tmp_path_factory, sample_photo_path):
     from safetensors.torch import save_file
 
     from toonbooth.nets.lama import LamaConfig, build_lama
-    from toonbooth.vision.segment import build_tiny_sam
 
     home = tmp_path_factory.mktemp("anime-home")
     extra = home / "extra-models"  # SAM/ and LaMa/ next to the shared tiny set (extra_model_dirs)
-    sam, processor = build_tiny_sam(seed=SAM_SEED)
+    sam, processor = designed_sam()
     sam.save_pretrained(extra / "SAM" / "tiny-sam")
     processor.save_pretrained(extra / "SAM" / "tiny-sam")
     lama = build_lama(LamaConfig.tiny(), seed=0)
@@ -96,16 +194,18 @@ def test_neural_job_end_to_end_and_mask_mode(env):
     assert out.backend == "neural"
     assert out.info["backends"] == {"segment": "sam", "inpaint": "lama", "character": "sd15"}
     mask = check_full_outputs(out, images, photo)
+    assert_designed(mask)  # the designed SAM's silhouette, through clean_mask (one component, no holes)
     assert mask[CLICK["y"], CLICK["x"]]
-    assert isinstance(out.info["score"], float) and len(out.info["all_scores"]) == 3
+    # one click: the three multimask candidates; the designed IoU head makes the second one the best
+    assert out.info["score"] == SAM_SCORES[2] and out.info["all_scores"] == list(SAM_SCORES[1:])
     # crop long side -> gen_size, multiples of 8; tiny LoRA active; seed as asked
     assert max(out.info["gen_size"]) == 64 and all(v % 8 == 0 for v in out.info["gen_size"])
     assert out.info["seed"] == 7 and out.info["loras"][0]["name"] == "tiny-sd15-style"
     params = read_png_parameters(storage.local_path(out.output("composite").ref))
     assert params.startswith("anime style, cel shading") and "<lora:tiny-sd15-style:1>" in params
     for key in ("Negative prompt: photo, realistic", "Steps: 4", "Sampler: DPM++ 2M Karras", "Seed: 7",
-                "Denoising strength: 0.6", "ControlNet 0: ", "Model: tiny-sd15", 'Segment: "SAM tiny-sam',
-                "Inpaint: LaMa tiny-lama", "Lora hashes: "):  # fmt: skip
+                "Denoising strength: 0.6", "ControlNet 0: ", "Model: tiny-sd15",
+                "Inpaint: LaMa tiny-lama", "Lora hashes: ", 'Segment: "SAM tiny-sam, score 0.875'):  # fmt: skip
         assert key in params, key
     assert "Inpaint: LaMa tiny-lama" in read_png_parameters(storage.local_path(out.output("background").ref))
     # one monotonic progress stream 0 -> 100 over the stages; int(4 * 0.6) = 2 denoising steps

@@ -10,7 +10,6 @@ import base64
 import io
 import os
 import struct
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -201,15 +200,42 @@ def test_over_max_bytes_rejected() -> None:
         _load(io.BytesIO(data), max_bytes=1000)
 
 
-def test_over_max_pixels_rejected_before_decoding() -> None:
+def _spy_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every pixel decode: Pillow's `ImageFile.load` and the codec it asks `Image._getdecoder`
+    for, and every zlib inflater (the PNG completeness check inflates IDAT data)."""
+    calls: list[str] = []
+    real_load, real_decoder, real_inflater = ImageFile.ImageFile.load, Image._getdecoder, zlib.decompressobj
+
+    def load(self, *args, **kwargs):
+        calls.append(f"load {self.format}")
+        return real_load(self, *args, **kwargs)
+
+    def decoder(mode, name, *args, **kwargs):
+        calls.append(f"decoder {name}")
+        return real_decoder(mode, name, *args, **kwargs)
+
+    def inflater(*args, **kwargs):
+        calls.append("inflate")
+        return real_inflater(*args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    monkeypatch.setattr(Image, "_getdecoder", decoder)
+    monkeypatch.setattr(zlib, "decompressobj", inflater)
+    return calls
+
+
+def test_over_max_pixels_rejected_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     # A valid 20000x20000 1-bit PNG: ~50 KB on disk, 400 M pixels once decoded.
     bomb = _png_by_hand(20000, 20000, 1, 0, rows=None)
     assert len(bomb) < 100_000
-    start = time.perf_counter()
+    decoded = _spy_decoding(monkeypatch)
     with pytest.raises(InputTooLargeError, match=r"20000x20000 = 400,000,000 pixels") as exc:
         _load(bomb, max_bytes=MB, max_pixels=40_000_000)
-    assert time.perf_counter() - start < 0.5
     _assert_names_field(exc)
+    assert decoded == []  # refused from the header: not one pixel row decoded or inflated
+    # the spies do see a decode: the same kind of PNG within the limit goes through all three
+    assert _load(_png_by_hand(64, 48, 1, 0, rows=None)).size == (64, 48)
+    assert {"inflate", "load PNG", "decoder zip"} <= set(decoded), decoded
 
 
 def test_pillow_global_bomb_limit_does_not_decide(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 
+from netspy import record_network
 from test_probe import (
     controlnet_diffusers_sdxl,
     controlnet_original,
@@ -359,10 +359,10 @@ def test_catalog_file_hash_validation() -> None:
 
 def test_pull_offline_fails_fast_with_instructions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
+    network = record_network(monkeypatch)
     with pytest.raises(OfflineError) as exc:
         hub.pull("diffusers_xl_canny_full", tmp_path / "models")
-    assert time.monotonic() - start < 5
+    assert network == []  # fails fast: refused before any lookup or connection, nothing to wait for
     msg = str(exc.value)
     assert "diffusers_xl_canny_full.safetensors" in msg
     assert str(tmp_path / "models" / "ControlNet") in msg
@@ -376,10 +376,24 @@ def test_pull_unreachable_hub_is_offline_error_within_seconds(
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    start = time.monotonic()
-    with pytest.raises(
-        OfflineError
-    ) as exc:  # a closed loopback port: refused at once, nothing leaves the machine
+    # huggingface_hub builds its user agent from a registry it fetches from its own ENDPOINT (not the
+    # `endpoint` passed to it): point that at the closed port too, so nothing leaves the machine
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    network = record_network(monkeypatch)
+    probes: list[float] = []
+    real_probe = huggingface_hub.get_hf_file_metadata
+
+    def probe(url, *args, **kwargs):
+        probes.append(kwargs["timeout"])
+        return real_probe(url, *args, **kwargs)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was started after the hub did not answer")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", probe)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    with pytest.raises(OfflineError) as exc:  # a closed loopback port: refused at once
         hub.pull(
             "stable-diffusion-v1-5",
             tmp_path / "models",
@@ -387,7 +401,9 @@ def test_pull_unreachable_hub_is_offline_error_within_seconds(
             endpoint="http://127.0.0.1:9",
             timeout=2,
         )
-    assert time.monotonic() - start < 5
+    # within seconds by construction: one probe bounded by the 2 s timeout, no download, no retry loop
+    assert probes == [2]
+    assert network and set(network) <= {"lookup 127.0.0.1:9", "connect 127.0.0.1:9"}, network
     assert "not reachable" in str(exc.value)
     assert "v1-5-pruned-emaonly.safetensors" in str(exc.value)
     assert not (tmp_path / "models" / "Stable-diffusion" / "v1-5-pruned-emaonly.safetensors").exists()
