@@ -19,10 +19,13 @@ enters toonbooth. It follows the habits of `core/images.py`:
   `io_open` hook refuses every nested file or URL a demuxer might try to open (no shell, no file names
   on any command line, no network);
 * each container accepts a short list of codecs, and a container with a video stream is refused where
-  audio is expected (embedded cover pictures, FFmpeg's `attached_pic`, are allowed and never decoded);
-* the duration limit is enforced twice: from the header when it declares one (refused before
-  decoding), and while decoding, which stops as soon as the decoded audio passes the limit, so a file
-  whose header lies or has no duration (live WebM from a browser) is never decoded in full;
+  audio is expected (an embedded cover picture, FFmpeg's `attached_pic` stream of an ID3 APIC frame,
+  is allowed: only the audio stream's packets are ever decoded here);
+* the duration limit is enforced twice: from the header when it declares one exactly (refused before
+  decoding; MP3 only with a Xing/Info/VBRI frame count, as FFmpeg otherwise estimates from the bit
+  rate), and while decoding, which stops as soon as the decoded audio passes the limit, so a file
+  whose header lies or has no duration (live WebM from a browser) is never decoded in full. Both
+  checks allow `DURATION_GRACE_S` over the limit for codec priming and padding;
 * a stream that decodes to less than its header declares is refused as truncated; a decoder error is
   refused as corrupt; a stream without samples as empty.
 
@@ -72,7 +75,8 @@ DEFAULT_MAX_CHANNELS = 8
 DEFAULT_MIN_RATE = 8_000
 DEFAULT_MAX_RATE = 192_000
 # Codec priming/padding can make decoded audio a little longer than what was recorded (an AAC or MP3
-# frame is 1024/1152 samples, a Vorbis block up to 2048); decoding tolerates this much over the limit.
+# frame is 1024/1152 samples, a Vorbis block up to 2048, Opus pre-skip 312): both duration checks
+# tolerate this much over the limit.
 DURATION_GRACE_S = 0.1
 # Decoded audio shorter than the header's duration by more than this is "truncated".
 _TRUNCATION_TOLERANCE_S = 0.1
@@ -126,7 +130,8 @@ AudioSource = bytes | bytearray | memoryview | Path
 class DecodedAudio:
     """Decoded audio: `samples` float32 mono (channel mean) at `sample_rate` Hz.
 
-    `duration_s` is the decoded length at the source rate; `source_*` describe the file as uploaded
+    `duration_s` is the decoded length at the source rate (for M4A, cut where the MP4 track ends, without
+    the AAC end padding); `source_*` describe the file as uploaded
     (`source_format` one of `ACCEPTED_AUDIO_FORMATS`, `source_codec` the FFmpeg codec name).
     """
 
@@ -187,6 +192,7 @@ def decode_audio_bytes(
     max_rate: int = DEFAULT_MAX_RATE,
 ) -> DecodedAudio:
     """Decode already-read bytes (the byte limit already applied); see `load_audio`."""
+    data = bytes(data)
     if not max_duration_s > 0:
         raise ValueError(f"max_duration_s must be positive, got {max_duration_s}")
     if max_channels < 1 or not 0 < min_rate <= max_rate:
@@ -942,19 +948,19 @@ def _decode(fmt: str, data: bytes, limits: _Limits, header: _Header) -> tuple[in
             declared = _declared_duration(fmt, data, container, stream)
         if declared is not None:
             limits.check_declared_duration(declared, f"from the {fmt} header")
-        mono = _decode_stream(container, stream, limits, fmt, channels, rate)
-    if mono.size == 0:
-        raise InputError(field, f"the {fmt} file holds no audio samples (zero length)", 0)
+        mono, channels, rate = _decode_stream(container, stream, limits, fmt, channels, rate)
     if fmt == "m4a" and declared is not None:
         # AAC ends with encoder padding up to a full 1024-sample frame; the MP4's edit list / track
         # duration says where the recording ends (FFmpeg applies the start trim, not the end one).
-        mono = mono[: max(1, round(declared * rate))]
+        mono = mono[: round(declared * rate)]
     decoded = mono.size / rate
     if declared is not None and decoded < declared - _TRUNCATION_TOLERANCE_S:
         raise limits.truncated(
             f"the header declares {declared:.2f} s but only {decoded:.2f} s of audio could be decoded",
             round(decoded, 3),
         )
+    if mono.size == 0:
+        raise InputError(field, f"the {fmt} file holds no audio samples (zero length)", 0)
     return channels, rate, codec, mono
 
 
@@ -993,16 +999,25 @@ def _declared_duration(fmt: str, data: bytes, container: Any, stream: Any) -> fl
 
 def _decode_stream(
     container: Any, stream: Any, limits: _Limits, fmt: str, channels: int, rate: int
-) -> np.ndarray:
-    """Decode packet by packet into mono (channel mean); stop once past the duration limit."""
+) -> tuple[np.ndarray, int, int]:
+    """Decode packet by packet into mono (channel mean); stop once past the duration limit.
+
+    The first decoded frame's layout and rate are the stream's (they can differ from the header's,
+    e.g. HE-AAC with SBR / parametric stereo); a later change is refused. Returns (mono, channels, rate).
+    """
     field = limits.field
-    max_samples = math.ceil((limits.max_duration_s + DURATION_GRACE_S) * rate)
     pieces: list[np.ndarray] = []
     total = 0
+    max_samples = 0
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
-                if frame.sample_rate != rate or frame.layout.nb_channels != channels:
+                if not pieces:
+                    channels, rate = frame.layout.nb_channels, frame.sample_rate
+                    limits.check_channels(channels, f"decoded {fmt} audio")
+                    limits.check_rate(rate, f"decoded {fmt} audio")
+                    max_samples = math.ceil((limits.max_duration_s + DURATION_GRACE_S) * rate)
+                elif frame.sample_rate != rate or frame.layout.nb_channels != channels:
                     raise InputError(
                         field,
                         f"the {fmt} stream changes from {channels} ch {rate} Hz to "
@@ -1026,8 +1041,8 @@ def _decode_stream(
             fmt,
         ) from exc
     if not pieces:
-        return np.zeros(0, np.float32)
-    return np.concatenate(pieces)
+        return np.zeros(0, np.float32), channels, rate
+    return np.concatenate(pieces), channels, rate
 
 
 def _frame_mono(frame: Any, channels: int, field: str) -> np.ndarray:

@@ -148,8 +148,10 @@ def encode_mp4(
 
 
 def _fps_fraction(fps: float | Fraction) -> Fraction:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(float(fps)):
+        raise ValueError(f"fps must be a finite number, got {fps!r}")
     value = fps if isinstance(fps, Fraction) else Fraction(float(fps)).limit_denominator(1001)
-    if not (isinstance(fps, (int, float, Fraction)) and math.isfinite(float(fps)) and 0 < value <= 240):
+    if not 0 < value <= 240:
         raise ValueError(f"fps must be in (0, 240], got {fps!r}")
     return value
 
