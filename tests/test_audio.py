@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import toonbooth.core.audio as audio_mod
+import toonbooth.core.audio_containers as containers
 from toonbooth.core.audio import (
     DURATION_GRACE_S,
     decode_audio_bytes,
@@ -331,20 +332,20 @@ def _live_webm(data: bytes) -> bytes:
     out = bytearray(data)
 
     def mark_unknown(pos: int) -> tuple[int, int]:
-        _, after_id = audio_mod._vint(data, pos, is_id=True)
-        size, after_size = audio_mod._vint(data, after_id, is_id=False)
+        _, after_id = containers.vint(data, pos, is_id=True)
+        size, after_size = containers.vint(data, after_id, is_id=False)
         length = after_size - after_id
         out[after_id:after_size] = (((1 << (7 * length)) - 1) | (1 << (8 * length - length))).to_bytes(
             length, "big"
         )
         return after_size, size or 0
 
-    _, header_body, header_size = audio_mod._ebml_element(data, 0)
+    _, header_body, header_size = containers.ebml_element(data, 0)
     seg_body, _ = mark_unknown(header_body + header_size)
     pos, clusters = seg_body, 0
     while pos < len(data):
-        eid, body, size = audio_mod._ebml_element(data, pos)
-        if eid == audio_mod._CLUSTER:
+        eid, body, size = containers.ebml_element(data, pos)
+        if eid == containers.CLUSTER:
             mark_unknown(pos)
             clusters += 1
         pos = body + (size or 0)
@@ -569,7 +570,7 @@ def test_video_container_where_audio_is_expected(files, case):
 def test_video_stream_found_by_ffmpeg_is_refused(files, monkeypatch):
     """The PyAV stream list is checked too (a layout our byte walk does not see)."""
     data = _ogg_bos_page(_theora_identification(), serial=0x7E0) + files["ogg/libopus"]
-    monkeypatch.setattr(audio_mod, "_check_structure", lambda fmt, data, limits: audio_mod._Header())
+    monkeypatch.setattr(audio_mod, "check_structure", lambda fmt, data, limits: containers.DeclaredHeader())
     with pytest.raises(
         InputError, match=r"the ogg file holds a video stream \(theora\); expected audio only"
     ):
