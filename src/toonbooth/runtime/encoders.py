@@ -71,6 +71,7 @@ EXTENSIONS: dict[str, str] = {
 # ISO/IEC 14496-3 sampling_frequency_index table (the rates an AAC stream can declare).
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 MIN_FRAME_MS = 20
+_AAC_FRAME = 1024  # samples per AAC-LC frame
 _MACROBLOCK = 16
 # H.264 encoders in order of preference; the first one this FFmpeg build can open is used.
 _H264_ENCODERS = (
@@ -252,8 +253,9 @@ def _write_mp4(
             vf.pts = index
             out.mux(video.encode(vf))
             index += 1
-            if sound is not None and pcm is not None:  # audio up to the end of this frame, interleaved
+            if sound is not None and pcm is not None:  # whole AAC frames up to this frame's end, interleaved
                 until = min(pcm.shape[1], math.ceil(index / rate * audio_rate))
+                until = audio_pos + (until - audio_pos) // _AAC_FRAME * _AAC_FRAME
                 audio_pos = _mux_audio(out, sound, pcm, audio_pos, until, audio_rate)
             nxt = next(frames, None)
             rgb = None if nxt is None else _as_rgb(nxt, index)
@@ -264,10 +266,9 @@ def _write_mp4(
 
 
 def _mux_audio(out: Any, stream: Any, pcm: np.ndarray, start: int, stop: int, sr: int) -> int:
-    chunk = 1024  # one AAC frame
     pos = start
     while pos < stop:
-        end = min(pos + chunk, stop)
+        end = min(pos + _AAC_FRAME, stop)
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(pcm[:, pos:end]),
             format="fltp",
