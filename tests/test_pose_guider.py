@@ -45,7 +45,7 @@ def test_looks_like_rejects_other_layouts():
     assert not pg.looks_like_pose_guider({"conv_in.weight", "conv_in.bias"})
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".safetensors"])
 def test_load_back_identical(tmp_path, suffix):
     config = pg.PoseGuiderConfig.tiny()
     guider = pg.build_pose_guider(config, seed=1)
@@ -54,6 +54,8 @@ def test_load_back_identical(tmp_path, suffix):
     path = tmp_path / f"pose_guider{suffix}"
     if suffix == ".pth":
         torch.save(guider.state_dict(), path)
+    elif suffix == ".pt":  # the legacy (non-zip) torch format: read without mmap
+        torch.save(guider.state_dict(), path, _use_new_zipfile_serialization=False)
     else:
         from safetensors.torch import save_file
 
@@ -81,6 +83,8 @@ def test_unsafe_and_foreign_files_are_refused(tmp_path):
         pg.load_pose_guider(other)
     with pytest.raises(ModelError, match="format"):
         pg.load_pose_guider(_touch(tmp_path / "pose_guider.ckpt"))
+    with pytest.raises(ModelError, match="not a readable"):
+        pg.load_pose_guider(_touch(tmp_path / "truncated.pth"))
 
 
 def _touch(path):

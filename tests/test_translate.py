@@ -14,6 +14,7 @@ import io
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,9 +94,12 @@ def marian_dir(tmp_path_factory) -> Path:
         bias[0, sorted(target_ids - {0, 1})] = 0.0
         model.final_logits_bias.copy_(bias)
     model.save_pretrained(folder)
-    MarianTokenizer(
-        str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json")
-    ).save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*sacremoses.*")
+        tokenizer = MarianTokenizer(
+            str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json")
+        )
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -209,6 +213,8 @@ def test_english_prompt_never_touches_the_model():
     prompt = "masterpiece, (city street:1.1) <lora:toon:0.7> BREAK night"
     result = tr.translate_prompt(prompt, None, None)
     assert result.translated == prompt and not result.changed
+    with pytest.raises(ModelNotFoundError, match="opus-mt-ko-en"):
+        tr.translate_prompt(prompt + ", 고양이", None, None)
 
 
 def test_identical_spans_are_translated_once(marian, monkeypatch):
@@ -249,6 +255,10 @@ def test_pickled_objects_are_refused(marian_dir, tmp_path):
     torch.save({"model.shared.weight": _NotATensor()}, folder / "pytorch_model.bin")
     with pytest.raises(UnsafeModelFormatError, match="unpickling"):
         tr.load_marian(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot load") as err:
+        tr.load_marian(folder)
+    assert not isinstance(err.value, UnsafeModelFormatError)
 
 
 def test_load_errors_name_what_is_wrong(marian_dir, tmp_path):

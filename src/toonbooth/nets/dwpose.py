@@ -145,21 +145,21 @@ class DWPoseModels:
 
     @property
     def detector_input_hw(self) -> tuple[int, int]:
-        """(H, W) of the detector input, read from the model (640 x 640 for yolox_l)."""
-        return _fixed_hw(self.detector, "detector")
+        """(H, W) of the detector input, read from the model (640 x 640 for yolox_l; 640 x 640 when the
+        export has dynamic sizes)."""
+        return _input_hw(self.detector, (640, 640))
 
     @property
     def pose_input_hw(self) -> tuple[int, int]:
-        """(H, W) of the pose input, read from the model (384 x 288 for dw-ll_ucoco_384)."""
-        return _fixed_hw(self.pose, "pose model")
+        """(H, W) of the pose input, read from the model (384 x 288 for dw-ll_ucoco_384; that size when the
+        export has dynamic sizes)."""
+        return _input_hw(self.pose, (384, 288))
 
 
-def _fixed_hw(session: Any, what: str) -> tuple[int, int]:
+def _input_hw(session: Any, default: tuple[int, int]) -> tuple[int, int]:
     dims = _dims(session.get_inputs()[0].shape)
     if dims[2] is None or dims[3] is None:
-        raise ModelError(
-            f"DWPose {what}: the ONNX input has no fixed height/width ({session.get_inputs()[0].shape})"
-        )
+        return default
     return int(dims[2]), int(dims[3])
 
 

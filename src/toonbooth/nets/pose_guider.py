@@ -17,6 +17,7 @@ resolution; output: (B, 320, H/8, W/8), added to the denoising UNet's `conv_in` 
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,12 +108,22 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     if suffix in (".pth", ".pt", ".bin"):
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
+            try:
+                # memory-mapped: the AnimateAnyone UNet files are 3.4 GB each
+                obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        except pickle.UnpicklingError as e:
+            if "global" not in str(e).lower():  # not a refused class: a damaged or foreign file
+                raise ModelError(f"{path.name}: not a readable PyTorch weights file ({e})") from e
             raise UnsafeModelFormatError(
                 f"{path.name}: refused, it needs full unpickling (not only tensors); convert it to "
                 ".safetensors on a trusted machine"
             ) from e
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise ModelError(f"{path.name}: not a readable PyTorch weights file ({e})") from e
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

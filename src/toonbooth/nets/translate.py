@@ -111,7 +111,8 @@ def load_marian(
         )
     except Exception as e:
         text = str(e)
-        if "weights_only" in text or "Unpickl" in type(e).__name__ or "Unpickl" in text:
+        # torch's weights-only unpickler names the class it refused ("Unsupported global: ...")
+        if "unsupported global" in text.lower():
             raise UnsafeModelFormatError(
                 f"{weights.name}: refused, it needs full unpickling (not only tensors); convert it to "
                 "model.safetensors on a trusted machine"
@@ -270,8 +271,8 @@ def translate_prompt(
     """Translate the Hangul parts of an A1111 prompt to English, keeping every piece of syntax as is.
 
     `protected` holds words copied verbatim (textual-inversion embedding names, LoRA trigger words).
-    A prompt without Hangul is returned unchanged without running the model. Identical spans are
-    translated once.
+    A prompt without Hangul is returned unchanged without running the model (`model`/`tokenizer` may then
+    be None); a prompt with Hangul and no model raises ModelNotFoundError. Identical spans are translated once.
     """
     segments = split_prompt(text, protected)
     cores: dict[str, str] = {}
@@ -281,6 +282,11 @@ def translate_prompt(
             cores.setdefault(core, "")
     if not cores:
         return TranslatedPrompt(text, text, tuple(segments))
+    if model is None or tokenizer is None:
+        raise ModelNotFoundError(
+            "the prompt contains Korean (Hangul) and needs the MarianMT ko→en translation model "
+            "(Helsinki-NLP/opus-mt-ko-en), which is not loaded; Korean text is never passed to CLIP untranslated"
+        )
     sources = list(cores)
     raw = translate_texts(
         sources, model, tokenizer, num_beams=num_beams, max_new_tokens=max_new_tokens, batch_size=batch_size
