@@ -1,6 +1,6 @@
 """Per-region face masks for makeup: from a face-parsing label map, or from 68 landmarks (classic fallback).
 
-Regions (`REGION_NAMES`): `lips`, `eyes` (the eyeballs), `eye_shadow` (a ring around each eye on the skin,
+Regions (`REGION_NAMES`): `lips`, `mouth` (inside the lips: teeth, tongue), `eyes` (the eyeballs), `eye_shadow` (a ring around each eye on the skin,
 below the brows), `brows`, `skin` (face skin including the nose), `blush` (an ellipse on each cheek), `hair`,
 `neck`, `background`.
 
@@ -16,7 +16,8 @@ below the brows), `brows`, `skin` (face skin including the nose), `blush` (an el
   from 68 points: they are empty and not `available`.
 
 `FaceRegions.soft(name)` gives the feathered mask: 1 on the region, falling smoothly to 0 over `feather_px`
-outside it (so statistics over the region are unaffected by the feather), 0 on protected pixels.
+outside it (so statistics over the region are unaffected by the feather), 0 on protected pixels and on the
+regions in `KEEP_OUT` (eyeballs and the inside of the mouth are never painted).
 """
 
 from __future__ import annotations
@@ -30,7 +31,26 @@ import numpy as np
 from toonbooth.core.errors import InputError
 from toonbooth.vision.landmarks import FaceLandmarks
 
-REGION_NAMES: tuple[str, ...] = ("lips", "eyes", "eye_shadow", "brows", "skin", "blush", "hair", "neck", "background")
+REGION_NAMES: tuple[str, ...] = (
+    "lips",
+    "mouth",
+    "eyes",
+    "eye_shadow",
+    "brows",
+    "skin",
+    "blush",
+    "hair",
+    "neck",
+    "background",
+)
+KEEP_OUT: dict[str, tuple[str, ...]] = {
+    "lips": ("mouth", "eyes"),
+    "eye_shadow": ("eyes", "mouth"),
+    "brows": ("eyes", "mouth"),
+    "skin": ("eyes", "mouth"),
+    "blush": ("eyes", "mouth"),
+}
+"""Regions whose pixels a region's feathered mask never reaches (no lipstick on teeth, no shadow on eyeballs)."""
 
 # CelebAMask-HQ / BiSeNet label indices (see nets.bisenet.FACE_PARSING_CLASSES; vision must not import nets)
 _BACKGROUND, _SKIN, _L_BROW, _R_BROW, _L_EYE, _R_EYE, _EYE_G = 0, 1, 2, 3, 4, 5, 6
@@ -38,6 +58,7 @@ _L_EAR, _R_EAR, _EAR_R, _NOSE, _MOUTH, _U_LIP, _L_LIP = 7, 8, 9, 10, 11, 12, 13
 _NECK, _NECK_L, _CLOTH, _HAIR, _HAT = 14, 15, 16, 17, 18
 PARSING_REGION_LABELS: dict[str, tuple[int, ...]] = {
     "lips": (_U_LIP, _L_LIP),
+    "mouth": (_MOUTH,),
     "eyes": (_L_EYE, _R_EYE),
     "brows": (_L_BROW, _R_BROW),
     "skin": (_SKIN, _NOSE),
@@ -77,6 +98,8 @@ class FaceRegions:
         soft = feather_mask(self.masks[name], self.feather_px if radius is None else radius)
         if self.protect.any() and name not in ("hair", "background"):
             soft[self.protect] = 0.0
+        for other in KEEP_OUT.get(name, ()):
+            soft[self.masks[other]] = 0.0
         return soft
 
     def pixel_counts(self) -> dict[str, int]:
@@ -155,6 +178,7 @@ def regions_from_landmarks(landmarks: FaceLandmarks | np.ndarray, image_shape: t
     zero = np.zeros((h, w), bool)
     masks = {
         "lips": lips,
+        "mouth": inner,
         "eyes": eyes,
         "eye_shadow": eye_shadow,
         "brows": brows,
