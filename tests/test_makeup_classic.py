@@ -85,7 +85,9 @@ def test_transfer_formula_direction() -> None:
     assert not np.allclose(((x - src.mean) * src.std / ref.std + ref.mean).std(0), ref.std)
     # a flat source region cannot blow up: the ratio is clipped to STD_RATIO_LIMITS
     flat = LabStats(src.mean, np.array([1e-9, 10.0, 10.0]), 2)
-    assert transfer_lab(x, flat, ref)[:, 0].std() == pytest.approx(10.0 * STD_RATIO_LIMITS[1])  # x's L spread is 10
+    assert transfer_lab(x, flat, ref)[:, 0].std() == pytest.approx(
+        10.0 * STD_RATIO_LIMITS[1]
+    )  # x's L spread is 10
 
 
 def test_region_moves_to_reference_stats_at_intensity_1(designed) -> None:
@@ -97,7 +99,9 @@ def test_region_moves_to_reference_stats_at_intensity_1(designed) -> None:
     got = lab_stats(rgb_to_lab(out), lips)
     want = lab_stats(rgb_to_lab(ref), ref_regions.masks["lips"])
     before = lab_stats(rgb_to_lab(src), lips)
-    assert np.abs(before.mean - want.mean).max() > 10 and np.abs(before.std - want.std).max() > 3  # a real move
+    assert (
+        np.abs(before.mean - want.mean).max() > 10 and np.abs(before.std - want.std).max() > 3
+    )  # a real move
     # exact up to 8-bit rounding of the result
     assert np.allclose(got.mean, want.mean, atol=0.15), (got.mean, want.mean)
     assert np.allclose(got.std, want.std, atol=0.15), (got.std, want.std)
@@ -124,7 +128,9 @@ def test_feathered_masks_leave_everything_else_byte_identical(designed) -> None:
     res = transfer_makeup(src, src_regions, ref, ref_regions, {"lips": 1.2, "skin": 0.3})
     out = np.asarray(res.image)
     reach = (src_regions.soft("lips") > 0) | (src_regions.soft("skin") > 0)
-    assert reach.sum() > src_regions.masks["lips"].sum() + src_regions.masks["skin"].sum()  # the feather reaches out
+    assert (
+        reach.sum() > src_regions.masks["lips"].sum() + src_regions.masks["skin"].sum()
+    )  # the feather reaches out
     assert np.array_equal(out[~reach], src[~reach])
     assert not np.array_equal(out[src_regions.masks["lips"]], src[src_regions.masks["lips"]])
 
@@ -250,12 +256,16 @@ def test_landmark_regions_on_the_photo(photo_face) -> None:
 
 def test_makeup_from_a_reference_on_the_photo(photo_face) -> None:
     landmarker, photo, face = photo_face
-    reference = np.ascontiguousarray(_made_up(photo, face)[:, ::-1])  # mirrored: another pose of the same face
+    reference = np.ascontiguousarray(
+        _made_up(photo, face)[:, ::-1]
+    )  # mirrored: another pose of the same face
     ref_face = landmarker.main_face(reference)
     assert ref_face is not None
     src_r = regions_from_landmarks(face, photo.shape[:2])
     ref_r = regions_from_landmarks(ref_face, reference.shape[:2])
-    res = transfer_makeup(photo, src_r, reference, ref_r, {"lips": 1.0, "eyes": 1.0, "skin": 0.0, "blush": 0.0, "brows": 0.0})
+    res = transfer_makeup(
+        photo, src_r, reference, ref_r, {"lips": 1.0, "eyes": 1.0, "skin": 0.0, "blush": 0.0, "brows": 0.0}
+    )
     out = np.asarray(res.image)
     lab_out, lab_ref, lab_src = rgb_to_lab(out), rgb_to_lab(reference), rgb_to_lab(photo)
     lips = src_r.masks["lips"]

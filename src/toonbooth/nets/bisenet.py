@@ -302,7 +302,9 @@ def load_bisenet_state_dict(model: BiSeNet, state_dict: dict[str, torch.Tensor])
     """Load a public-layout state dict strictly (a DataParallel `module.` prefix is dropped)."""
     sd = _strip_module_prefix(dict(state_dict))
     if not looks_like_bisenet(set(sd)):
-        raise ModelError("not a BiSeNet face-parsing state dict (expected keys `cp.resnet.*`, `cp.arm16.*`, `ffm.*`, ...)")
+        raise ModelError(
+            "not a BiSeNet face-parsing state dict (expected keys `cp.resnet.*`, `cp.arm16.*`, `ffm.*`, ...)"
+        )
     result = model.load_state_dict(sd, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     unexpected = list(result.unexpected_keys)
@@ -351,7 +353,11 @@ def parse_face(
     """
     if not (32 <= size <= 2048) or size % 32:
         raise InputError("size", f"must be a multiple of 32 in [32, 2048], got {size!r}", size)
-    w, h = image.size if isinstance(image, Image.Image) else (np.asarray(image).shape[1], np.asarray(image).shape[0])
+    w, h = (
+        image.size
+        if isinstance(image, Image.Image)
+        else (np.asarray(image).shape[1], np.asarray(image).shape[0])
+    )
     if output_size is not None:
         w, h = int(output_size[0]), int(output_size[1])
     if w < 1 or h < 1:

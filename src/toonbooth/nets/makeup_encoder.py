@@ -99,7 +99,9 @@ class Resampler(nn.Module):
 
         self.config = config or ResamplerConfig()
         c = self.config
-        self.attn = Attention(query_dim=c.query_dim, heads=c.heads, dim_head=c.dim_head, bias=False, out_bias=True)
+        self.attn = Attention(
+            query_dim=c.query_dim, heads=c.heads, dim_head=c.dim_head, bias=False, out_bias=True
+        )
         self.ff = FeedForward(c.query_dim, mult=4, activation_fn="geglu")
         self.norm1 = nn.LayerNorm(c.query_dim)
         self.norm2 = nn.LayerNorm(c.query_dim)
@@ -123,7 +125,9 @@ class PlainAttnProcessor(nn.Module):
 
         self._impl = AttnProcessor2_0()
 
-    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):  # noqa: ANN001, ANN201
+    def forward(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs
+    ):
         return self._impl(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
@@ -142,7 +146,9 @@ class SSRAttnProcessor(nn.Module):
         self.to_k_SSR = nn.Linear(context_dim, hidden_size, bias=False)
         self.to_v_SSR = nn.Linear(context_dim, hidden_size, bias=False)
 
-    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):  # noqa: ANN001, ANN201
+    def forward(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs
+    ):
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -202,7 +208,10 @@ def ssr_slots(unet: nn.Module) -> list[SsrSlot]:
 def expected_ssr_keys(unet: nn.Module) -> set[str]:
     """The `SSR_layers.*` keys a detail-encoder file for this UNet holds."""
     return {
-        f"SSR_layers.{s.index}.{p}.weight" for s in ssr_slots(unet) if s.hidden_size is not None for p in ("to_k_SSR", "to_v_SSR")
+        f"SSR_layers.{s.index}.{p}.weight"
+        for s in ssr_slots(unet)
+        if s.hidden_size is not None
+        for p in ("to_k_SSR", "to_v_SSR")
     }
 
 
@@ -247,7 +256,11 @@ def _vision_core(model: nn.Module) -> nn.Module:
 def clip_to_public_keys(model: nn.Module) -> dict[str, torch.Tensor]:
     """A `CLIPVisionModel` state dict in the public (transformers 4.x) layout `vision_model.*`, no post_layernorm."""
     sd = _vision_core(model).state_dict()
-    return {f"vision_model.{k}": v for k, v in sd.items() if not k.startswith("post_layernorm.") and not k.endswith("position_ids")}
+    return {
+        f"vision_model.{k}": v
+        for k, v in sd.items()
+        if not k.startswith("post_layernorm.") and not k.endswith("position_ids")
+    }
 
 
 def _clip_core_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -261,7 +274,7 @@ def _clip_core_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def clip_vision_config_from_state_dict(sd: dict[str, torch.Tensor], num_attention_heads: int | None = None):  # noqa: ANN201
+def clip_vision_config_from_state_dict(sd: dict[str, torch.Tensor], num_attention_heads: int | None = None):
     """A transformers `CLIPVisionConfig` read off CLIP vision weights (either layout).
 
     The head count is not in the shapes: default `hidden_size // 64` (ViT-B/L: 12 / 16 heads).
@@ -297,7 +310,11 @@ def load_clip_vision_state(model: nn.Module, sd: dict[str, torch.Tensor]) -> Non
     """Load CLIP vision weights in either layout; only `post_layernorm.*` may be missing."""
     core = _vision_core(model)
     result = core.load_state_dict(_clip_core_keys(sd), strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("post_layernorm.") and not k.endswith("position_ids")]
+    missing = [
+        k
+        for k in result.missing_keys
+        if not k.startswith("post_layernorm.") and not k.endswith("position_ids")
+    ]
     if missing or result.unexpected_keys:
         raise ModelError(
             f"CLIP image-encoder weights do not fit: missing {missing[:5]} ({len(missing)}), "
@@ -371,7 +388,11 @@ def looks_like_detail_encoder(keys: set[str]) -> bool:
 
 def looks_like_controlnet(keys: set[str]) -> bool:
     """Keys of a diffusers-layout `ControlNetModel` state dict (`pytorch_model_1/2.bin`)."""
-    return {"controlnet_cond_embedding.conv_in.weight", "controlnet_mid_block.weight", "conv_in.weight"} <= keys
+    return {
+        "controlnet_cond_embedding.conv_in.weight",
+        "controlnet_mid_block.weight",
+        "conv_in.weight",
+    } <= keys
 
 
 def identify_stable_makeup_file(keys: set[str]) -> Literal["detail_encoder", "controlnet", "unknown"]:
@@ -390,7 +411,9 @@ def split_detail_encoder_state_dict(
     clip = {k[len("image_encoder.") :]: v for k, v in sd.items() if k.startswith("image_encoder.")}
     ssr = {k: v for k, v in sd.items() if k.startswith("SSR_layers.")}
     res = {k[len("resampler.") :]: v for k, v in sd.items() if k.startswith("resampler.")}
-    other = sorted(set(sd) - {f"image_encoder.{k}" for k in clip} - set(ssr) - {f"resampler.{k}" for k in res})
+    other = sorted(
+        set(sd) - {f"image_encoder.{k}" for k in clip} - set(ssr) - {f"resampler.{k}" for k in res}
+    )
     if other:
         raise ModelError(f"unexpected keys in a Stable-Makeup detail encoder: {other[:5]} ({len(other)})")
     return clip, ssr, res
@@ -415,7 +438,9 @@ def check_ssr_keys(unet: nn.Module, ssr: dict[str, torch.Tensor], context_dim: i
         m = _SSR_KEY.match(key)
         slot = slots[int(m.group(1))]  # type: ignore[union-attr]
         if w.ndim != 2 or int(w.shape[0]) != slot.hidden_size:
-            raise ModelError(f"`{key}` has shape {tuple(w.shape)}, the UNet's {slot.name} needs ({slot.hidden_size}, ...)")
+            raise ModelError(
+                f"`{key}` has shape {tuple(w.shape)}, the UNet's {slot.name} needs ({slot.hidden_size}, ...)"
+            )
         widths.add(int(w.shape[1]))
     if len(widths) != 1:
         raise ModelError(f"SSR layers read different token widths {sorted(widths)}")
@@ -427,7 +452,7 @@ def check_ssr_keys(unet: nn.Module, ssr: dict[str, torch.Tensor], context_dim: i
 
 def build_detail_encoder(
     unet: nn.Module,
-    clip_config=None,  # noqa: ANN001 - transformers.CLIPVisionConfig
+    clip_config=None,
     resampler_config: ResamplerConfig | None = None,
     *,
     image_encoder: nn.Module | None = None,
@@ -437,10 +462,18 @@ def build_detail_encoder(
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     if image_encoder is None:
-        image_encoder = CLIPVisionModel(clip_config or CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
-                                                                          num_hidden_layers=24, num_attention_heads=16,
-                                                                          image_size=224, patch_size=14,
-                                                                          hidden_act="quick_gelu"))
+        image_encoder = CLIPVisionModel(
+            clip_config
+            or CLIPVisionConfig(
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                image_size=224,
+                patch_size=14,
+                hidden_act="quick_gelu",
+            )
+        )
     hidden = int(image_encoder.config.hidden_size)
     rc = resampler_config or ResamplerConfig(query_dim=hidden)
     if rc.query_dim != hidden:
@@ -451,7 +484,7 @@ def build_detail_encoder(
     return enc.to(param.device).eval()
 
 
-def tiny_clip_vision_config():  # noqa: ANN201 - transformers.CLIPVisionConfig
+def tiny_clip_vision_config():
     """4 layers x 32 wide, 32 px images in 8 px patches (17 tokens): `hidden_states[2::2]` gives 2 x 17 tokens."""
     from transformers import CLIPVisionConfig
 
@@ -484,22 +517,30 @@ def load_detail_encoder(
 
     sd = read_state_dict(path, "Stable-Makeup detail encoder")
     if not looks_like_detail_encoder(set(sd)):
-        raise ModelError(f"{Path(path).name}: not a Stable-Makeup detail encoder (no `SSR_layers.*` / `resampler.*` keys)")
+        raise ModelError(
+            f"{Path(path).name}: not a Stable-Makeup detail encoder (no `SSR_layers.*` / `resampler.*` keys)"
+        )
     clip_sd, ssr_sd, res_sd = split_detail_encoder_state_dict(sd)
     if clip_sd:
         if image_encoder is None:
             image_encoder = CLIPVisionModel(clip_vision_config_from_state_dict(clip_sd, num_attention_heads))
         load_clip_vision_state(image_encoder, clip_sd)
     elif image_encoder is None:
-        raise ModelError(f"{Path(path).name} has no `image_encoder.*` weights: pass the CLIP ViT-L image encoder")
+        raise ModelError(
+            f"{Path(path).name} has no `image_encoder.*` weights: pass the CLIP ViT-L image encoder"
+        )
     hidden = int(image_encoder.config.hidden_size)
     check_ssr_keys(unet, ssr_sd, hidden)
     rc = ResamplerConfig.from_state_dict(res_sd, dim_head=resampler_dim_head)
     enc = build_detail_encoder(unet, resampler_config=rc, image_encoder=image_encoder, scale=scale)
     enc.resampler.load_state_dict(res_sd, strict=True)
-    result = enc.SSR_layers.load_state_dict({k[len("SSR_layers.") :]: v for k, v in ssr_sd.items()}, strict=False)
+    result = enc.SSR_layers.load_state_dict(
+        {k[len("SSR_layers.") :]: v for k, v in ssr_sd.items()}, strict=False
+    )
     if result.missing_keys or result.unexpected_keys:  # check_ssr_keys makes this unreachable; keep it loud
-        raise ModelError(f"SSR layers did not load: missing {result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]}")
+        raise ModelError(
+            f"SSR layers did not load: missing {result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]}"
+        )
     param = next(unet.parameters())
     return enc.to(param.device, param.dtype).eval()
 
@@ -509,7 +550,7 @@ def load_detail_encoder(
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_makeup_controlnet(path: Path | str, unet: nn.Module):  # noqa: ANN201 - diffusers.ControlNetModel
+def load_makeup_controlnet(path: Path | str, unet: nn.Module):
     """`pytorch_model_1.bin` (identity) or `_2.bin` (structure): `ControlNetModel.from_unet(unet)` + the file's weights.
 
     The key set must equal the stock model's exactly (the reference loads with strict=False; a mismatch here
@@ -526,12 +567,16 @@ def load_makeup_controlnet(path: Path | str, unet: nn.Module):  # noqa: ANN201 -
     own = set(controlnet.state_dict())
     missing, extra = sorted(own - set(sd)), sorted(set(sd) - own)
     if missing or extra:
-        raise ModelError(f"{Path(path).name} does not fit ControlNetModel.from_unet: missing {missing[:4]}, extra {extra[:4]}")
+        raise ModelError(
+            f"{Path(path).name} does not fit ControlNetModel.from_unet: missing {missing[:4]}, extra {extra[:4]}"
+        )
     own_sd = controlnet.state_dict()
     for key, tensor in sd.items():
         want = own_sd[key].shape
         if tuple(tensor.shape) != tuple(want):
-            raise ModelError(f"{Path(path).name}: `{key}` is {tuple(tensor.shape)}, the UNet's ControlNet needs {tuple(want)}")
+            raise ModelError(
+                f"{Path(path).name}: `{key}` is {tuple(tensor.shape)}, the UNet's ControlNet needs {tuple(want)}"
+            )
     controlnet.load_state_dict(sd, strict=True)
     param = next(unet.parameters())
     controlnet = controlnet.to(param.device)

@@ -121,13 +121,17 @@ def feather_mask(mask: np.ndarray, radius: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 
 
-def regions_from_parsing(labels: np.ndarray, landmarks: FaceLandmarks | np.ndarray | None = None) -> FaceRegions:
+def regions_from_parsing(
+    labels: np.ndarray, landmarks: FaceLandmarks | np.ndarray | None = None
+) -> FaceRegions:
     """Regions from a (H, W) label map of the 19 face-parsing classes (+ landmarks for eye shadow and cheeks)."""
     lab = np.asarray(labels)
     if lab.ndim != 2 or lab.size == 0:
         raise InputError("labels", f"expected a 2-D label map, got shape {lab.shape}", lab.shape)
     if lab.max() > _HAT:
-        raise InputError("labels", f"has label {int(lab.max())}, the face-parsing classes are 0..18", int(lab.max()))
+        raise InputError(
+            "labels", f"has label {int(lab.max())}, the face-parsing classes are 0..18", int(lab.max())
+        )
     masks = {name: np.isin(lab, ids) for name, ids in PARSING_REGION_LABELS.items()}
     skin = masks["skin"]
     geo = _geometry(landmarks, lab)
@@ -154,7 +158,9 @@ def regions_from_parsing(labels: np.ndarray, landmarks: FaceLandmarks | np.ndarr
 # ---------------------------------------------------------------------------------------------------
 
 
-def regions_from_landmarks(landmarks: FaceLandmarks | np.ndarray, image_shape: tuple[int, int]) -> FaceRegions:
+def regions_from_landmarks(
+    landmarks: FaceLandmarks | np.ndarray, image_shape: tuple[int, int]
+) -> FaceRegions:
     """Regions from 68 landmarks alone, for an image of `image_shape` (H, W). No hair / neck / background."""
     pts = _points(landmarks)
     h, w = int(image_shape[0]), int(image_shape[1])
@@ -168,7 +174,10 @@ def regions_from_landmarks(landmarks: FaceLandmarks | np.ndarray, image_shape: t
     inner = _fill((h, w), [pts[60:68]])
     lips = outer & ~inner
     brow_t = 0.12 * ed
-    brows = _fill((h, w), [_thick_polyline(pts[17:22], geo.down * brow_t), _thick_polyline(pts[22:27], geo.down * brow_t)])
+    brows = _fill(
+        (h, w),
+        [_thick_polyline(pts[17:22], geo.down * brow_t), _thick_polyline(pts[22:27], geo.down * brow_t)],
+    )
     # face: jaw line closed over a forehead band raised above the brows by 0.35 eye distances
     forehead = pts[26:16:-1] - geo.down * (0.35 * ed)
     face = _fill((h, w), [np.vstack([pts[0:17], forehead])])
@@ -295,7 +304,9 @@ def _fill(shape: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarray:
 
 
 def _points(landmarks: FaceLandmarks | np.ndarray) -> np.ndarray:
-    pts = landmarks.points if isinstance(landmarks, FaceLandmarks) else np.asarray(landmarks, dtype=np.float64)
+    pts = (
+        landmarks.points if isinstance(landmarks, FaceLandmarks) else np.asarray(landmarks, dtype=np.float64)
+    )
     if pts.shape != (68, 2) or not np.all(np.isfinite(pts)):
         raise InputError("landmarks", f"expected 68 finite (x, y) points, got shape {pts.shape}", pts.shape)
     return pts

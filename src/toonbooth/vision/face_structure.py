@@ -113,7 +113,9 @@ def _face_list(faces: object) -> list[np.ndarray]:
 def _check(pts: np.ndarray) -> np.ndarray:
     arr = np.asarray(pts, dtype=np.float64)
     if arr.shape != (68, 2) or not np.all(np.isfinite(arr)):
-        raise InputError("landmarks", f"expected 68 finite (x, y) points per face, got shape {arr.shape}", arr.shape)
+        raise InputError(
+            "landmarks", f"expected 68 finite (x, y) points per face, got shape {arr.shape}", arr.shape
+        )
     return arr
 
 
@@ -124,4 +126,6 @@ def _draw_one(canvas: np.ndarray, pts: np.ndarray, line_width: int) -> None:
         color = tuple(int(c) for c in part.color)  # the canvas is RGB
         if part.closed:
             cv2.fillPoly(canvas, [poly], color, lineType=cv2.LINE_AA, shift=_SHIFT)
-        cv2.polylines(canvas, [poly], part.closed, color, thickness=line_width, lineType=cv2.LINE_AA, shift=_SHIFT)
+        cv2.polylines(
+            canvas, [poly], part.closed, color, thickness=line_width, lineType=cv2.LINE_AA, shift=_SHIFT
+        )

@@ -209,10 +209,14 @@ def align_face(
     if not (8 <= output_size <= 4096):
         raise InputError("output_size", f"must be in [8, 4096], got {output_size!r}", output_size)
     if transform_size is None:
-        transform_size = min(4 * output_size, FFHQ_TRANSFORM_SIZE) if output_size <= FFHQ_TRANSFORM_SIZE else output_size
+        transform_size = (
+            min(4 * output_size, FFHQ_TRANSFORM_SIZE) if output_size <= FFHQ_TRANSFORM_SIZE else output_size
+        )
     if not (output_size <= transform_size <= 8192):
         raise InputError(
-            "transform_size", f"must be in [output_size={output_size}, 8192], got {transform_size!r}", transform_size
+            "transform_size",
+            f"must be in [output_size={output_size}, 8192], got {transform_size!r}",
+            transform_size,
         )
     rgb = _rgb(photo, "photo")
     lm = _points(landmarks)
@@ -266,7 +270,9 @@ def align_face(
             1.0 - np.minimum(np.float32(yy) / pad[1], np.float32(h - 1 - yy) / pad[3]),
         )
         blur = qsize * 0.02
-        arr += (scipy.ndimage.gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(edge * 3.0 + 1.0, 0.0, 1.0)
+        arr += (scipy.ndimage.gaussian_filter(arr, [blur, blur, 0]) - arr) * np.clip(
+            edge * 3.0 + 1.0, 0.0, 1.0
+        )
         arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(edge, 0.0, 1.0)
         img = Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
         quad += pad[:2]
@@ -350,7 +356,9 @@ def _rgb(image: Image.Image | np.ndarray, field: str) -> np.ndarray:
         return to_rgb_array(image)
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise InputError(field, f"expected an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}", arr.shape)
+        raise InputError(
+            field, f"expected an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}", arr.shape
+        )
     return arr
 
 

@@ -259,7 +259,7 @@ class FaceLandmarks:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _import_dlib():  # noqa: ANN202 - module object
+def _import_dlib():
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - dlib-bin is a dependency
@@ -339,7 +339,9 @@ class FaceLandmarker:
             raise InputError("max_faces", f"must be at least 1, got {max_faces!r}", max_faces)
         rgb = _as_rgb(image)
         if detector == "cnn" and self.cnn is None:
-            raise ModelError("the CNN detector was asked for but no `mmod_human_face_detector.dat` was loaded")
+            raise ModelError(
+                "the CNN detector was asked for but no `mmod_human_face_detector.dat` was loaded"
+            )
         faces: list[FaceLandmarks] = []
         if detector in ("auto", "hog"):
             faces = self._run_hog(rgb)
@@ -348,12 +350,16 @@ class FaceLandmarker:
         faces.sort(key=lambda f: (-f.score, -f.box.area, f.box.x0, f.box.y0))
         return faces[:max_faces] if max_faces else faces
 
-    def main_face(self, image: Image.Image | np.ndarray, *, detector: DetectorChoice = "auto") -> FaceLandmarks | None:
+    def main_face(
+        self, image: Image.Image | np.ndarray, *, detector: DetectorChoice = "auto"
+    ) -> FaceLandmarks | None:
         """The face with the best detector score, or None."""
         faces = self.detect(image, detector=detector, max_faces=1)
         return faces[0] if faces else None
 
-    def landmarks_in_box(self, image: Image.Image | np.ndarray, box: tuple[int, int, int, int]) -> FaceLandmarks:
+    def landmarks_in_box(
+        self, image: Image.Image | np.ndarray, box: tuple[int, int, int, int]
+    ) -> FaceLandmarks:
         """The 68 landmarks inside a box found elsewhere (e.g. the Haar detector), `(x0, y0, x1, y1)`."""
         rgb = _as_rgb(image)
         x0, y0, x1, y1 = (int(round(v)) for v in box)
@@ -375,12 +381,16 @@ class FaceLandmarker:
         small = rgb
         if scale < 1.0:
             small = np.asarray(
-                Image.fromarray(rgb).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+                Image.fromarray(rgb).resize(
+                    (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
+                )
             )
         upsample = 1 if max(small.shape[:2]) < upsample_below else 0
         return small, scale, upsample
 
-    def _shape_at(self, rgb: np.ndarray, rect: object, scale: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    def _shape_at(
+        self, rgb: np.ndarray, rect: object, scale: float
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """Landmarks for a detection rect found on the image scaled by `scale`, in full coordinates."""
         dlib = _import_dlib()
         h, w = rgb.shape[:2]
@@ -403,9 +413,20 @@ class FaceLandmarker:
             rects, scores, kinds = self.hog.run(small, upsample, 0.0)
             for rect, score, kind in zip(rects, scores, kinds, strict=True):
                 pts, box = self._shape_at(rgb, rect, scale)
-                fb = FaceBox(x0=box[0], y0=box[1], x1=box[2], y1=box[3], score=max(0.0, float(score)), method="dlib_hog")
+                fb = FaceBox(
+                    x0=box[0],
+                    y0=box[1],
+                    x1=box[2],
+                    y1=box[3],
+                    score=max(0.0, float(score)),
+                    method="dlib_hog",
+                )
                 view = HOG_VIEWS[int(kind)] if 0 <= int(kind) < len(HOG_VIEWS) else str(int(kind))
-                out.append(FaceLandmarks(pts, fb, float(score), "dlib_hog", upsample, view, (rgb.shape[1], rgb.shape[0])))
+                out.append(
+                    FaceLandmarks(
+                        pts, fb, float(score), "dlib_hog", upsample, view, (rgb.shape[1], rgb.shape[0])
+                    )
+                )
         return out
 
     def _run_cnn(self, rgb: np.ndarray) -> list[FaceLandmarks]:
@@ -416,8 +437,12 @@ class FaceLandmarker:
             for det in dets:
                 score = float(det.confidence)
                 pts, box = self._shape_at(rgb, det.rect, scale)
-                fb = FaceBox(x0=box[0], y0=box[1], x1=box[2], y1=box[3], score=max(0.0, score), method="dlib_cnn")
-                out.append(FaceLandmarks(pts, fb, score, "dlib_cnn", upsample, "", (rgb.shape[1], rgb.shape[0])))
+                fb = FaceBox(
+                    x0=box[0], y0=box[1], x1=box[2], y1=box[3], score=max(0.0, score), method="dlib_cnn"
+                )
+                out.append(
+                    FaceLandmarks(pts, fb, score, "dlib_cnn", upsample, "", (rgb.shape[1], rgb.shape[0]))
+                )
         return out
 
 
@@ -435,5 +460,7 @@ def _as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
             )
         arr = arr[:, :, :3]
     if arr.shape[0] < 8 or arr.shape[1] < 8:
-        raise InputError("image", f"is too small for face detection ({arr.shape[1]}x{arr.shape[0]})", arr.shape)
+        raise InputError(
+            "image", f"is too small for face detection ({arr.shape[1]}x{arr.shape[0]})", arr.shape
+        )
     return np.ascontiguousarray(arr)

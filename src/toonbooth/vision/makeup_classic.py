@@ -73,7 +73,11 @@ class LabStats:
     count: int
 
     def as_dict(self) -> dict[str, object]:
-        return {"mean": np.round(self.mean, 3).tolist(), "std": np.round(self.std, 3).tolist(), "count": self.count}
+        return {
+            "mean": np.round(self.mean, 3).tolist(),
+            "std": np.round(self.std, 3).tolist(),
+            "count": self.count,
+        }
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -152,10 +156,14 @@ def transfer_makeup(
     src = _rgb(source, "source")
     ref = _rgb(reference, "reference")
     if source_regions.shape != src.shape[:2]:
-        raise InputError("source_regions", f"masks are {source_regions.shape}, the source is {src.shape[:2]}", None)
+        raise InputError(
+            "source_regions", f"masks are {source_regions.shape}, the source is {src.shape[:2]}", None
+        )
     if reference_regions.shape != ref.shape[:2]:
         raise InputError(
-            "reference_regions", f"masks are {reference_regions.shape}, the reference is {ref.shape[:2]}", None
+            "reference_regions",
+            f"masks are {reference_regions.shape}, the reference is {ref.shape[:2]}",
+            None,
         )
     levels = resolve_intensity(intensity)
     used = {name: 0.0 for name in MAKEUP_REGIONS}
@@ -245,7 +253,9 @@ class QualityWarning:
         return self.message
 
 
-def reference_quality(image: Image.Image | np.ndarray, landmarks: FaceLandmarks | None) -> list[QualityWarning]:
+def reference_quality(
+    image: Image.Image | np.ndarray, landmarks: FaceLandmarks | None
+) -> list[QualityWarning]:
     """Warnings about a makeup reference photo (empty list = looks fine). `landmarks`: its main face or None."""
     rgb = _rgb(image, "reference")
     if landmarks is None:
@@ -263,7 +273,9 @@ def reference_quality(image: Image.Image | np.ndarray, landmarks: FaceLandmarks 
     # blur: Laplacian variance of the face crop at a fixed scale
     sharp = _laplacian_variance(rgb, landmarks)
     if sharp < BLUR_MIN_LAPLACIAN_VAR:
-        out.append(QualityWarning("blurry", f"the reference face looks blurry (sharpness {sharp:.0f})", sharp))
+        out.append(
+            QualityWarning("blurry", f"the reference face looks blurry (sharpness {sharp:.0f})", sharp)
+        )
     # exposure and lighting on the skin
     regions = regions_from_landmarks(landmarks, rgb.shape[:2])
     skin = regions.masks["skin"]
@@ -271,24 +283,38 @@ def reference_quality(image: Image.Image | np.ndarray, landmarks: FaceLandmarks 
         lab = rgb_to_lab(rgb)
         mean_l = float(lab[..., 0][skin].mean())
         if mean_l < DARK_L:
-            out.append(QualityWarning("dark", f"the reference face is under-exposed (skin L* {mean_l:.0f})", mean_l))
+            out.append(
+                QualityWarning("dark", f"the reference face is under-exposed (skin L* {mean_l:.0f})", mean_l)
+            )
         elif mean_l > BRIGHT_L:
-            out.append(QualityWarning("bright", f"the reference face is over-exposed (skin L* {mean_l:.0f})", mean_l))
+            out.append(
+                QualityWarning("bright", f"the reference face is over-exposed (skin L* {mean_l:.0f})", mean_l)
+            )
         clipped = float((rgb[skin] >= 250).all(axis=1).mean())
         if clipped > CLIPPED_FRACTION:
             out.append(
-                QualityWarning("clipped", f"{clipped:.0%} of the reference's skin is blown out to white", clipped)
+                QualityWarning(
+                    "clipped", f"{clipped:.0%} of the reference's skin is blown out to white", clipped
+                )
             )
         cheeks = _cheek_halves(landmarks, skin)
         if cheeks is not None:
             diff = abs(float(lab[..., 0][cheeks[0]].mean()) - float(lab[..., 0][cheeks[1]].mean()))
             if diff > UNEVEN_L:
                 out.append(
-                    QualityWarning("uneven_light", f"the reference face is lit unevenly (cheeks differ by L* {diff:.0f})", diff)
+                    QualityWarning(
+                        "uneven_light",
+                        f"the reference face is lit unevenly (cheeks differ by L* {diff:.0f})",
+                        diff,
+                    )
                 )
     yaw = _yaw_ratio(landmarks)
     if abs(yaw) > TURNED_YAW:
-        out.append(QualityWarning("turned", "the reference face is turned to the side; a frontal photo works best", yaw))
+        out.append(
+            QualityWarning(
+                "turned", "the reference face is turned to the side; a frontal photo works best", yaw
+            )
+        )
     return out
 
 
@@ -348,7 +374,9 @@ def similarity_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.n
     src = np.asarray(src_points, dtype=np.float64)
     dst = np.asarray(dst_points, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
-        raise InputError("points", f"need two matching (N >= 2, 2) point sets, got {src.shape} and {dst.shape}", None)
+        raise InputError(
+            "points", f"need two matching (N >= 2, 2) point sets, got {src.shape} and {dst.shape}", None
+        )
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s0, d0 = src - mu_s, dst - mu_d
     cov = d0.T @ s0 / len(src)
@@ -381,7 +409,9 @@ def align_reference(
     warped = cv2.warpAffine(ref, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     pts = reference_landmarks.points @ m[:, :2].T + m[:, 2]
     b = reference_landmarks.box
-    corners = np.array([[b.x0, b.y0], [b.x1, b.y0], [b.x0, b.y1], [b.x1, b.y1]], np.float64) @ m[:, :2].T + m[:, 2]
+    corners = (
+        np.array([[b.x0, b.y0], [b.x1, b.y0], [b.x0, b.y1], [b.x1, b.y1]], np.float64) @ m[:, :2].T + m[:, 2]
+    )
     x0, y0 = np.clip(np.floor(corners.min(0)), 0, [w - 1, h - 1]).astype(int)
     x1, y1 = np.clip(np.ceil(corners.max(0)), [x0 + 1, y0 + 1], [w, h]).astype(int)
     box = FaceBox(x0=int(x0), y0=int(y0), x1=int(x1), y1=int(y1), score=b.score, method=b.method)
@@ -394,5 +424,7 @@ def _rgb(image: Image.Image | np.ndarray, field: str) -> np.ndarray:
         return to_rgb_array(image)
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise InputError(field, f"expected an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}", arr.shape)
+        raise InputError(
+            field, f"expected an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}", arr.shape
+        )
     return arr
