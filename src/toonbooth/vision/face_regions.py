@@ -265,11 +265,12 @@ def _eye_shadow(eyes: np.ndarray, geo: _Geometry, allowed: np.ndarray) -> np.nda
     r = max(1, int(round(EYE_SHADOW_FRACTION * geo.eye_distance)))
     wide = _dilate(eyes, r)
     narrow = _dilate(eyes, max(1, r // 3))
-    h, w = eyes.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    eye_line = (geo.eye_left + geo.eye_right) / 2.0
-    below = (xs - eye_line[0]) * geo.down[0] + (ys - eye_line[1]) * geo.down[1] > 0.05 * geo.eye_distance
-    ring = (wide & ~below) | narrow
+    ring = narrow.copy()
+    if wide.any():  # the part of the wide ring above the eye line, computed in its bounding box only
+        ys, xs = np.nonzero(wide)
+        eye_line = (geo.eye_left + geo.eye_right) / 2.0
+        above = (xs - eye_line[0]) * geo.down[0] + (ys - eye_line[1]) * geo.down[1] <= 0.05 * geo.eye_distance
+        ring[ys[above], xs[above]] = True
     return ring & ~eyes & allowed
 
 

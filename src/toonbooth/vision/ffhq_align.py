@@ -209,9 +209,7 @@ def align_face(
     if not (8 <= output_size <= 4096):
         raise InputError("output_size", f"must be in [8, 4096], got {output_size!r}", output_size)
     if transform_size is None:
-        transform_size = (
-            min(4 * output_size, FFHQ_TRANSFORM_SIZE) if output_size <= FFHQ_TRANSFORM_SIZE else output_size
-        )
+        transform_size = max(output_size, min(4 * output_size, FFHQ_TRANSFORM_SIZE))
     if not (output_size <= transform_size <= 8192):
         raise InputError(
             "transform_size",

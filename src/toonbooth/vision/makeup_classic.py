@@ -201,12 +201,17 @@ def transfer_makeup(
 
     # 2. Lab statistics: source region on the source, reference region on the reference
     src_lab = rgb_to_lab(src[y0:y1, x0:x1])
-    ref_lab = rgb_to_lab(ref)
+    ref_union = np.zeros(ref.shape[:2], bool)
+    for name, _, _, _ in plan:
+        ref_union |= reference_regions.masks[REGION_MASK[name]]
+    rys, rxs = np.nonzero(ref_union)
+    ry0, ry1, rx0, rx1 = rys.min(), rys.max() + 1, rxs.min(), rxs.max() + 1
+    ref_lab = rgb_to_lab(ref[ry0:ry1, rx0:rx1])
     cur = src_lab.copy()
     total = np.zeros(src_lab.shape[:2], np.float32)
     for name, alpha, soft, hard in plan:
         s_stats = lab_stats(src_lab, hard[y0:y1, x0:x1])
-        r_stats = lab_stats(ref_lab, reference_regions.masks[REGION_MASK[name]])
+        r_stats = lab_stats(ref_lab, reference_regions.masks[REGION_MASK[name]][ry0:ry1, rx0:rx1])
         stats[name] = (s_stats, r_stats)
         weight = alpha * soft[y0:y1, x0:x1]
         inside = weight > 0.0
