@@ -78,7 +78,9 @@ def test_tiny_generator_has_the_same_key_pattern(g32, full_g_keys):
 
 def test_modulation_bias_starts_at_one(g32):
     assert torch.equal(g32.conv1.conv.modulation.bias, torch.ones_like(g32.conv1.conv.modulation.bias))
-    assert torch.equal(g32.to_rgbs[0].conv.modulation.bias, torch.ones(g32.to_rgbs[0].conv.modulation.bias.shape))
+    assert torch.equal(
+        g32.to_rgbs[0].conv.modulation.bias, torch.ones(g32.to_rgbs[0].conv.modulation.bias.shape)
+    )
 
 
 def test_upfirdn2d_places_the_flipped_kernel():
@@ -116,7 +118,9 @@ def test_forward_shapes_w_and_wplus(g32):
 
 def test_style_mixing_equals_the_hand_built_wplus(g32):
     w1, w2 = torch.randn(1, 32), torch.randn(1, 32)
-    mixed, lat = g32([w1, w2], inject_index=3, input_is_latent=True, randomize_noise=False, return_latents=True)
+    mixed, lat = g32(
+        [w1, w2], inject_index=3, input_is_latent=True, randomize_noise=False, return_latents=True
+    )
     assert torch.equal(lat[:, :3], w1.unsqueeze(1).repeat(1, 3, 1))
     assert torch.equal(lat[:, 3:], w2.unsqueeze(1).repeat(1, g32.n_latent - 3, 1))
     wplus = torch.cat([w1.unsqueeze(1).repeat(1, 3, 1), w2.unsqueeze(1).repeat(1, g32.n_latent - 3, 1)], 1)
@@ -133,7 +137,9 @@ def test_truncation_zero_gives_the_truncation_latent(g32):
     assert torch.allclose(lat, mean.unsqueeze(1).expand_as(lat))
     ref, _ = g32([mean.repeat(3, 1)], input_is_latent=True, randomize_noise=False)
     assert torch.allclose(img, ref, atol=1e-6)
-    half, lat_half = g32([z], truncation=0.5, truncation_latent=mean, randomize_noise=False, return_latents=True)
+    half, lat_half = g32(
+        [z], truncation=0.5, truncation_latent=mean, randomize_noise=False, return_latents=True
+    )
     w = g32.get_latent(z)
     assert torch.allclose(lat_half[:, 0], mean + 0.5 * (w - mean), atol=1e-6)
     with pytest.raises(InputError, match="truncation_latent"):
@@ -183,10 +189,22 @@ def test_discriminator_key_layout():
     with torch.device("meta"):
         d = Discriminator(DiscriminatorConfig(1024))
     keys = set(d.state_dict())
-    assert {"convs.0.0.weight", "convs.0.1.bias", "convs.1.conv1.0.weight", "convs.1.conv1.1.bias",
-            "convs.1.conv2.0.kernel", "convs.1.conv2.1.weight", "convs.1.conv2.2.bias", "convs.1.skip.0.kernel",
-            "convs.1.skip.1.weight", "convs.8.skip.1.weight", "final_conv.0.weight", "final_conv.1.bias",
-            "final_linear.0.weight", "final_linear.1.bias"} <= keys
+    assert {
+        "convs.0.0.weight",
+        "convs.0.1.bias",
+        "convs.1.conv1.0.weight",
+        "convs.1.conv1.1.bias",
+        "convs.1.conv2.0.kernel",
+        "convs.1.conv2.1.weight",
+        "convs.1.conv2.2.bias",
+        "convs.1.skip.0.kernel",
+        "convs.1.skip.1.weight",
+        "convs.8.skip.1.weight",
+        "final_conv.0.weight",
+        "final_conv.1.bias",
+        "final_linear.0.weight",
+        "final_linear.1.bias",
+    } <= keys
     assert "convs.9.conv1.0.weight" not in keys
     assert round(sum(p.numel() for p in d.parameters()) / 1e6, 1) == 29.0
 
@@ -201,9 +219,12 @@ def test_rosinality_pt_with_namespace_roundtrip(tmp_path, g32):
     d = tiny_discriminator(32, seed=5)
     latent_avg = torch.randn(32)
     ckpt = {
-        "g": g32.state_dict(), "d": d.state_dict(), "g_ema": g32.state_dict(),
+        "g": g32.state_dict(),
+        "d": d.state_dict(),
+        "g_ema": g32.state_dict(),
         "g_optim": torch.optim.Adam(g32.parameters()).state_dict(),
-        "args": argparse.Namespace(size=32, batch=4, augment=True), "ada_aug_p": 0.25,
+        "args": argparse.Namespace(size=32, batch=4, augment=True),
+        "ada_aug_p": 0.25,
         "latent_avg": latent_avg,
     }
     path = tmp_path / "train.pt"

@@ -98,19 +98,25 @@ class BlendRow:
 
 def _check_args(blend_width: float | None, mapping_from: str) -> None:
     if blend_width is not None and (not math.isfinite(blend_width) or blend_width < 0):
-        raise InputError("blend_width", f"must be a positive number or None (hard switch), got {blend_width}",
-                         blend_width)
+        raise InputError(
+            "blend_width", f"must be a positive number or None (hard switch), got {blend_width}", blend_width
+        )
     if mapping_from not in ("lo", "hi"):
         raise InputError("mapping_from", f"must be 'lo' or 'hi', got {mapping_from!r}", mapping_from)
 
 
-def _rows(keys: list[str], resolution: int, level: int, blend_width: float | None, mapping_from: str) -> list[BlendRow]:
+def _rows(
+    keys: list[str], resolution: int, level: int, blend_width: float | None, mapping_from: str
+) -> list[BlendRow]:
     _check_args(blend_width, mapping_from)
     mid = switch_position(resolution, level)
     max_pos = max((p for k in keys if (p := blend_position(k)) is not None), default=1)
     if mid > max_pos:
-        raise InputError("resolution", f"switch position {mid} is above the generator's last layer "
-                         f"(position {max_pos})", resolution)
+        raise InputError(
+            "resolution",
+            f"switch position {mid} is above the generator's last layer (position {max_pos})",
+            resolution,
+        )
     rows = []
     for key in keys:
         pos = blend_position(key)
@@ -152,7 +158,9 @@ def blend_state_dicts(
     one side are copied (bit-identical); tensors equal on both sides (blur kernels) are copied from `lo`."""
     if set(lo) != set(hi):
         diff = sorted(set(lo) ^ set(hi))
-        raise ModelError(f"the two generators have different keys (e.g. {diff[:4]}): not the same architecture")
+        raise ModelError(
+            f"the two generators have different keys (e.g. {diff[:4]}): not the same architecture"
+        )
     bad = [k for k in lo if tuple(lo[k].shape) != tuple(hi[k].shape)]
     if bad:
         raise ModelError(f"the two generators differ in shape at {bad[:4]}: not the same architecture")
@@ -174,4 +182,4 @@ def pick_latent_avg(
 ) -> torch.Tensor | None:
     """The `latent_avg` of the blend: the one of the side that gives the mapping network."""
     _check_args(None, mapping_from)
-    return (hi if mapping_from == "hi" else lo)
+    return hi if mapping_from == "hi" else lo

@@ -78,7 +78,9 @@ class EncoderConfig:
         if len(self.stage_units) != 4 or len(self.stage_depths) != 4:
             raise InputError("stage_units", "IR-SE bodies here have exactly four stages", self.stage_units)
         if self.input_size % 16:
-            raise InputError("input_size", f"must be a multiple of 16, got {self.input_size}", self.input_size)
+            raise InputError(
+                "input_size", f"must be a multiple of 16, got {self.input_size}", self.input_size
+            )
 
     @property
     def style_dim(self) -> int:
@@ -102,8 +104,12 @@ def tiny_encoder_config(n_styles: int = 8, style_dim: int = 32, input_size: int 
     IR-SE50 so the stages can be read back off the keys), for tests. `style_dim` must be > 24."""
     if style_dim <= 24:
         raise InputError("style_dim", f"tiny encoder style width must be > 24, got {style_dim}", style_dim)
-    return EncoderConfig(stage_units=(1, 1, 1, 1), stage_depths=(16, 20, 24, style_dim), n_styles=n_styles,
-                         input_size=input_size)
+    return EncoderConfig(
+        stage_units=(1, 1, 1, 1),
+        stage_depths=(16, 20, 24, style_dim),
+        n_styles=n_styles,
+        input_size=input_size,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -132,7 +138,9 @@ class BottleneckIRSE(nn.Module):
         if in_ch == depth:
             self.shortcut_layer: nn.Module = nn.MaxPool2d(1, stride)
         else:
-            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_ch, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
+            self.shortcut_layer = nn.Sequential(
+                nn.Conv2d(in_ch, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
+            )
         layers: list[nn.Module] = [
             nn.BatchNorm2d(in_ch),
             nn.Conv2d(in_ch, depth, 3, 1, 1, bias=False),
@@ -151,7 +159,7 @@ class BottleneckIRSE(nn.Module):
 def _body(config: EncoderConfig) -> nn.Sequential:
     units = []
     in_ch = 64
-    for n, depth in zip(config.stage_units, config.stage_depths):
+    for n, depth in zip(config.stage_units, config.stage_depths, strict=True):
         units.append(BottleneckIRSE(in_ch, depth, 2, config.use_se, config.se_reduction))
         units += [BottleneckIRSE(depth, depth, 1, config.use_se, config.se_reduction) for _ in range(n - 1)]
         in_ch = depth
@@ -190,7 +198,9 @@ class _PyramidEncoder(nn.Module):
         d = config.stage_depths
         self.input_layer = _input_layer(config.input_nc)
         self.body = _body(config)
-        self.styles = nn.ModuleList(GradualStyleBlock(d[3], d[3], config.spatial(i)) for i in range(config.n_styles))
+        self.styles = nn.ModuleList(
+            GradualStyleBlock(d[3], d[3], config.spatial(i)) for i in range(config.n_styles)
+        )
         self.latlayer1 = nn.Conv2d(d[2], d[3], 1, 1, 0)
         self.latlayer2 = nn.Conv2d(d[1], d[3], 1, 1, 0)
         self.style_count = config.n_styles
@@ -262,8 +272,13 @@ class IdentityBackbone(nn.Module):
         self.input_layer = _input_layer(config.input_nc)
         self.body = _body(config)
         side = config.input_size // 16
-        self.output_layer = nn.Sequential(nn.BatchNorm2d(d), nn.Dropout(0.6), nn.Flatten(),
-                                          nn.Linear(d * side * side, embedding), nn.BatchNorm1d(embedding))
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(d),
+            nn.Dropout(0.6),
+            nn.Flatten(),
+            nn.Linear(d * side * side, embedding),
+            nn.BatchNorm1d(embedding),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.output_layer(self.body(self.input_layer(x)))
@@ -285,7 +300,7 @@ class IdentityBackbone(nn.Module):
 def looks_like_psp_encoder(keys: set[str]) -> bool:
     """True for pSp/e4e encoder keys (bare, or under `encoder.` in a full checkpoint)."""
     keys = set(keys)
-    sub = {k[len("encoder."):] for k in keys if k.startswith("encoder.")} or keys
+    sub = {k[len("encoder.") :] for k in keys if k.startswith("encoder.")} or keys
     return {"input_layer.0.weight", "styles.0.linear.weight", "latlayer1.weight", "latlayer2.weight"} <= sub
 
 
@@ -318,10 +333,19 @@ def encoder_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> EncoderCon
         raise ModelError("not a pSp/e4e encoder state dict (input_layer/styles/latlayer keys missing)")
     units, depths, use_se, red = _body_config(sd)
     n_styles = len({int(k.split(".")[1]) for k in sd if k.startswith("styles.")})
-    n_convs0 = len({int(k.split(".")[3]) for k in sd if k.startswith("styles.0.convs.") and k.endswith("weight")})
+    n_convs0 = len(
+        {int(k.split(".")[3]) for k in sd if k.startswith("styles.0.convs.") and k.endswith("weight")}
+    )
     input_size = 16 * 2**n_convs0  # style 0 reads the input/16 map down to 1x1
-    return EncoderConfig(stage_units=units, stage_depths=depths, n_styles=n_styles, input_size=input_size,
-                         input_nc=int(sd["input_layer.0.weight"].shape[1]), se_reduction=red, use_se=use_se)
+    return EncoderConfig(
+        stage_units=units,
+        stage_depths=depths,
+        n_styles=n_styles,
+        input_size=input_size,
+        input_nc=int(sd["input_layer.0.weight"].shape[1]),
+        se_reduction=red,
+        use_se=use_se,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -344,10 +368,12 @@ class PSPCheckpoint:
         return "e4e" if enc_type == "Encoder4Editing" else "psp"
 
 
-def split_psp_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_psp_state(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(`encoder.*`, `decoder.*`) of a pSp/e4e `state_dict`, prefixes removed."""
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+    enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    dec = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
     if not enc:
         raise ModelError("no `encoder.*` keys in this pSp/e4e state dict")
     return enc, dec
@@ -388,7 +414,9 @@ def load_psp_checkpoint(path: str | Path) -> PSPCheckpoint:
             f"{path.name}: not loadable with torch.load(weights_only=True) ({type(e).__name__}: {str(e)[:200]})"
         ) from e
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), Mapping):
-        raise ModelError(f"{path.name}: expected {{'state_dict', 'opts', 'latent_avg'}} (a pSp/e4e checkpoint)")
+        raise ModelError(
+            f"{path.name}: expected {{'state_dict', 'opts', 'latent_avg'}} (a pSp/e4e checkpoint)"
+        )
     enc, dec = split_psp_state(obj["state_dict"])
     opts = _plain(obj.get("opts") or {})
     return PSPCheckpoint(enc, dec, obj.get("latent_avg"), opts if isinstance(opts, dict) else {})
@@ -404,15 +432,21 @@ def save_psp_safetensors(path: str | Path, ckpt: PSPCheckpoint) -> Path:
         flat["latent_avg"] = ckpt.latent_avg.detach().contiguous().clone()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(flat, str(path), metadata={"format": "toonbooth-psp", "psp_opts": json.dumps(_plain(ckpt.opts))})
+    save_file(
+        flat, str(path), metadata={"format": "toonbooth-psp", "psp_opts": json.dumps(_plain(ckpt.opts))}
+    )
     return path
 
 
 class PSPInverter(nn.Module):
     """Encoder + `latent_avg`: `encode(image) -> W+` (B, n_styles, style_dim) for images in [-1, 1]."""
 
-    def __init__(self, encoder: GradualStyleEncoder | Encoder4Editing, latent_avg: torch.Tensor | None,
-                 start_from_latent_avg: bool = True):
+    def __init__(
+        self,
+        encoder: GradualStyleEncoder | Encoder4Editing,
+        latent_avg: torch.Tensor | None,
+        start_from_latent_avg: bool = True,
+    ):
         super().__init__()
         self.encoder = encoder
         n, d = encoder.config.n_styles, encoder.config.style_dim
@@ -427,10 +461,15 @@ class PSPInverter(nn.Module):
         """Resize to the encoder's input size (bilinear, antialiased) and predict the W+ code."""
         size = self.encoder.config.input_size
         if image.ndim != 4 or image.shape[1] != 3:
-            raise InputError("image", f"expected (B, 3, H, W) in [-1, 1], got shape {tuple(image.shape)}",
-                             tuple(image.shape))
+            raise InputError(
+                "image",
+                f"expected (B, 3, H, W) in [-1, 1], got shape {tuple(image.shape)}",
+                tuple(image.shape),
+            )
         if image.shape[-2:] != (size, size):
-            image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            image = F.interpolate(
+                image, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
         codes = self.encoder(image)
         if self.start_from_latent_avg:
             codes = codes + self.latent_avg.unsqueeze(0)
@@ -441,14 +480,18 @@ class PSPInverter(nn.Module):
 
 
 def _strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> None:
-    missing, unexpected = module.load_state_dict(dict(sd), strict=False)
+    missing, unexpected = module.load_state_dict(dict(sd), strict=True)
     if missing or unexpected:
-        raise ModelError(f"{what}: {len(missing)} missing keys (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        raise ModelError(
+            f"{what}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
 
 
 def load_psp(
-    path: str | Path, kind: EncoderKind | None = None, with_decoder: bool = True,
+    path: str | Path,
+    kind: EncoderKind | None = None,
+    with_decoder: bool = True,
     device: str | torch.device = "cpu",
 ) -> tuple[PSPInverter, Generator | None]:
     """Build the inverter (and the decoder Generator when the checkpoint has one and `with_decoder`) from
@@ -482,14 +525,22 @@ def load_identity_backbone(path: str | Path, device: str | torch.device = "cpu")
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UnsafeModelFormatError(f"{path.name}: not loadable with weights_only=True ({type(e).__name__})") from e
+            raise UnsafeModelFormatError(
+                f"{path.name}: not loadable with weights_only=True ({type(e).__name__})"
+            ) from e
     if not isinstance(sd, dict) or not looks_like_identity_backbone(set(sd)):
         raise ModelError(f"{path.name}: not an IR-SE50 identity network (model_ir_se50.pth layout)")
     units, depths, use_se, red = _body_config(sd)
     lin_in = int(sd["output_layer.3.weight"].shape[1])
     side = int(round(math.sqrt(lin_in // depths[-1])))
-    cfg = EncoderConfig(stage_units=units, stage_depths=depths, input_size=side * 16, use_se=use_se,
-                        se_reduction=red, input_nc=int(sd["input_layer.0.weight"].shape[1]))
+    cfg = EncoderConfig(
+        stage_units=units,
+        stage_depths=depths,
+        input_size=side * 16,
+        use_se=use_se,
+        se_reduction=red,
+        input_nc=int(sd["input_layer.0.weight"].shape[1]),
+    )
     net = IdentityBackbone(cfg, embedding=int(sd["output_layer.3.weight"].shape[0]))
     _strict(net, sd, path.name)
     return net.to(device).eval()

@@ -26,6 +26,7 @@ Checkpoint formats read here:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -74,8 +75,18 @@ def default_channels(size: int, channel_multiplier: int = 2) -> tuple[int, ...]:
     """Channels per resolution 4, 8, ..., `size` of config-f: 512 up to 32 px, then 256, 128, 64, 32, 16
     (times `channel_multiplier`) for 64 ... 1024 px, halving again above that."""
     cm = channel_multiplier
-    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * cm, 128: 128 * cm, 256: 64 * cm, 512: 32 * cm,
-             1024: 16 * cm, 2048: 8 * cm}
+    table = {
+        4: 512,
+        8: 512,
+        16: 512,
+        32: 512,
+        64: 256 * cm,
+        128: 128 * cm,
+        256: 64 * cm,
+        512: 32 * cm,
+        1024: 16 * cm,
+        2048: 8 * cm,
+    }
     out = []
     for log_res in range(2, _log2_size(size) + 1):
         out.append(table.get(2**log_res, max(1, 8 * cm // 2 ** (log_res - 11))))
@@ -270,8 +281,9 @@ class Blur(nn.Module):
 class EqualConv2d(nn.Module):
     """Conv2d with the equalised learning rate (weight ~ N(0,1), scaled by 1/sqrt(fan_in) at run time)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 bias: bool = True):
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
         self.scale = 1.0 / math.sqrt(in_ch * kernel_size**2)
@@ -288,8 +300,15 @@ class EqualLinear(nn.Module):
 
     Weight stored as N(0, 1)/lr_mul and scaled by lr_mul/sqrt(in) at run time; bias scaled by lr_mul."""
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
-                 lr_mul: float = 1.0, activation: str | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: str | None = None,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
@@ -308,9 +327,17 @@ class EqualLinear(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Style-modulated conv with weight demodulation, computed as one grouped conv over the batch."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, demodulate: bool = True,
-                 upsample: bool = False, downsample: bool = False,
-                 blur_kernel: Sequence[int] = (1, 3, 3, 1)):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        style_dim: int,
+        demodulate: bool = True,
+        upsample: bool = False,
+        downsample: bool = False,
+        blur_kernel: Sequence[int] = (1, 3, 3, 1),
+    ):
         super().__init__()
         self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, kernel_size
         self.upsample, self.downsample, self.demodulate = upsample, downsample, demodulate
@@ -374,23 +401,41 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, upsample: bool = False,
-                 blur_kernel: Sequence[int] = (1, 3, 3, 1), demodulate: bool = True):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        style_dim: int,
+        upsample: bool = False,
+        blur_kernel: Sequence[int] = (1, 3, 3, 1),
+        demodulate: bool = True,
+    ):
         super().__init__()
-        self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, demodulate=demodulate,
-                                    upsample=upsample, blur_kernel=blur_kernel)
+        self.conv = ModulatedConv2d(
+            in_ch,
+            out_ch,
+            kernel_size,
+            style_dim,
+            demodulate=demodulate,
+            upsample=upsample,
+            blur_kernel=blur_kernel,
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_ch)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise=noise))
 
 
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation) + bias, adding the upsampled skip image."""
 
-    def __init__(self, in_ch: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[int] = (1, 3, 3, 1)):
+    def __init__(
+        self, in_ch: int, style_dim: int, upsample: bool = True, blur_kernel: Sequence[int] = (1, 3, 3, 1)
+    ):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
@@ -425,8 +470,11 @@ class Generator(nn.Module):
 
         layers: list[nn.Module] = [PixelNorm()]
         for _ in range(config.n_mlp):
-            layers.append(EqualLinear(config.style_dim, config.style_dim, lr_mul=config.lr_mlp,
-                                      activation="fused_lrelu"))
+            layers.append(
+                EqualLinear(
+                    config.style_dim, config.style_dim, lr_mul=config.lr_mlp, activation="fused_lrelu"
+                )
+            )
         self.style = nn.Sequential(*layers)
 
         self.input = ConstantInput(ch[4])
@@ -522,15 +570,18 @@ class Generator(nn.Module):
             second = b[:, inject_index:] if b.ndim == 3 else b.unsqueeze(1).repeat(1, rest, 1)
             latent = torch.cat([first, second], 1)
         if latent.shape[1] != self.n_latent:
-            raise InputError("styles", f"W+ latent must have {self.n_latent} vectors, got {latent.shape[1]}",
-                             tuple(latent.shape))
+            raise InputError(
+                "styles",
+                f"W+ latent must have {self.n_latent} vectors, got {latent.shape[1]}",
+                tuple(latent.shape),
+            )
 
         out = self.input(latent.shape[0])
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1
         for conv_up, conv, noise_up, noise_plain, to_rgb in zip(
-            self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs
+            self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs, strict=True
         ):
             out = conv_up(out, latent[:, i], noise=noise_up)
             out = conv(out, latent[:, i + 1], noise=noise_plain)
@@ -548,8 +599,16 @@ class ConvLayer(nn.Sequential):
     """[Blur] + EqualConv2d + [FusedLeakyReLU]: keys `.0.weight`/`.1.bias`, or with downsampling
     `.0.kernel`/`.1.weight`/`.2.bias`."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, downsample: bool = False,
-                 blur_kernel: Sequence[int] = (1, 3, 3, 1), bias: bool = True, activate: bool = True):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        downsample: bool = False,
+        blur_kernel: Sequence[int] = (1, 3, 3, 1),
+        bias: bool = True,
+        activate: bool = True,
+    ):
         layers: list[nn.Module] = []
         if downsample:
             factor = 2
@@ -558,8 +617,11 @@ class ConvLayer(nn.Sequential):
             stride, padding = 2, 0
         else:
             stride, padding = 1, kernel_size // 2
-        layers.append(EqualConv2d(in_ch, out_ch, kernel_size, padding=padding, stride=stride,
-                                  bias=bias and not activate))
+        layers.append(
+            EqualConv2d(
+                in_ch, out_ch, kernel_size, padding=padding, stride=stride, bias=bias and not activate
+            )
+        )
         if activate:
             layers.append(FusedLeakyReLU(out_ch))
         super().__init__(*layers)
@@ -570,8 +632,9 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv1 = ConvLayer(in_ch, in_ch, 3, blur_kernel=blur_kernel)
         self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel)
-        self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, activate=False, bias=False,
-                              blur_kernel=blur_kernel)
+        self.skip = ConvLayer(
+            in_ch, out_ch, 1, downsample=True, activate=False, bias=False, blur_kernel=blur_kernel
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.conv2(self.conv1(x)) + self.skip(x)) / SQRT2
@@ -631,7 +694,7 @@ _D_REQUIRED = ("convs.0.0.weight", "final_conv.0.weight", "final_linear.0.weight
 
 
 def _strip(keys: set[str] | Mapping[str, Any], prefix: str) -> set[str]:
-    return {k[len(prefix):] for k in keys if k.startswith(prefix)}
+    return {k[len(prefix) :] for k in keys if k.startswith(prefix)}
 
 
 def looks_like_rosinality_generator(keys: set[str]) -> bool:
@@ -650,12 +713,14 @@ def looks_like_rosinality_discriminator(keys: set[str]) -> bool:
     return any(all(k in sub for k in _D_REQUIRED) for sub in (keys, _strip(keys, "d.")))
 
 
-def generator_state_dict(state: Mapping[str, torch.Tensor], prefix: str | None = None) -> dict[str, torch.Tensor]:
+def generator_state_dict(
+    state: Mapping[str, torch.Tensor], prefix: str | None = None
+) -> dict[str, torch.Tensor]:
     """The bare generator keys of `state`: those under `prefix` (default: `g_ema.`, then `decoder.`, then
     the bare keys themselves, dropping `latent_avg` and `g.`/`d.` entries)."""
     prefixes = [prefix] if prefix is not None else ["g_ema.", "decoder."]
     for p in prefixes:
-        sub = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        sub = {k[len(p) :]: v for k, v in state.items() if k.startswith(p)}
         if sub:
             return sub
     if prefix is not None:
@@ -685,8 +750,13 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor]) -> GeneratorConfig
         channels.append(int(sd[key].shape[1]))
     channels_t = tuple(channels)
     cm = next((m for m in (2, 1, 4) if default_channels(size, m) == channels_t), None)
-    return GeneratorConfig(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=cm or 2,
-                           channels=None if cm else channels_t)
+    return GeneratorConfig(
+        size=size,
+        style_dim=style_dim,
+        n_mlp=n_mlp,
+        channel_multiplier=cm or 2,
+        channels=None if cm else channels_t,
+    )
 
 
 def discriminator_config_from_state_dict(state: Mapping[str, torch.Tensor]) -> DiscriminatorConfig:
@@ -705,11 +775,14 @@ def discriminator_config_from_state_dict(state: Mapping[str, torch.Tensor]) -> D
     return DiscriminatorConfig(size=size, channel_multiplier=cm or 2, channels=None if cm else channels_t)
 
 
-def tiny_generator(size: int = 32, style_dim: int = 32, n_mlp: int = 2, channels: Sequence[int] | None = None,
-                   seed: int = 0) -> Generator:
+def tiny_generator(
+    size: int = 32, style_dim: int = 32, n_mlp: int = 2, channels: Sequence[int] | None = None, seed: int = 0
+) -> Generator:
     """A narrow random generator for tests: same key pattern as config-f, a few channels."""
     log = _log2_size(size)
-    chans = tuple(channels) if channels else tuple(max(8, 32 // 2 ** max(0, i - 3)) for i in range(2, log + 1))
+    chans = (
+        tuple(channels) if channels else tuple(max(8, 32 // 2 ** max(0, i - 3)) for i in range(2, log + 1))
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Generator(GeneratorConfig(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=chans)).eval()
@@ -718,7 +791,9 @@ def tiny_generator(size: int = 32, style_dim: int = 32, n_mlp: int = 2, channels
 def tiny_discriminator(size: int = 32, channels: Sequence[int] | None = None, seed: int = 0) -> Discriminator:
     """A narrow random discriminator for tests (same key pattern as the 1024-px one)."""
     log = _log2_size(size)
-    chans = tuple(channels) if channels else tuple(max(8, 32 // 2 ** max(0, i - 3)) for i in range(2, log + 1))
+    chans = (
+        tuple(channels) if channels else tuple(max(8, 32 // 2 ** max(0, i - 3)) for i in range(2, log + 1))
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Discriminator(DiscriminatorConfig(size=size, channels=chans))
@@ -780,21 +855,26 @@ def load_stylegan2_weights(path: str | Path) -> StyleGAN2Weights:
             g_ema = dict(g)
         return StyleGAN2Weights(g_ema=g_ema, latent_avg=latent_avg, g=g, d=d)
     if suffix not in (".pt", ".pth"):
-        raise ModelError(f"{path.name}: unknown StyleGAN2 weights format {suffix!r} (.pt, .pth, .safetensors)")
+        raise ModelError(
+            f"{path.name}: unknown StyleGAN2 weights format {suffix!r} (.pt, .pth, .safetensors)"
+        )
     obj = load_rosinality_checkpoint(path)
     if "g_ema" in obj or "g" in obj:
         g_ema = obj.get("g_ema") or obj.get("g")
     elif looks_like_rosinality_generator(set(obj)):
         g_ema = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor) and k != "latent_avg"}
     else:
-        raise ModelError(f"{path.name}: no `g_ema` (or `g`) generator in this checkpoint (keys {sorted(obj)[:8]})")
+        raise ModelError(
+            f"{path.name}: no `g_ema` (or `g`) generator in this checkpoint (keys {sorted(obj)[:8]})"
+        )
     extra = {}
     for k, v in obj.items():
         if k in ("g_ema", "g", "d", "latent_avg"):
             continue
         extra[k] = vars(v) if isinstance(v, argparse.Namespace) else v
-    return StyleGAN2Weights(g_ema=dict(g_ema), latent_avg=obj.get("latent_avg"), g=obj.get("g"),
-                            d=obj.get("d"), extra=extra)
+    return StyleGAN2Weights(
+        g_ema=dict(g_ema), latent_avg=obj.get("latent_avg"), g=obj.get("g"), d=obj.get("d"), extra=extra
+    )
 
 
 def load_generator(
@@ -864,12 +944,12 @@ def save_stylegan2_safetensors(
         for k, v in _as_state(part).items():
             flat[prefix + k] = v.detach().to("cpu").contiguous().clone()
     if latent_avg is not None:
-        flat["latent_avg"] = latent_avg.detach().to("cpu").reshape(-1, latent_avg.shape[-1]).squeeze(0).contiguous()
+        flat["latent_avg"] = (
+            latent_avg.detach().to("cpu").reshape(-1, latent_avg.shape[-1]).squeeze(0).contiguous()
+        )
     meta = {"format": "toonbooth-stylegan2-rosinality"}
-    try:
+    with contextlib.suppress(ModelError):
         meta["stylegan2_config"] = config_from_state_dict(_as_state(g_ema)).to_json()
-    except ModelError:
-        pass
     meta.update(dict(metadata or {}))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(flat, str(path), metadata=meta)

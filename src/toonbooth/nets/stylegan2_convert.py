@@ -137,7 +137,9 @@ def _load_storage_bytes(b: bytes) -> Any:
     return torch.load(io.BytesIO(bytes(b)), map_location="cpu", weights_only=True)
 
 
-def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *state: Any) -> torch.Tensor:
+def _rebuild_parameter(
+    data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *state: Any
+) -> torch.Tensor:
     if not isinstance(data, torch.Tensor):
         raise ModelError(f"parameter data must be a tensor, got {type(data).__name__}")
     return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
@@ -184,7 +186,19 @@ def _np_scalar(dtype: Any, *args: Any) -> Any:
 
 
 _TORCH_DTYPES = {
-    name for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+    name
+    for name in (
+        "float32",
+        "float16",
+        "bfloat16",
+        "float64",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "bool",
+    )
 }
 
 
@@ -227,7 +241,9 @@ class SafeNetworkUnpickler(pickle.Unpickler):
     def _module_stub(self, qualname: str) -> type[TorchModuleStub]:
         if qualname not in self._module_stubs:
             self._module_stubs[qualname] = type(
-                "TorchModuleStub_" + qualname.rsplit(".", 1)[-1], (TorchModuleStub,), {"torch_class": qualname}
+                "TorchModuleStub_" + qualname.rsplit(".", 1)[-1],
+                (TorchModuleStub,),
+                {"torch_class": qualname},
             )
         return self._module_stubs[qualname]
 
@@ -269,7 +285,9 @@ def read_network_pickle(path: str | Path) -> Any:
         except ModelError:
             raise
         except Exception as e:
-            raise ModelError(f"{path.name}: not a readable network pickle: {type(e).__name__}: {str(e)[:300]}") from e
+            raise ModelError(
+                f"{path.name}: not a readable network pickle: {type(e).__name__}: {str(e)[:300]}"
+            ) from e
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,7 +304,9 @@ def _module_state(obj: Any) -> dict[str, Any] | None:
 def _walk_module(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     state = _module_state(obj)
     if state is None:
-        raise ModelError(f"`{prefix.rstrip('.') or 'network'}` is not a pickled torch module ({type(obj).__name__})")
+        raise ModelError(
+            f"`{prefix.rstrip('.') or 'network'}` is not a pickled torch module ({type(obj).__name__})"
+        )
     non_persistent = set(state.get("_non_persistent_buffers_set") or ())
     for name, p in (state.get("_parameters") or {}).items():
         if isinstance(p, torch.Tensor):
@@ -314,13 +334,17 @@ def nvidia_state_dicts(data: Any) -> dict[str, dict[str, torch.Tensor]]:
     the `G_ema`, `G` and `D` entries of an unpickled stylegan2-ada-pytorch file. Entries may be persistent
     stubs, plain `torch.nn` stubs or already plain state dicts (a "plain pickle")."""
     if not isinstance(data, Mapping):
-        raise ModelError(f"expected a dict with `G_ema` (stylegan2-ada-pytorch pickle), got {type(data).__name__}")
+        raise ModelError(
+            f"expected a dict with `G_ema` (stylegan2-ada-pytorch pickle), got {type(data).__name__}"
+        )
     out = {}
     for name in ("G_ema", "G", "D"):
         if data.get(name) is not None:
             out[name] = _as_state_dict(data[name], name)
     if "G_ema" not in out and "G" not in out:
-        if all(isinstance(v, torch.Tensor) for v in data.values()) and any(k.startswith("synthesis.") for k in data):
+        if all(isinstance(v, torch.Tensor) for v in data.values()) and any(
+            k.startswith("synthesis.") for k in data
+        ):
             out["G_ema"] = _as_state_dict(data, "G_ema")
         else:
             raise ModelError(f"no `G_ema` generator in this pickle (keys: {sorted(map(str, data))[:8]})")
@@ -338,7 +362,9 @@ def _need(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     return sd[key].detach().to(torch.float32)
 
 
-def nvidia_generator_to_rosinality(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def nvidia_generator_to_rosinality(
+    sd: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Map a stylegan2-ada-pytorch `Generator` state dict to rosinality keys; returns `(g, latent_avg)`.
 
     Only unconditional, 'skip'-architecture StyleGAN2 generators map (StyleGAN3 and conditional ones are
@@ -583,7 +609,9 @@ def _validate(g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | None) -> 
     gen = Generator(cfg)
     missing = set(gen.state_dict()) ^ set(g)
     if missing:
-        raise ModelError(f"converted generator keys do not match the rosinality layout: {sorted(missing)[:5]}")
+        raise ModelError(
+            f"converted generator keys do not match the rosinality layout: {sorted(missing)[:5]}"
+        )
     gen.load_state_dict(g, strict=True)
     if d is not None:
         disc = Discriminator(discriminator_config_from_state_dict(d))
@@ -651,7 +679,20 @@ def convert_stylegan2_pickle(
     if g_train is not None:
         _validate(g_train, None)
     networks = ["g_ema"] + (["d"] if d_ros is not None else []) + (["g"] if g_train is not None else [])
-    save_stylegan2_safetensors(dst, g_ros, latent_avg=latent_avg, g=g_train, d=d_ros,
-                               metadata={"converted_from": src.name, "source_format": fmt})
-    return ConversionReport(source_format=fmt, output=dst, size=size, networks=networks,
-                            latent_avg=latent_avg is not None, classes=sorted(classes), notes=notes)
+    save_stylegan2_safetensors(
+        dst,
+        g_ros,
+        latent_avg=latent_avg,
+        g=g_train,
+        d=d_ros,
+        metadata={"converted_from": src.name, "source_format": fmt},
+    )
+    return ConversionReport(
+        source_format=fmt,
+        output=dst,
+        size=size,
+        networks=networks,
+        latent_avg=latent_avg is not None,
+        classes=sorted(classes),
+        notes=notes,
+    )

@@ -140,10 +140,15 @@ def project(
     (B, E)` embeddings for the identity term (weight `config.identity`). `rng` makes the run reproducible.
     The generator's own parameters are not changed (their `requires_grad` flags are restored)."""
     if target.ndim != 4 or target.shape[1] != 3:
-        raise InputError("target", f"expected (B, 3, S, S) in [-1, 1], got {tuple(target.shape)}", tuple(target.shape))
+        raise InputError(
+            "target", f"expected (B, 3, S, S) in [-1, 1], got {tuple(target.shape)}", tuple(target.shape)
+        )
     if generator.size % target.shape[-1] or target.shape[-1] != target.shape[-2]:
-        raise InputError("target", f"square target whose size divides {generator.size} needed, got "
-                         f"{tuple(target.shape[-2:])}", tuple(target.shape))
+        raise InputError(
+            "target",
+            f"square target whose size divides {generator.size} needed, got {tuple(target.shape[-2:])}",
+            tuple(target.shape),
+        )
     if config.identity > 0 and identity is None:
         raise InputError("identity", "config.identity > 0 needs an identity network", None)
     device = next(generator.parameters()).device
@@ -195,9 +200,14 @@ def project(
 
             value = float(loss.detach())
             result.losses.append(value)
-            result.terms.append({"perceptual": float(main.detach()) if perceptual is not None else 0.0,
-                                 "noise": float(n_loss.detach()), "mse": float(mse.detach()),
-                                 "identity": float(id_term.detach())})
+            result.terms.append(
+                {
+                    "perceptual": float(main.detach()) if perceptual is not None else 0.0,
+                    "noise": float(n_loss.detach()),
+                    "mse": float(mse.detach()),
+                    "identity": float(id_term.detach()),
+                }
+            )
             if config.keep_path_every and (i + 1) % config.keep_path_every == 0:
                 result.latent_path.append(latent_in.detach().clone())
             if on_step is not None:
@@ -211,7 +221,7 @@ def project(
         result.image = image
         return result
     finally:
-        for p, flag in zip(generator.parameters(), flags):
+        for p, flag in zip(generator.parameters(), flags, strict=True):
             p.requires_grad_(flag)
 
 

@@ -62,7 +62,7 @@ class VGG16Features(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         in_ch = 3
-        for n, width in zip(_STAGE_CONVS, config.widths):
+        for n, width in zip(_STAGE_CONVS, config.widths, strict=True):
             for _ in range(n):
                 layers += [nn.Conv2d(in_ch, width, 3, padding=1), nn.ReLU()]
                 in_ch = width
@@ -132,9 +132,11 @@ def load_vgg16(path: str | Path, device: str | torch.device = "cpu") -> VGG16Fea
     sd = _read_state(path, "VGG16")
     feats = {k: v for k, v in sd.items() if k.startswith("features.")}
     model = VGG16Features(vgg_config_from_state_dict(feats))
-    missing, unexpected = model.load_state_dict(feats, strict=False)
+    missing, unexpected = model.load_state_dict(feats, strict=True)
     if missing or unexpected:
-        raise ModelError(f"{path.name}: VGG16 features mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ModelError(
+            f"{path.name}: VGG16 features mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return model.to(device).eval()
 
 
@@ -143,7 +145,7 @@ def load_lpips_lins(path: str | Path) -> list[torch.Tensor]:
     (keys `lin{i}.model.1.weight`, also accepted under `lins.{i}.`)."""
     path = Path(path)
     sd = _read_state(path, "LPIPS lin")
-    sd = {("lin" + k[len("lins."):] if k.startswith("lins.") else k): v for k, v in sd.items()}
+    sd = {("lin" + k[len("lins.") :] if k.startswith("lins.") else k): v for k, v in sd.items()}
     if not looks_like_lpips_lins(set(sd)):
         raise ModelError(f"{path.name}: no LPIPS lin weights (lin0..4.model.1.weight)")
     return [sd[f"lin{i}.model.1.weight"].float() for i in range(5)]
@@ -160,7 +162,7 @@ class LPIPS(nn.Module):
         self.lins: list[torch.Tensor] | None = None
         if lins is not None:
             widths = vgg.config.widths
-            if len(lins) != 5 or any(int(w.shape[1]) != c for w, c in zip(lins, widths)):
+            if len(lins) != 5 or any(int(w.shape[1]) != c for w, c in zip(lins, widths, strict=True)):
                 raise ModelError(f"LPIPS lin weights do not match the VGG widths {widths}")
             for i, w in enumerate(lins):
                 self.register_buffer(f"lin{i}", w.detach().float().reshape(1, -1, 1, 1))
@@ -170,7 +172,7 @@ class LPIPS(nn.Module):
         fx = self.vgg((x - self.shift) / self.scale)
         fy = self.vgg((y - self.shift) / self.scale)
         total = x.new_zeros(x.shape[0])
-        for i, (a, b) in enumerate(zip(fx, fy)):
+        for i, (a, b) in enumerate(zip(fx, fy, strict=True)):
             a = a / (torch.sqrt(torch.sum(a * a, dim=1, keepdim=True)) + 1e-10)
             b = b / (torch.sqrt(torch.sum(b * b, dim=1, keepdim=True)) + 1e-10)
             d = (a - b) ** 2
@@ -182,8 +184,9 @@ class LPIPS(nn.Module):
         return total
 
 
-def load_lpips(vgg_path: str | Path, lin_path: str | Path | None = None,
-               device: str | torch.device = "cpu") -> LPIPS:
+def load_lpips(
+    vgg_path: str | Path, lin_path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> LPIPS:
     """An LPIPS module from a VGG16 weights file and (optionally) the LPIPS lin weights file."""
     vgg = load_vgg16(vgg_path)
     lins = load_lpips_lins(lin_path) if lin_path is not None else None

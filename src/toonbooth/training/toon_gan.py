@@ -160,7 +160,10 @@ def _sample_bilinear_reflect(img: torch.Tensor, sx: torch.Tensor, sy: torch.Tens
 
 
 def ada_augment(
-    images: torch.Tensor, p: float, config: AugmentConfig = AugmentConfig(), rng: torch.Generator | None = None
+    images: torch.Tensor,
+    p: float,
+    config: AugmentConfig = AugmentConfig(),
+    rng: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Augment a batch (B, 3, H, W) in [-1, 1] with ADA's pipeline at probability `p`. Differentiable (twice)
     in `images`. At p = 0 (or when no transform fires) the input tensor itself is returned."""
@@ -207,8 +210,11 @@ def ada_augment(
 
     out = images
     if not torch.equal(g_inv, _eye(b, 3, dev)):
-        ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
-                                torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=dev, dtype=torch.float32),
+            torch.arange(w, device=dev, dtype=torch.float32),
+            indexing="ij",
+        )
         cx, cy = (w - 1) / 2, (h - 1) / 2
         pts = torch.stack([xs - cx, ys - cy, torch.ones_like(xs)], 0).reshape(1, 3, h * w)
         src = g_inv @ pts  # (B, 3, HW): source coordinate of every output pixel
@@ -221,13 +227,19 @@ def ada_augment(
     v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev) / math.sqrt(3)
     vv = torch.outer(v, v).unsqueeze(0)
     if config.brightness > 0:
-        bb = _gate(torch.randn(b, device=dev, generator=rng) * config.brightness_std, 0.0, config.brightness * p, rng)
+        bb = _gate(
+            torch.randn(b, device=dev, generator=rng) * config.brightness_std, 0.0, config.brightness * p, rng
+        )
         tr = _eye(b, 4, dev)
         tr[:, :3, 3] = bb.unsqueeze(1)
         m = tr @ m
     if config.contrast > 0:
-        cc = _gate(torch.exp2(torch.randn(b, device=dev, generator=rng) * config.contrast_std), 1.0,
-                   config.contrast * p, rng)
+        cc = _gate(
+            torch.exp2(torch.randn(b, device=dev, generator=rng) * config.contrast_std),
+            1.0,
+            config.contrast * p,
+            rng,
+        )
         sc = _eye(b, 4, dev)
         sc[:, 0, 0] = sc[:, 1, 1] = sc[:, 2, 2] = cc
         m = sc @ m
@@ -239,8 +251,12 @@ def ada_augment(
         theta = _gate(theta, 0.0, config.hue * p, rng)
         m = _rotate3d_about(v[:3], theta) @ m
     if config.saturation > 0:
-        s = _gate(torch.exp2(torch.randn(b, device=dev, generator=rng) * config.saturation_std), 1.0,
-                  config.saturation * p, rng)
+        s = _gate(
+            torch.exp2(torch.randn(b, device=dev, generator=rng) * config.saturation_std),
+            1.0,
+            config.saturation * p,
+            rng,
+        )
         m = (vv + (_eye(b, 4, dev) - vv) * s.reshape(b, 1, 1)) @ m
     if c == 3 and not torch.equal(m, _eye(b, 4, dev)):
         flat = out.reshape(b, 3, h * w)
@@ -312,12 +328,16 @@ def d_r1_loss(real_pred: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
 
 
 def g_path_regularize(
-    fake_img: torch.Tensor, latents: torch.Tensor, mean_path_length: torch.Tensor, decay: float = 0.01,
+    fake_img: torch.Tensor,
+    latents: torch.Tensor,
+    mean_path_length: torch.Tensor,
+    decay: float = 0.01,
     rng: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Path-length penalty; returns (penalty, updated running mean (detached), per-sample lengths)."""
     noise = torch.randn(fake_img.shape, device=fake_img.device, generator=rng) / math.sqrt(
-        fake_img.shape[2] * fake_img.shape[3])
+        fake_img.shape[2] * fake_img.shape[3]
+    )
     (grad,) = torch.autograd.grad((fake_img * noise).sum(), latents, create_graph=True)
     lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))
     path_mean = mean_path_length + decay * (lengths.mean() - mean_path_length)
@@ -341,20 +361,31 @@ def freeze_d(discriminator: Discriminator, k: int) -> list[nn.Parameter]:
 
 
 def check_toon_images(
-    images: Sequence[Image.Image], names: Sequence[str], size: int, min_images: int = 16, field: str = "images"
+    images: Sequence[Image.Image],
+    names: Sequence[str],
+    size: int,
+    min_images: int = 16,
+    field: str = "images",
 ) -> None:
     """Refuse a training set with an `InputError` naming the file: too few images, an image too small for
     `size` (more than 2x upscaling), exact or near duplicates."""
     if len(images) != len(names):
         raise ValueError("images and names differ in length")
     if len(images) < min_images:
-        raise InputError(field, f"need at least {min_images} images to fine-tune a StyleGAN2, got {len(images)}",
-                         len(images))
-    for i, (im, name) in enumerate(zip(images, names)):
+        raise InputError(
+            field,
+            f"need at least {min_images} images to fine-tune a StyleGAN2, got {len(images)}",
+            len(images),
+        )
+    for i, (im, name) in enumerate(zip(images, names, strict=True)):
         short = min(im.size)
         if short * MAX_UPSCALE < size:
-            raise InputError(f"{field}[{i}]", f"{name} is {im.size[0]}x{im.size[1]}: too small for {size} px "
-                             f"(more than {MAX_UPSCALE:g}x upscaling)", name)
+            raise InputError(
+                f"{field}[{i}]",
+                f"{name} is {im.size[0]}x{im.size[1]}: too small for {size} px "
+                f"(more than {MAX_UPSCALE:g}x upscaling)",
+                name,
+            )
     check_duplicates(list(images), list(names), field=field)
 
 
@@ -427,7 +458,9 @@ class StepStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _flatten_optimizer(
+    prefix: str, opt: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
@@ -440,12 +473,14 @@ def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[st
     return tensors, {"param_groups": sd["param_groups"], "plain": plain}
 
 
-def _unflatten_optimizer(prefix: str, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(
+    prefix: str, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]
+) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     head = prefix + ".state."
     for name, value in tensors.items():
         if name.startswith(head):
-            idx, key = name[len(head):].split(".", 1)
+            idx, key = name[len(head) :].split(".", 1)
             state.setdefault(int(idx), {})[key] = value
     for idx, entries in info["plain"].items():
         state.setdefault(int(idx), {}).update(entries)
@@ -475,8 +510,11 @@ class ToonGanTrainer:
             raise ModelError(f"discriminator is {discriminator.config.size} px, generator {size} px")
         bad = [i for i, im in enumerate(images) if tuple(im.shape) != (3, size, size)]
         if bad:
-            raise InputError(f"images[{bad[0]}]", f"expected a (3, {size}, {size}) tensor, got "
-                             f"{tuple(images[bad[0]].shape)}", tuple(images[bad[0]].shape))
+            raise InputError(
+                f"images[{bad[0]}]",
+                f"expected a (3, {size}, {size}) tensor, got {tuple(images[bad[0]].shape)}",
+                tuple(images[bad[0]].shape),
+            )
         self.config = config
         self.augment_config = augment
         self.G = generator.train()
@@ -490,16 +528,19 @@ class ToonGanTrainer:
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
         self.step_count = 0
         self.mean_path_length = torch.zeros((), device=self.device)
-        self.ada = AdaController(p=config.augment_p, target=config.ada_target, interval=config.ada_interval,
-                                 kimg=config.ada_kimg)
+        self.ada = AdaController(
+            p=config.augment_p, target=config.ada_target, interval=config.ada_interval, kimg=config.ada_kimg
+        )
         self.d_trainable = freeze_d(self.D, config.freeze_d)
         self._frozen = {id(p) for p in self.D.parameters()} - {id(p) for p in self.d_trainable}
         g_ratio = config.g_reg_every / (config.g_reg_every + 1)
         d_ratio = config.d_reg_every / (config.d_reg_every + 1)
-        self.g_optim = torch.optim.Adam(self.G.parameters(), lr=config.lr * g_ratio,
-                                        betas=(0.0**g_ratio, 0.99**g_ratio))
-        self.d_optim = torch.optim.Adam(self.d_trainable, lr=config.lr * d_ratio,
-                                        betas=(0.0**d_ratio, 0.99**d_ratio))
+        self.g_optim = torch.optim.Adam(
+            self.G.parameters(), lr=config.lr * g_ratio, betas=(0.0**g_ratio, 0.99**g_ratio)
+        )
+        self.d_optim = torch.optim.Adam(
+            self.d_trainable, lr=config.lr * d_ratio, betas=(0.0**d_ratio, 0.99**d_ratio)
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -513,7 +554,9 @@ class ToonGanTrainer:
             p.requires_grad_(d and id(p) not in self._frozen)
 
     def _real_batch(self) -> torch.Tensor:
-        idx = torch.randint(len(self.images), (self.config.batch_size,), generator=self.rng, device=self.device)
+        idx = torch.randint(
+            len(self.images), (self.config.batch_size,), generator=self.rng, device=self.device
+        )
         return torch.stack([self.images[int(i)] for i in idx.tolist()]).to(self.device)
 
     def _fake(self, batch: int, return_latents: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -521,7 +564,11 @@ class ToonGanTrainer:
         mix = float(torch.rand((), generator=self.rng, device=self.device)) < self.config.mixing
         n_z = 2 if self.config.mixing > 0 and mix else 1
         zs = [torch.randn(batch, g.style_dim, generator=self.rng, device=self.device) for _ in range(n_z)]
-        inject = int(torch.randint(1, g.n_latent, (1,), generator=self.rng, device=self.device)) if n_z == 2 else None
+        inject = (
+            int(torch.randint(1, g.n_latent, (1,), generator=self.rng, device=self.device))
+            if n_z == 2
+            else None
+        )
         noise = g.make_noise(batch, generator=self.rng)
         return g(zs, inject_index=inject, noise=noise, return_latents=return_latents)
 
@@ -576,7 +623,9 @@ class ToonGanTrainer:
             pb = max(1, batch // cfg.path_batch_shrink)
             fake, latents = self._fake(pb, return_latents=True)
             assert latents is not None
-            penalty, self.mean_path_length, _ = g_path_regularize(fake, latents, self.mean_path_length, rng=self.rng)
+            penalty, self.mean_path_length, _ = g_path_regularize(
+                fake, latents, self.mean_path_length, rng=self.rng
+            )
             weighted = cfg.path_regularize * cfg.g_reg_every * penalty + 0 * fake[0, 0, 0, 0]
             self.g_optim.zero_grad(set_to_none=True)
             weighted.backward()
@@ -587,13 +636,21 @@ class ToonGanTrainer:
         self._set_grads(False, False)
         with torch.no_grad():
             beta = cfg.ema_beta
-            for pe, p in zip(self.g_ema.parameters(), self.G.parameters()):
+            for pe, p in zip(self.g_ema.parameters(), self.G.parameters(), strict=True):
                 pe.mul_(beta).add_(p.detach(), alpha=1 - beta)
-            for be, b in zip(self.g_ema.buffers(), self.G.buffers()):
+            for be, b in zip(self.g_ema.buffers(), self.G.buffers(), strict=True):
                 be.copy_(b)
         self.step_count += 1
-        return StepStats(step=self.step_count, d_loss=float(d_loss.detach()), g_loss=float(g_loss.detach()),
-                         r1=r1_value, path=path_value, augment_p=self.ada.p, rt=rt, real_sign=real_sign)
+        return StepStats(
+            step=self.step_count,
+            d_loss=float(d_loss.detach()),
+            g_loss=float(g_loss.detach()),
+            r1=r1_value,
+            path=path_value,
+            augment_p=self.ada.p,
+            rt=rt,
+            real_sign=real_sign,
+        )
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -628,10 +685,12 @@ class ToonGanTrainer:
         if meta.get("config", {}).get("freeze_d") != self.config.freeze_d:
             raise ModelError("the saved run froze a different number of D layers than this trainer")
         for prefix, module in (("g", self.G), ("d", self.D), ("g_ema", self.g_ema)):
-            sd = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-            missing, unexpected = module.load_state_dict(sd, strict=False)
+            sd = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            missing, unexpected = module.load_state_dict(sd, strict=True)
             if missing or unexpected:
-                raise ModelError(f"saved `{prefix}` does not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
+                raise ModelError(
+                    f"saved `{prefix}` does not match: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                )
         self.g_optim.load_state_dict(_unflatten_optimizer("g_optim", tensors, meta["g_optim"]))
         self.d_optim.load_state_dict(_unflatten_optimizer("d_optim", tensors, meta["d_optim"]))
         self.rng.set_state(tensors["rng_state"].clone())
