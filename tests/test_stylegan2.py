@@ -15,6 +15,7 @@ from toonbooth.nets.stylegan2 import (
     Generator,
     GeneratorConfig,
     config_from_state_dict,
+    convert_rosinality_checkpoint,
     discriminator_config_from_state_dict,
     load_discriminator,
     load_generator,
@@ -241,6 +242,11 @@ def test_rosinality_pt_with_namespace_roundtrip(tmp_path, g32):
     w = load_stylegan2_weights(path)
     assert w.extra["args"] == {"size": 32, "batch": 4, "augment": True}
     assert w.extra["ada_aug_p"] == 0.25
+    out = convert_rosinality_checkpoint(path, tmp_path / "train.safetensors")
+    gen2, avg2 = load_generator(out)
+    assert torch.equal(avg2, latent_avg)
+    assert torch.equal(gen2([z], randomize_noise=False)[0], ref)
+    assert torch.equal(load_discriminator(out)(x), d(x))
 
 
 class _NotAllowed:

@@ -306,3 +306,20 @@ def test_images_to_tensors():
     assert t.shape == (3, SIZE, SIZE) and t.min() >= -1.0 and t.max() <= 1.0
     white = Image.new("RGB", (50, 30), (255, 255, 255))
     assert torch.equal(images_to_tensors([white], 16)[0], torch.ones(3, 16, 16))
+
+
+def test_sample_and_export(tmp_path):
+    from toonbooth.nets.stylegan2 import load_generator
+
+    t = _trainer()
+    t.step()
+    state = t.rng.get_state().clone()
+    a, b = t.sample(2, seed=3), t.sample(2, seed=3)
+    assert a.shape == (2, 3, SIZE, SIZE) and torch.equal(a, b)
+    assert torch.equal(t.rng.get_state(), state)  # sampling leaves the training RNG alone
+    path = t.export(tmp_path / "toon.safetensors")
+    gen, avg = load_generator(path)
+    assert avg.shape == (32,)
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        assert torch.equal(gen([z], randomize_noise=False)[0], t.g_ema([z], randomize_noise=False)[0])

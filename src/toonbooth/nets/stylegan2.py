@@ -48,6 +48,7 @@ __all__ = [
     "GeneratorConfig",
     "StyleGAN2Weights",
     "config_from_state_dict",
+    "convert_rosinality_checkpoint",
     "default_channels",
     "discriminator_config_from_state_dict",
     "generator_state_dict",
@@ -698,9 +699,10 @@ def _strip(keys: set[str] | Mapping[str, Any], prefix: str) -> set[str]:
 
 
 def looks_like_rosinality_generator(keys: set[str]) -> bool:
-    """True for a rosinality generator state dict: bare keys, or under `g_ema.` / `g.` / `decoder.`."""
+    """True for a rosinality generator state dict: bare keys, or under `g_ema.` / `g.`. (A pSp/e4e checkpoint
+    keeps one under `decoder.` next to `encoder.*`: that is `psp.looks_like_psp_encoder`'s.)"""
     keys = set(keys)
-    for prefix in ("", "g_ema.", "g.", "decoder."):
+    for prefix in ("", "g_ema.", "g."):
         sub = keys if not prefix else _strip(keys, prefix)
         if all(k in sub for k in _G_REQUIRED):
             return True
@@ -954,3 +956,12 @@ def save_stylegan2_safetensors(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(flat, str(path), metadata=meta)
     return path
+
+
+def convert_rosinality_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Rewrite a rosinality `.pt` (read with weights_only + Namespace) as toonbooth safetensors, keeping
+    `g_ema`, `g`, `d` and `latent_avg` (optimizer states and `args` are dropped)."""
+    w = load_stylegan2_weights(src)
+    return save_stylegan2_safetensors(
+        dst, w.g_ema, latent_avg=w.latent_avg, g=w.g, d=w.d, metadata={"converted_from": Path(src).name}
+    )

@@ -34,6 +34,7 @@ import io
 import math
 import pickle
 import re
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,29 +209,31 @@ class SafeNetworkUnpickler(pickle.Unpickler):
     Persistent objects, TF networks and `torch.nn` modules become inert stubs. Everything else is refused
     with a `ModelError` naming `module.name`. `seen` records every global the file referenced."""
 
-    _ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
-        ("torch", "Size"): torch.Size,
-        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_obj,
-        ("dnnlib.util", "EasyDict"): _AttrDict,
-        ("dnnlib", "EasyDict"): _AttrDict,
-        ("dnnlib.tflib.network", "Network"): TFNetworkStub,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
-        ("numpy.core.multiarray", "scalar"): _np_scalar,
-        ("numpy._core.multiarray", "scalar"): _np_scalar,
-        ("_codecs", "encode"): _codecs_encode,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("__builtin__", "set"): set,
-        ("__builtin__", "frozenset"): frozenset,
-    }
+    _ALLOWED: Mapping[tuple[str, str], Callable[..., Any]] = types.MappingProxyType(
+        {
+            ("collections", "OrderedDict"): collections.OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+            ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+            ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+            ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
+            ("torch", "Size"): torch.Size,
+            ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_obj,
+            ("dnnlib.util", "EasyDict"): _AttrDict,
+            ("dnnlib", "EasyDict"): _AttrDict,
+            ("dnnlib.tflib.network", "Network"): TFNetworkStub,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+            ("numpy.core.multiarray", "scalar"): _np_scalar,
+            ("numpy._core.multiarray", "scalar"): _np_scalar,
+            ("_codecs", "encode"): _codecs_encode,
+            ("builtins", "set"): set,
+            ("builtins", "frozenset"): frozenset,
+            ("__builtin__", "set"): set,
+            ("__builtin__", "frozenset"): frozenset,
+        }
+    )
 
     def __init__(self, file: Any, source_name: str = "pickle"):
         super().__init__(file)
@@ -605,19 +608,18 @@ class ConversionReport:
 
 
 def _validate(g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | None) -> int:
+    """Strict load into our networks, built on the meta device (keys and shapes only, no allocation)."""
     cfg = config_from_state_dict(g)
-    gen = Generator(cfg)
-    missing = set(gen.state_dict()) ^ set(g)
-    if missing:
-        raise ModelError(
-            f"converted generator keys do not match the rosinality layout: {sorted(missing)[:5]}"
-        )
-    gen.load_state_dict(g, strict=True)
-    if d is not None:
-        disc = Discriminator(discriminator_config_from_state_dict(d))
-        if set(disc.state_dict()) ^ set(d):
-            raise ModelError("converted discriminator keys do not match the rosinality layout")
-        disc.load_state_dict(d, strict=True)
+    with torch.device("meta"):
+        gen = Generator(cfg)
+        disc = Discriminator(discriminator_config_from_state_dict(d)) if d is not None else None
+    for what, module, sd in (("generator", gen, g), ("discriminator", disc, d)):
+        if module is None or sd is None:
+            continue
+        diff = set(module.state_dict()) ^ set(sd)
+        if diff:
+            raise ModelError(f"converted {what} keys do not match the rosinality layout: {sorted(diff)[:5]}")
+        module.load_state_dict(sd, strict=True, assign=True)
     return cfg.size
 
 

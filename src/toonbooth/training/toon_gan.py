@@ -46,7 +46,7 @@ from PIL import Image
 from torch import nn
 
 from ..core.errors import InputError, ModelError
-from ..nets.stylegan2 import Discriminator, Generator
+from ..nets.stylegan2 import Discriminator, Generator, save_stylegan2_safetensors
 from .dataset import MAX_UPSCALE, check_duplicates
 
 __all__ = [
@@ -650,6 +650,32 @@ class ToonGanTrainer:
             augment_p=self.ada.p,
             rt=rt,
             real_sign=real_sign,
+        )
+
+    # -- samples and export ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n: int = 4, seed: int = 0, truncation: float = 1.0) -> torch.Tensor:
+        """`n` images (n, 3, S, S) in [-1, 1] from `g_ema` for fixed latents (`seed`) and the stored noise
+        buffers, so successive progress grids are comparable. Does not touch the training RNG."""
+        rng = torch.Generator(device=self.device).manual_seed(seed)
+        z = torch.randn(n, self.g_ema.style_dim, generator=rng, device=self.device)
+        mean = self.g_ema.mean_latent(4096, generator=rng) if truncation < 1 else None
+        img, _ = self.g_ema([z], truncation=truncation, truncation_latent=mean, randomize_noise=False)
+        return img
+
+    def export(self, path: str | Path, n_mean_latent: int = 4096, include_d: bool = True) -> Path:
+        """Write the fine-tuned model as rosinality-layout safetensors (`g_ema.*`, `g.*`, optionally `d.*`,
+        and `latent_avg` = mean of `n_mean_latent` mapped samples, seeded)."""
+        rng = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        latent_avg = self.g_ema.mean_latent(n_mean_latent, generator=rng)[0]
+        return save_stylegan2_safetensors(
+            path,
+            self.g_ema,
+            latent_avg=latent_avg,
+            g=self.G,
+            d=self.D if include_d else None,
+            metadata={"trained_steps": str(self.step_count), "augment_p": repr(self.ada.p)},
         )
 
     # -- state -----------------------------------------------------------------------------------
