@@ -45,9 +45,12 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = int(max_bytes)
 
-    def _message(self, size: int | None) -> str:
+    def _reason(self, size: int | None) -> str:
         got = f"{size} bytes" if size is not None else "more"
-        return f"`body`: the request body is over the server's limit of {self.max_bytes} bytes, got {got}"
+        return f"the request body is over the server's limit of {self.max_bytes} bytes, got {got}"
+
+    def _message(self, size: int | None) -> str:
+        return f"`body`: {self._reason(size)}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,7 +77,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLargeError("body", self._message(None).split(": ", 1)[1], None)
+                    raise BodyTooLargeError("body", self._reason(None), None)
             return message
 
         async def tracking_send(message: Message) -> None:

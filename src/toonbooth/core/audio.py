@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct
 import wave
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from toonbooth.core.audio_containers import (
     id3_end,
 )
 from toonbooth.core.errors import InputError, InputTooLargeError
+from toonbooth.core.media import read_media_bytes
 
 __all__ = [
     "ACCEPTED_AUDIO_FORMATS",
@@ -126,7 +126,13 @@ _SAMPLE_FORMATS: dict[str, tuple[float, float]] = {
     "dbl": (0.0, 1.0),
 }
 
-AudioSource = bytes | bytearray | memoryview | Path
+# sniffed format -> the media type it is stored and served with
+AUDIO_MEDIA_TYPES: dict[str, str] = {
+    "wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "webm": "audio/webm", "m4a": "audio/mp4",
+    "flac": "audio/flac",
+}  # fmt: skip
+
+AudioSource = bytes | bytearray | memoryview | Path | str  # str: base64 or a data:audio/... URL
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,7 +178,7 @@ def load_audio(
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    data = _read_source(source, field=field, max_bytes=max_bytes)
+    data = read_media_bytes(source, field=field, max_bytes=max_bytes, kind="audio")
     return decode_audio_bytes(
         data,
         field=field,
@@ -296,31 +302,6 @@ def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
-
-
-def _read_source(source: object, *, field: str, max_bytes: int) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        _check_bytes(len(data), field=field, max_bytes=max_bytes)
-        return data
-    if isinstance(source, Path):
-        try:
-            with source.open("rb") as fh:
-                _check_bytes(os.fstat(fh.fileno()).st_size, field=field, max_bytes=max_bytes)
-                data = fh.read(max_bytes + 1)
-        except FileNotFoundError as exc:
-            raise InputError(field, f"file not found: {source}", str(source)) from exc
-        except IsADirectoryError as exc:
-            raise InputError(field, f"{source} is a folder, not an audio file", str(source)) from exc
-        except PermissionError as exc:
-            raise InputError(field, f"no permission to read {source}", str(source)) from exc
-        _check_bytes(len(data), field=field, max_bytes=max_bytes)  # the file grew while we read it
-        return data
-    raise InputError(
-        field,
-        f"expected audio bytes or a pathlib.Path, got {type(source).__name__}",
-        type(source).__name__,
-    )
 
 
 def _check_bytes(size: int, *, field: str, max_bytes: int) -> None:

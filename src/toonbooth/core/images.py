@@ -25,7 +25,6 @@ line of `Key: value` pairs, values with `,` `:` `"` or newlines written as JSON 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import io
 import json
@@ -33,11 +32,10 @@ import os
 import re
 import secrets
 import struct
-import urllib.parse
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import (
@@ -52,6 +50,7 @@ from PIL import (
 )
 
 from toonbooth.core.errors import InputError, InputTooLargeError
+from toonbooth.core.media import PATH_HINT, _Readable, looks_like_path, read_media_bytes, short
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -110,15 +109,6 @@ _REJECTED_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x7fELF", "an executable"),
 )
 
-_BASE64_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
-_BASE64URL_RE = re.compile(rb"[A-Za-z0-9_-]*={0,2}")
-_WHITESPACE_RE = re.compile(r"\s+")
-
-
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
 ImageSource = bytes | bytearray | memoryview | Path | str | _Readable | Image.Image
 
 
@@ -154,18 +144,10 @@ def load_image(source: ImageSource, *, field: str, max_bytes: int, max_pixels: i
     except InputTooLargeError:
         raise
     except InputError as exc:
-        if isinstance(source, str) and _looks_like_path(source):
-            raise InputError(field, f"{exc.args[0].split(': ', 1)[-1]}{_PATH_HINT}", _short(source)) from exc
+        if isinstance(source, str) and looks_like_path(source):
+            raise InputError(field, f"{exc.message}{PATH_HINT}", short(source)) from exc
         raise
 
-
-_PATH_HINT = " (a string is read as base64 or a data URL, never as a file path; pass a pathlib.Path)"
-_PATHLIKE_RE = re.compile(r"(~|\.{1,2})?[/\\]|[A-Za-z]:[/\\]")
-
-
-def _looks_like_path(text: str) -> bool:
-    text = text.strip()
-    return len(text) < 1024 and (_PATHLIKE_RE.match(text) is not None or "." in text[-6:])
 
 
 def decode_image_bytes(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
@@ -336,110 +318,7 @@ def _flatten_to_rgb(img: Image.Image, *, field: str) -> Image.Image:
 def read_image_bytes(source: object, *, field: str, max_bytes: int) -> bytes:
     """The raw bytes of an image source (bytes, Path, base64 / data URL str, file object), size-checked
     but not decoded: for storing an upload exactly as received after `load_image` accepted it."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        _check_bytes(len(data), field=field, max_bytes=max_bytes)
-        return data
-    if isinstance(source, Path):
-        return _read_path(source, field=field, max_bytes=max_bytes)
-    if isinstance(source, str):
-        return _decode_text(source, field=field, max_bytes=max_bytes)
-    read = getattr(source, "read", None)
-    if callable(read):
-        chunk = read(max_bytes + 1)
-        if isinstance(chunk, str):
-            raise InputError(field, "the file object is open in text mode; open it in binary mode ('rb')")
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise InputError(field, f"the file object's read() returned {type(chunk).__name__}, not bytes")
-        data = bytes(chunk)
-        if len(data) > max_bytes:
-            raise InputTooLargeError(
-                field, f"the file is over the limit of {max_bytes:,} bytes (read {len(data):,} and more)"
-            )
-        return data
-    raise InputError(
-        field,
-        "expected image bytes, a pathlib.Path, a base64 string / data URL or a binary file object, "
-        f"got {type(source).__name__}",
-        type(source).__name__,
-    )
-
-
-def _check_bytes(size: int, *, field: str, max_bytes: int) -> None:
-    if size > max_bytes:
-        raise InputTooLargeError(
-            field, f"the file is {size:,} bytes, over the limit of {max_bytes:,} bytes", size
-        )
-
-
-def _read_path(path: Path, *, field: str, max_bytes: int) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            _check_bytes(size, field=field, max_bytes=max_bytes)
-            data = fh.read(max_bytes + 1)
-    except FileNotFoundError as exc:
-        raise InputError(field, f"file not found: {path}", str(path)) from exc
-    except IsADirectoryError as exc:
-        raise InputError(field, f"{path} is a folder, not an image file", str(path)) from exc
-    except PermissionError as exc:
-        raise InputError(field, f"no permission to read {path}", str(path)) from exc
-    _check_bytes(len(data), field=field, max_bytes=max_bytes)  # the file grew while we read it
-    return data
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _decode_text(text: str, *, field: str, max_bytes: int) -> bytes:
-    """A str is base64 or a data URL, never a file path."""
-    stripped = text.strip()
-    if stripped[:5].lower() == "data:":
-        return _decode_data_url(stripped, field=field, max_bytes=max_bytes)
-    return _decode_base64(stripped, field=field, max_bytes=max_bytes, original=text)
-
-
-def _decode_data_url(url: str, *, field: str, max_bytes: int) -> bytes:
-    header, sep, payload = url[5:].partition(",")
-    if not sep:
-        raise InputError(field, f"the data URL has no ',' before its data, got {_short(url)!r}", _short(url))
-    parts = [p.strip() for p in header.split(";")]
-    media_type = parts[0].lower() or "text/plain"
-    if not media_type.startswith("image/"):
-        raise InputError(
-            field, f"the data URL's media type must be image/..., got {media_type!r}", _short(url)
-        )
-    if any(p.lower() == "base64" for p in parts[1:]):
-        return _decode_base64(payload, field=field, max_bytes=max_bytes, original=url)
-    data = urllib.parse.unquote_to_bytes(payload)
-    _check_bytes(len(data), field=field, max_bytes=max_bytes)
-    return data
-
-
-def _decode_base64(text: str, *, field: str, max_bytes: int, original: str) -> bytes:
-    compact = _WHITESPACE_RE.sub("", text)
-    if not compact:
-        raise InputError(field, "got an empty string, expected base64 image data or a data URL", "")
-    # Refuse before decoding a string that would be too large.
-    _check_bytes(len(compact) * 3 // 4 - compact.count("="), field=field, max_bytes=max_bytes)
-    try:
-        raw = compact.encode("ascii")
-    except UnicodeEncodeError:
-        raw = b""
-    urlsafe = _BASE64URL_RE.fullmatch(raw) is not None and (b"-" in raw or b"_" in raw)
-    if not raw or not (_BASE64_RE.fullmatch(raw) or urlsafe) or len(raw.rstrip(b"=")) % 4 == 1:
-        hint = _PATH_HINT if _looks_like_path(original) else ""
-        raise InputError(field, f"not valid base64{hint}, got {_short(original)!r}", _short(original))
-    padded = raw.rstrip(b"=") + b"=" * (-len(raw.rstrip(b"=")) % 4)
-    try:
-        data = base64.urlsafe_b64decode(padded) if urlsafe else base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(
-            field, f"not valid base64 ({exc}), got {_short(original)!r}", _short(original)
-        ) from exc
-    _check_bytes(len(data), field=field, max_bytes=max_bytes)
-    return data
+    return read_media_bytes(source, field=field, max_bytes=max_bytes, kind="image")
 
 
 def _sniff(data: bytes, *, field: str) -> str:
@@ -487,7 +366,7 @@ def _name_rejected(data: bytes) -> str:
             return "an HTML document"
         if head.startswith("<?xml") or head.startswith("<"):
             return "an XML document"
-        return f"{n} bytes of text, not an image (starts with {_short(text.strip(), 40)!r})"
+        return f"{n} bytes of text, not an image (starts with {short(text.strip(), 40)!r})"
     return f"{n} bytes that are not an image (starts with {data[:16]!r})"
 
 

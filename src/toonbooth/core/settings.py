@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         "(send more or larger images through /v1/uploads first).",
     )
     max_pixels: int = Field(40_000_000, ge=4096, le=200_000_000, description="Largest accepted image (width*height).")
+    max_audio_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted recording file.")
+    max_audio_seconds: float = Field(
+        30.0, gt=0.0, le=600.0, description="Longest accepted recording (voice for the talking emoticon)."
+    )
     max_side: int = Field(1024, ge=64, le=4096, description="Long-side cap of the working size of a photo.")
     model_cache_items: int = Field(
         8, ge=1, le=64, description="At most this many models (pipelines, ControlNets, SAM, ...) kept loaded."

@@ -48,6 +48,15 @@ class JobContext:
             return load_image(self.storage.get(ref, field=field), field=field, **limits)
         return load_image(ref, field=field, **limits)
 
+    def load_audio(self, ref: str, field: str, sample_rate: int):
+        """Resolve an AudioRef (stored blob / data URL / base64) through the safe audio decoder: float32
+        mono at `sample_rate` (channel mean, then resampled)."""
+        from ..core.audio import load_audio
+
+        limits = {"max_bytes": self.settings.max_audio_bytes, "max_duration_s": self.settings.max_audio_seconds}
+        source = self.storage.get(ref, field=field) if isinstance(ref, str) and ref.startswith("blob:") else ref
+        return load_audio(source, field=field, target_rate=sample_rate, **limits).samples
+
     def release_upload(self, ref: str) -> bool:
         """Give up this job's owner's claim on an uploaded blob (e.g. training photos after training).
 

@@ -15,18 +15,15 @@ import contextlib
 import logging
 import threading
 import time
-import typing
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from ..core import specs as specs_mod
+from ..core.audio import AUDIO_MEDIA_TYPES, decode_audio_bytes
 from ..core.errors import InputError, LimitError, ModelError, NotFoundError, ToonboothError
 from ..core.events import JobEvent
 from ..core.images import load_image, read_image_bytes
+from ..core.media import MediaKind, media_fields, read_media_bytes
 from ..core.results import OutputRef
 from ..core.settings import Settings
 from ..core.specs import SpecBase, parse_job_spec
@@ -40,7 +37,6 @@ from .users import Users
 
 log = logging.getLogger(__name__)
 
-_IMAGE_REF_DESCRIPTION = typing.get_args(specs_mod.ImageRef)[1].description
 Path_ = tuple[str | int, ...]
 
 
@@ -52,50 +48,6 @@ def make_storage(settings: Settings) -> Storage:
     from .storage_local import LocalStorage
 
     return LocalStorage(settings.resolved_data_dir)
-
-
-# --- spec walking ------------------------------------------------------------------------------
-def _has_image_ref(annotation: Any) -> bool:
-    for arg in typing.get_args(annotation):
-        if isinstance(arg, FieldInfo) and arg.description == _IMAGE_REF_DESCRIPTION:
-            return True
-        if _has_image_ref(arg):
-            return True
-    return False
-
-
-def _model_classes(annotation: Any) -> list[type[BaseModel]]:
-    found: list[type[BaseModel]] = []
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        found.append(annotation)
-    for arg in typing.get_args(annotation):
-        found += _model_classes(arg)
-    return found
-
-
-def image_fields(
-    cls: type[BaseModel], data: dict[str, Any], prefix: Path_ = ()
-) -> Iterator[tuple[Path_, str]]:
-    """(path, value) of every ImageRef value in a spec's JSON (top level, lists, nested models)."""
-    for name, info in cls.model_fields.items():
-        value = data.get(name)
-        if value is None:
-            continue
-        path = (*prefix, name)
-        if info.description == _IMAGE_REF_DESCRIPTION or _has_image_ref(info.annotation):
-            if isinstance(value, str):
-                yield path, value
-            elif isinstance(value, list):
-                yield from (((*path, i), v) for i, v in enumerate(value) if isinstance(v, str))
-            continue
-        for sub in _model_classes(info.annotation):
-            if isinstance(value, dict):
-                yield from image_fields(sub, value, path)
-            elif isinstance(value, list):
-                for i, item in enumerate(value):
-                    if isinstance(item, dict):
-                        yield from image_fields(sub, item, (*path, i))
-            break
 
 
 def _all_strings(value: Any, prefix: Path_ = ()) -> Iterator[tuple[Path_, str]]:
@@ -336,11 +288,25 @@ class Service:
     def _limits(self) -> dict[str, int]:
         return {"max_bytes": self.settings.max_upload_bytes, "max_pixels": self.settings.max_pixels}
 
-    def put_upload(self, data: bytes | str, owner: str, field: str = "image") -> str:
-        """Validate an image (format, bytes and pixel limits), store it, record `owner` owns it."""
-        raw = read_image_bytes(data, field=field, max_bytes=self.settings.max_upload_bytes)
-        load_image(raw, field=field, **self._limits())
-        ref = self.storage.put(raw)
+    def validate_media(self, source: bytes | str, kind: MediaKind, field: str) -> tuple[bytes, str]:
+        """(bytes, media type) of an upload that its decoder accepts (format, bytes, pixels / duration
+        limits); InputError naming `field` otherwise. Nothing is stored."""
+        s = self.settings
+        if kind == "audio":
+            raw = read_media_bytes(source, field=field, max_bytes=s.max_audio_bytes, kind="audio")
+            decoded = decode_audio_bytes(raw, field=field, max_duration_s=s.max_audio_seconds, target_rate=None)
+            return raw, AUDIO_MEDIA_TYPES.get(decoded.source_format, "application/octet-stream")
+        if kind == "video":
+            raise InputError(field, "video inputs are not taken by any studio yet", None)
+        raw = read_image_bytes(source, field=field, max_bytes=s.max_upload_bytes)
+        img = load_image(raw, field=field, **self._limits())
+        return raw, f"image/{(img.format or 'png').lower()}"
+
+    def put_upload(self, data: bytes | str, owner: str, field: str = "image", kind: MediaKind = "image") -> str:
+        """Validate an upload (an image, or a recording with `kind="audio"`), store it with its media type,
+        record that `owner` owns it."""
+        raw, media_type = self.validate_media(data, kind, field)
+        ref = self.storage.put(raw, content_type=media_type)
         self.queue.add_blob(ref, owner, role="upload", field=field, size=len(raw))
         return ref
 
@@ -388,16 +354,15 @@ class Service:
         for path, value in _all_strings(data):
             if is_ref(value) and not self.queue.owns_blob(value, owner):
                 raise NotFoundError(f"`{_field_name(path)}`: no upload {value}")
-        # 3. Inline images: validate now (before anything is stored)
-        inline: list[tuple[Path_, bytes]] = []
-        for path, value in image_fields(type(spec), data):
+        # 3. Inline media (images, recordings): validate now (before anything is stored)
+        inline: list[tuple[Path_, bytes, str]] = []
+        for path, kind_, value in media_fields(type(spec), data):
             name = _field_name(path)
             if value.startswith("blob:"):
                 parse_ref(value, name)
                 continue
-            raw = read_image_bytes(value, field=name, max_bytes=self.settings.max_upload_bytes)
-            load_image(raw, field=name, **self._limits())
-            inline.append((path, raw))
+            raw, media_type = self.validate_media(value, kind_, name)
+            inline.append((path, raw, media_type))
         # 4. Per-user limit, checked before storing (and again atomically when enqueuing)
         limit = self.settings.max_queued_jobs_per_user
         queued = self.queue.queued_count(owner)
@@ -405,8 +370,8 @@ class Service:
             raise LimitError(f"you already have {queued} queued jobs (limit {limit}); wait or cancel one")
         # 5. Store inline images as uploads, the spec names them by reference
         new_refs: list[str] = []
-        for path, raw in inline:
-            ref = self.storage.put(raw)
+        for path, raw, media_type in inline:
+            ref = self.storage.put(raw, content_type=media_type)
             if not self.queue.owns_blob(ref, owner):
                 new_refs.append(ref)
                 self.queue.add_blob(ref, owner, role="upload", field=_field_name(path), size=len(raw))

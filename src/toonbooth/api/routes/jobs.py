@@ -13,7 +13,7 @@ import base64
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
@@ -25,6 +25,7 @@ from ...core.artifacts import extension_for
 from ...core.errors import InputError, ToonboothError
 from ...core.events import JobEvent
 from ...core.specs import job_kinds, parse_job_spec
+from ...models.cache import CacheStats
 from ...runtime.queue_base import JobRecord
 from ..auth import current_user, websocket_user
 from ..deps import ApiState, api_state
@@ -64,6 +65,12 @@ class Health(BaseModel):
     queued: int
     running: int
     runners: int
+
+
+class Status(Health):
+    kinds: list[str] = Field(description="Job kinds this server runs.")
+    model_families: list[str] = Field(description="Model families it can find and load.")
+    model_cache: list[CacheStats] = Field(description="Loaded-model cache of each runner: items, bytes, hits, loads, evictions.")
 
 
 def event_json(event: JobEvent) -> dict[str, Any]:
@@ -127,7 +134,7 @@ async def _spec_from_request(request: Request) -> dict[str, Any]:
                 continue
             if isinstance(item, str):
                 raise InputError(
-                    key, "extra multipart fields must be image files named by their spec path", item
+                    key, "extra multipart fields must be files (images, recordings) named by their spec path", item
                 )
             content = await item.read()
             _set_dotted(data, key, base64.b64encode(content).decode("ascii"))
@@ -187,13 +194,17 @@ async def create_job(
 
 @router.post("/v1/uploads", response_model=UploadResult, status_code=201, tags=["jobs"])
 def upload(
-    file: UploadFile = File(..., description="An image (PNG, JPEG, WebP, BMP, GIF)."),
+    file: UploadFile = File(..., description="An image (PNG, JPEG, WebP, BMP, GIF) or, with kind=audio, a "
+                        "recording (wav, mp3, ogg, webm/opus, m4a/aac, flac)."),
+    kind: Literal["image", "audio"] = Query("image", description="What the file is: image or audio."),
     state: ApiState = Depends(api_state),
     user: str = Depends(current_user),
 ) -> UploadResult:
-    """Store an image for later jobs (validated: format, bytes, pixels); only its owner can use it."""
-    data = file.file.read(state.settings.max_upload_bytes + 1)
-    ref = state.service.put_upload(data, user, field="file")
+    """Store an upload for later jobs, validated by its decoder (format; bytes, pixels or duration limits);
+    only its owner can use it."""
+    limit = state.settings.max_audio_bytes if kind == "audio" else state.settings.max_upload_bytes
+    data = file.file.read(limit + 1)
+    ref = state.service.put_upload(data, user, field="file", kind=kind)
     return UploadResult(ref=ref, size=len(data))
 
 
@@ -369,4 +380,17 @@ def healthz(state: ApiState = Depends(api_state)) -> Health:
     return Health(
         status="ok", version=__version__, queued=service.queued_count(), running=len(service.running()),
         runners=len(service.runners),
+    )  # fmt: skip
+
+
+@router.get("/v1/status", response_model=Status, tags=["service"])
+def status(state: ApiState = Depends(api_state), user: str = Depends(current_user)) -> Status:
+    """Queue depth, job kinds, model families, and each runner's model cache (what is loaded, its bytes,
+    hits / loads / evictions)."""
+    service = state.service
+    caches = [r.models.cache.stats() for r in service.runners] or [service.models.cache.stats()]
+    return Status(
+        status="ok", version=__version__, queued=service.queued_count(), running=len(service.running()),
+        runners=len(service.runners), kinds=sorted(service.engines), model_families=service.models.families.kinds(),
+        model_cache=caches,
     )  # fmt: skip

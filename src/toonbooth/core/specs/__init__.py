@@ -14,7 +14,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from ..errors import InputError
 from .anime import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT, AnimePoint, AnimeSpec
 from .avatar import MEMOJI_NEGATIVE_PROMPT, MEMOJI_SEED, AvatarSpec, Expression, Gender
-from .base import Backend, ImageRef, LoraRef, SpecBase, validate_email
+from .base import AudioRef, Backend, ImageRef, LoraRef, SpecBase, VideoRef, validate_email
 from .generate import (
     CONTROLNET_CONTROL_MODES,
     CONTROLNET_MODULES,
@@ -47,6 +47,7 @@ __all__ = [
     "TRIGGER_RE",
     "AnimePoint",
     "AnimeSpec",
+    "AudioRef",
     "AvatarSpec",
     "Backend",
     "ControlNetUnit",
@@ -60,6 +61,7 @@ __all__ = [
     "TrainDreamBoothSpec",
     "TrainLoraSpec",
     "TrainTISpec",
+    "VideoRef",
     "input_error_from_validation",
     "job_kinds",
     "parse_job_spec",

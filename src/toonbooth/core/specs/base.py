@@ -1,21 +1,16 @@
-"""Shared pieces of every job spec: image references, the spec base class, LoRA references."""
+"""Shared pieces of every job spec: media references (re-exported from `core.media`), the spec base class,
+LoRA references."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import InputError
+from ..media import AudioRef, ImageRef, VideoRef
 
-ImageRef = Annotated[
-    str,
-    Field(
-        min_length=1,
-        description="An input image: `blob:<sha256>` of a stored upload, a `data:image/...;base64,` URL, "
-        "or raw base64. Local file paths are accepted only by the CLI, which stores the file first.",
-    ),
-]
+__all__ = ["AudioRef", "Backend", "ImageRef", "LoraRef", "SpecBase", "VideoRef", "validate_email"]
 
 Backend = Literal["auto", "neural", "classic"]
 _EMAIL_FORBIDDEN = set("\r\n\t ,;<>\"'()[]\\")
