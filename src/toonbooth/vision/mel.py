@@ -82,9 +82,7 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return np.where(m >= _MIN_LOG_MEL, log, lin)
 
 
-def mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
-) -> np.ndarray:
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular Slaney-normalised mel filters, shape (n_mels, 1 + n_fft // 2).
 
     Band i rises linearly from edge i to edge i+1 and falls to edge i+2, the n_mels + 2 edges being equally
