@@ -227,7 +227,10 @@ class DiffusionSchedule(nn.Module):
             raise InputError("diff_schedule", f"expected linear/quadratic/sigmoid/cosine, got {mode!r}", mode)
         betas = torch.cat([torch.zeros(1), betas])
         alphas = 1 - betas
-        alpha_bars = torch.cumsum(torch.log(alphas), dim=0).exp()
+        log_ab = torch.log(alphas)
+        for i in range(1, log_ab.shape[0]):  # sequential float32 accumulation, as the reference
+            log_ab[i] += log_ab[i - 1]
+        alpha_bars = log_ab.exp()
         sigmas_flex = torch.sqrt(betas)
         inflex = torch.zeros_like(betas)
         inflex[1:] = (1 - alpha_bars[:-1]) / (1 - alpha_bars[1:]) * betas[1:]
@@ -1028,7 +1031,13 @@ def load_joyvasa(
     main.pop("denoising_net.TE.pe", None)  # the reference drops it too: rebuilt from n_diff_steps
     if audio:
         if hubert is None:
-            hubert = build_hubert(hubert_config_from_state_dict(audio))
+            hub_cfg = args.get("audio_encoder_config")
+            if isinstance(hub_cfg, dict):
+                from transformers import HubertConfig
+
+                hubert = build_hubert(HubertConfig.from_dict(hub_cfg))
+            else:
+                hubert = build_hubert(hubert_config_from_state_dict(audio))
         audio = _hubert_keys_for(hubert, audio)
         missing, unexpected = hubert.load_state_dict(audio, strict=False)
         missing = [m for m in missing if m != "masked_spec_embed"]
@@ -1067,12 +1076,17 @@ def save_joyvasa(model: DitTalkingHead, path: str | Path, args: Mapping[str, Any
         "n_motions": c.n_motions,
         "n_prev_motions": c.n_prev_motions,
         "feature_dim": c.feature_dim,
+        "n_heads": c.n_heads,
         "n_diff_steps": c.n_diff_steps,
+        "diff_schedule": c.diff_schedule,
         "fps": c.fps,
         "pad_mode": c.pad_mode,
         "use_indicator": c.use_indicator,
         "audio_model": "hubert_zh",
     }
+    if model.audio_encoder is not None and hasattr(model.audio_encoder, "config"):
+        # head count and strides are not readable off the weights: keep the HuBERT config with them
+        a["audio_encoder_config"] = json.loads(model.audio_encoder.config.to_json_string(use_diff=False))
     a.update(args or {})
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix.lower() == ".safetensors":
