@@ -29,6 +29,7 @@ from toonbooth.nets.liveportrait import (
     load_liveportrait,
     load_motion_extractor,
     load_stitching_retargeting,
+    paste_back,
     read_state_dict,
     rotation_matrix,
     save_liveportrait,
@@ -292,7 +293,7 @@ def test_loader_errors(tmp_path, tiny):
         load_motion_extractor(wrong, config=MotionConfig.tiny())
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as fh:
-        pickle.dump({"x": Path("/tmp")}, fh)  # a Python object: needs full unpickling
+        pickle.dump({"x": Path("/tmp")}, fh, protocol=2)  # a Python object: needs full unpickling
     with pytest.raises(UnsafeModelFormatError):
         load_motion_extractor(evil)
     partial = tmp_path / "stitch.pth"
@@ -327,3 +328,32 @@ def test_config_checks_and_bad_images():
         image_to_tensor(np.zeros((8, 8), np.uint8))
     with pytest.raises(InputError, match="float"):
         image_to_tensor(np.zeros((8, 8, 3), np.float32))
+
+
+def test_animate_yields_one_frame_per_driving_pose(tiny, face64):
+    x = image_to_tensor(face64, 64)
+    f_s = tiny.extract_feature_3d(x)
+    x_s = transform_keypoint(tiny.get_kp_info(x))
+    x_d = x_s + torch.linspace(0, 0.05, 5)[:, None, None]
+    frames = list(tiny.animate(f_s, x_s, x_d, batch_size=2))
+    assert len(frames) == 5 and all(f.shape == (128, 128, 3) and f.dtype == np.uint8 for f in frames)
+    # batching does not change the result
+    single = list(tiny.animate(f_s, x_s, x_d, batch_size=1))
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(frames, single, strict=True))
+
+
+def test_paste_back_inverts_the_crop():
+    import cv2
+
+    yy, xx = np.mgrid[0:300, 0:400]
+    img = np.stack([xx * 255 // 400, yy * 255 // 300, (xx + yy) * 255 // 700], -1).astype(np.uint8)
+    lmk = _face68(200, 150, 80, 15.0)
+    m = crop_matrix_from_landmarks68(lmk, dsize=256)
+    crop = cv2.warpAffine(img, m, (256, 256), flags=cv2.INTER_LINEAR)
+    out = paste_back(crop, m, img)
+    assert out.shape == img.shape
+    face = (slice(120, 180), slice(170, 230))  # well inside the crop: the crop comes back unchanged
+    assert np.abs(out[face].astype(int) - img[face].astype(int)).max() <= 2
+    assert np.array_equal(out[:5, :5], img[:5, :5])  # outside the crop nothing changes
+    rgba = np.dstack([img, np.full(img.shape[:2], 7, np.uint8)])
+    assert np.all(paste_back(crop, m, rgba)[..., 3] == 7)

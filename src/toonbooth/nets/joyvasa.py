@@ -347,7 +347,7 @@ class DitTalkingHead(nn.Module):
         if self.audio_encoder is None:
             raise ModelError("this JoyVASA generator has no HuBERT audio encoder attached")
         hidden = hubert_window_features(self.audio_encoder, audio, self.config.n_motions, self.config.fps)
-        return self.audio_feature_map(hidden)
+        return self.audio_feature_map(hidden.to(self.audio_feature_map.weight.dtype))
 
 
 def build_joyvasa(
@@ -840,7 +840,8 @@ def generate_motion(
         fill = wav[-1] if c.pad_mode == "replicate" else torch.zeros((), device=dev)
         wav = torch.cat([wav, fill.expand(extra)])
     gen = torch.Generator(device=dev).manual_seed(int(seed))
-    motion_init = torch.randn((1, c.n_motions, c.motion_feat_dim), generator=gen, device=dev)
+    dtype = model.audio_feature_map.weight.dtype
+    motion_init = torch.randn((1, c.n_motions, c.motion_feat_dim), generator=gen, device=dev).to(dtype)
     total = plan.n_windows * len(respaced_timesteps(c.n_diff_steps, steps))
     done = 0
 
@@ -858,7 +859,7 @@ def generate_motion(
         audio_feat = model.audio_features(wav[a0:a1][None])
         indicator = None
         if c.use_indicator:
-            indicator = torch.ones((1, c.n_motions), device=dev)
+            indicator = torch.ones((1, c.n_motions), device=dev, dtype=dtype)
             if w == plan.n_windows - 1 and plan.n_padding_frames > 0:
                 indicator[:, -plan.n_padding_frames :] = 0
         motion = sample_window(

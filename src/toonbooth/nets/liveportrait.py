@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,7 @@ __all__ = [
     "image_to_tensor",
     "tensor_to_image",
     "crop_matrix_from_landmarks68",
+    "paste_back",
     "looks_like_appearance_feature_extractor",
     "looks_like_motion_extractor",
     "looks_like_warping_module",
@@ -966,6 +968,26 @@ class LivePortrait(nn.Module):
         ret["out"] = self.spade_generator(ret["out"])
         return ret
 
+    @torch.no_grad()
+    def animate(
+        self,
+        feature_3d: torch.Tensor,
+        kp_source: torch.Tensor,
+        kp_driving: torch.Tensor,
+        batch_size: int = 4,
+        stitch: bool = True,
+    ) -> Iterator[np.ndarray]:
+        """Rendered frames (H, W, 3) uint8 for driving keypoints (T, K, 3), `batch_size` at a time, each
+        stitched to the source first (when S is loaded and `stitch`). Stop iterating to cancel."""
+        for i in range(0, kp_driving.shape[0], batch_size):
+            x_d = kp_driving[i : i + batch_size]
+            b = x_d.shape[0]
+            x_s = kp_source.expand(b, -1, -1)
+            if stitch:
+                x_d = self.stitch(x_s, x_d)
+            out = self.warp_decode(feature_3d.expand(b, -1, -1, -1, -1), x_s, x_d)["out"]
+            yield from tensor_to_image(out)
+
 
 def build_liveportrait(config: LivePortraitConfig | None = None, seed: int | None = None) -> LivePortrait:
     """A renderer with fresh (PyTorch-default, optionally seeded) random weights, in eval mode."""
@@ -1031,6 +1053,36 @@ def crop_matrix_from_landmarks68(
     m[0, :2], m[1, :2] = s * ux, s * uy
     m[:, 2] = dsize / 2 - m[:, :2] @ centre
     return m
+
+
+def paste_back(
+    crop: np.ndarray, crop_matrix: np.ndarray, image: np.ndarray, feather: float = 0.08
+) -> np.ndarray:
+    """The animated crop put back into the full image: warped with the inverse of `crop_matrix`
+    (image -> crop, 2x3) and blended through a mask that fades out over `feather` x crop side at the
+    crop's border. `image` may be RGB or RGBA (alpha kept)."""
+    import cv2
+
+    crop = np.asarray(crop)
+    img = np.asarray(image)
+    if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
+        raise InputError("crop", f"expected an RGB uint8 crop, got {crop.dtype} {crop.shape}", crop.shape)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise InputError("image", f"expected an RGB(A) uint8 image, got {img.dtype} {img.shape}", img.shape)
+    h, w = img.shape[:2]
+    side = crop.shape[0]
+    m = np.vstack([np.asarray(crop_matrix, np.float64), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(m)[:2]
+    ramp = np.clip(np.minimum(np.arange(side), side - 1 - np.arange(side)) / max(1.0, feather * side), 0, 1)
+    mask = (ramp[:, None] * ramp[None, :]).astype(np.float32)
+    back = cv2.warpAffine(crop, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.warpAffine(mask, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[
+        ..., None
+    ]
+    out = img.copy()
+    rgb = img[..., :3].astype(np.float32)
+    out[..., :3] = np.clip(rgb + (back.astype(np.float32) - rgb) * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
