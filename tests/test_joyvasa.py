@@ -389,3 +389,20 @@ def test_hubert_config_read_off_hubert_base_weights():
     assert tuple(cfg.conv_stride) == (5, 2, 2, 2, 2, 2, 2)
     assert (cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups) == (128, 16)
     assert cfg.feat_extract_norm == "group" and not cfg.conv_bias
+
+
+def test_tiny_neural_path_end_to_end(model):
+    """voice -> JoyVASA motion -> LivePortrait driving keypoints -> rendered frames, one per 40 ms."""
+    from toonbooth.nets.liveportrait import LivePortraitConfig, build_liveportrait, image_to_tensor
+
+    renderer = build_liveportrait(LivePortraitConfig.tiny(), seed=0)
+    face = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    x = image_to_tensor(face, 64)
+    info = renderer.get_kp_info(x)
+    f_s = renderer.extract_feature_3d(x)
+    audio = speech_like(0.9)
+    motion = generate_motion(model, audio, SR, MotionTemplate.identity(), steps=2)
+    x_s, x_d = driving_keypoints(info, motion, expression_scale=1.2, head_motion_scale=0.5)
+    frames = list(renderer.animate(f_s, x_s, x_d, batch_size=8))
+    assert len(frames) == math.ceil(0.9 * 25) == motion.n_frames
+    assert all(f.shape == (128, 128, 3) for f in frames)
