@@ -4,11 +4,10 @@ a blob is named by the sha256 of its bytes, written atomically (temp file, fsync
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.fs import atomic_write_bytes
 from .storage_base import Storage, parse_ref
 
 __all__ = ["LocalStorage", "parse_ref"]
@@ -26,17 +25,7 @@ class LocalStorage(Storage):
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(path, data, permissions=0o600)  # uploads are personal photos: owner only
         return f"blob:{digest}"
 
     def get(self, ref: str, field: str = "ref") -> bytes:
