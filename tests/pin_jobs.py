@@ -28,9 +28,9 @@ from PIL import Image
 from toonbooth.core.settings import Settings
 from toonbooth.core.specs import AnimeSpec, AvatarSpec, GenerateSpec, LoraRef, parse_job_spec
 from toonbooth.models.manager import ModelManager
-from toonbooth.runtime.families import model_manager
 from toonbooth.runtime.context import JobContext
 from toonbooth.runtime.execute import execute
+from toonbooth.runtime.families import model_manager
 from toonbooth.runtime.storage_local import LocalStorage
 
 REPO = Path(__file__).resolve().parents[1]

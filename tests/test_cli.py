@@ -157,3 +157,29 @@ def test_cuda_device_without_cuda_is_a_clear_error():
     with pytest.raises(BackendUnavailableError, match="`device`: 'cuda'.*no CUDA"):
         resolve_device(Settings(device="cuda"))
     assert resolve_device(Settings(device="cpu")).type == "cpu"
+
+
+def test_option_help_is_derived_from_the_spec_fields():
+    """Options that mirror a spec field show its description, choices, bounds and default (from the spec)."""
+    from toonbooth.cli.common import field_help, spec_option
+    from toonbooth.core.specs import AnimeSpec, AvatarSpec, TrainLoraSpec
+
+    fields = AnimeSpec.model_fields
+    assert field_help(fields["strength"]) == "Denoising strength of the restyle (0 to 1; default 0.6)."
+    assert field_help(fields["steps"], "Sampling steps") == "Sampling steps (1 to 150; default 25)."
+    gender = field_help(AvatarSpec.model_fields["gender"])
+    assert gender.endswith("(male | female | unspecified; default unspecified).")
+    lr = TrainLoraSpec.model_fields["learning_rate"]
+    assert field_help(lr, "Learning rate") == "Learning rate (> 0 and <= 1; default 0.0001)."
+    assert field_help(lr, "Learning rate", show_default=False) == "Learning rate (> 0 and <= 1)."
+    # a description ending in ")" gets no second parenthesis; long defaults (the prompt) are not shown
+    assert field_help(TrainLoraSpec.model_fields["snr_gamma"]).endswith("5 is usual), > 0 and <= 100.")
+    assert field_help(AvatarSpec.model_fields["sampler"]).endswith("Karras, ...), default DDIM.")
+    assert "default" not in field_help(fields["prompt"])
+    with pytest.raises(KeyError, match="AnimeSpec has no field 'nope'"):
+        spec_option(AnimeSpec, "nope")
+    import typer.main
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["anime"].params}
+    assert params["strength"].help == field_help(fields["strength"]) and params["strength"].default is None
+    assert params["cfg"].help == "CFG scale (0 to 30; default 7)."

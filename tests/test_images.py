@@ -446,6 +446,22 @@ def test_to_rgb_array_flattens_alpha() -> None:
     assert to_rgb_array(Image.new("RGBA", (2, 2), (0, 0, 0, 0)))[0, 0].tolist() == [255, 255, 255]
 
 
+def test_to_rgb_array_takes_rgb_arrays_as_a_copy_and_names_the_field() -> None:
+    arr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    out = to_rgb_array(arr, field="character")
+    assert np.array_equal(out, arr) and out.flags.writeable and not np.shares_memory(out, arr)
+    from_image = to_rgb_array(Image.fromarray(arr, "RGB"))
+    assert np.array_equal(from_image, arr) and from_image.flags.writeable
+    for bad, shown in [
+        (np.zeros((2, 3, 4), np.uint8), "ndarray of shape (2, 3, 4) and dtype uint8"),
+        (np.zeros((2, 3, 3), np.float32), "ndarray of shape (2, 3, 3) and dtype float32"),
+        ([[0, 0, 0]], "list"),
+    ]:
+        with pytest.raises(InputError) as exc:
+            to_rgb_array(bad, field="character")
+        assert exc.value.field == "character" and shown in str(exc.value), str(exc.value)
+
+
 # ---------------------------------------------------------------------------- PNG parameters
 
 

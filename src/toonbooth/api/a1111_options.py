@@ -9,12 +9,12 @@ kept as given (A1111 clients store their own), within size bounds.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.fs import atomic_write_text
 
 MAX_KEYS = 300
 MAX_VALUE_CHARS = 10_000
@@ -100,8 +100,5 @@ class OptionsStore:
             if len(mine) > MAX_KEYS:
                 raise InputError("body", f"at most {MAX_KEYS} options are stored per user", len(mine))
             data[user] = mine
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(data, indent=1, default=str))
         return {**DEFAULTS, **mine}

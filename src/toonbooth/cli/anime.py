@@ -3,13 +3,14 @@ written as PNGs. Builds an `AnimeSpec` and runs it through the one execution pat
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from ..core.errors import ToonboothError
+from ..core.specs import AnimeSpec
+from .common import echo_summary, fail, read_image_file, run_job, runtime, spec_option, write_outputs
 
 _NEG = {"neg", "negative", "-", "n", "0", "bg"}
 _POS = {"pos", "positive", "+", "p", "1", "fg"}
@@ -42,6 +43,9 @@ def parse_box(text: str) -> list[int]:
     return values
 
 
+_S = AnimeSpec
+
+
 def anime(
     photo: Annotated[Path, typer.Argument(help="Photo with the person (PNG, JPEG, WebP, BMP, GIF).")],
     point: Annotated[
@@ -49,45 +53,33 @@ def anime(
         typer.Option(help="Click X,Y on the person (repeatable); X,Y:neg marks what is NOT the person."),
     ] = None,
     box: Annotated[str | None, typer.Option(help="Box x0,y0,x1,y1 around the person.")] = None,
-    style: Annotated[
-        str | None, typer.Option(help="Style / character LoRA (SD1.5), e.g. a trained style.")
+    style: Annotated[str | None, spec_option(_S, "style")] = None,
+    style_weight: Annotated[float | None, spec_option(_S, "style_weight")] = None,
+    trigger: Annotated[str | None, spec_option(_S, "trigger")] = None,
+    prompt: Annotated[
+        str | None, spec_option(_S, "prompt", help="Prompt after the trigger word (A1111 syntax)")
     ] = None,
-    style_weight: Annotated[float | None, typer.Option(help="LoRA strength (default 1).")] = None,
-    trigger: Annotated[
-        str | None, typer.Option(help="The style's trigger word, put first in the prompt.")
-    ] = None,
-    prompt: Annotated[str | None, typer.Option(help="Prompt after the trigger word (A1111 syntax).")] = None,
-    negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt.")] = None,
-    strength: Annotated[
-        float | None, typer.Option(help="Denoising strength of the restyle (default 0.6).")
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Sampling steps (default 25).")] = None,
-    cfg: Annotated[float | None, typer.Option(help="CFG scale (default 7).")] = None,
-    sampler: Annotated[str | None, typer.Option(help="A1111 sampler name (default DPM++ 2M Karras).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed; -1 = random (default).")] = None,
-    checkpoint: Annotated[
-        str | None, typer.Option(help="SD1.5 checkpoint (default stable-diffusion-v1-5).")
-    ] = None,
-    controlnet: Annotated[str | None, typer.Option(help="SD1.5 canny ControlNet.")] = None,
-    sam_model: Annotated[str | None, typer.Option(help="SAM hub id, <models>/SAM/ name or folder.")] = None,
-    lama_model: Annotated[str | None, typer.Option(help="LaMa weights name in <models>/LaMa/.")] = None,
-    backend: Annotated[
-        str, typer.Option(help="auto | neural | classic (per stage; auto: neural where weights exist).")
-    ] = "auto",
+    negative_prompt: Annotated[str | None, spec_option(_S, "negative_prompt", help="Negative prompt")] = None,
+    strength: Annotated[float | None, spec_option(_S, "strength")] = None,
+    steps: Annotated[int | None, spec_option(_S, "steps", help="Sampling steps")] = None,
+    cfg: Annotated[float | None, spec_option(_S, "cfg_scale", help="CFG scale")] = None,
+    sampler: Annotated[str | None, spec_option(_S, "sampler")] = None,
+    seed: Annotated[int | None, spec_option(_S, "seed", help="Seed, -1 = random")] = None,
+    checkpoint: Annotated[str | None, spec_option(_S, "checkpoint")] = None,
+    controlnet: Annotated[str | None, spec_option(_S, "controlnet")] = None,
+    sam_model: Annotated[str | None, spec_option(_S, "sam_model")] = None,
+    lama_model: Annotated[str | None, spec_option(_S, "lama_model")] = None,
+    backend: Annotated[str | None, spec_option(_S, "backend")] = None,
     mask_only: Annotated[
         bool, typer.Option("--mask-only", help="Only segment: write the mask and an overlay.")
     ] = False,
     feather: Annotated[
-        float | None, typer.Option(help="Soft edge of the character's mask, px (default 4).")
+        float | None, spec_option(_S, "feather_px", help="Soft edge of the character's mask, px")
     ] = None,
-    dilate: Annotated[
-        int | None, typer.Option(help="Growth of the erased hole, px (default 1.5% of the long side).")
-    ] = None,
-    harmonize: Annotated[
-        float | None, typer.Option(help="Colour match to the scene 0..1 (default 0.5).")
-    ] = None,
+    dilate: Annotated[int | None, spec_option(_S, "dilate_px")] = None,
+    harmonize: Annotated[float | None, spec_option(_S, "harmonize")] = None,
     edge_line: Annotated[
-        int | None, typer.Option(help="Outline around the character, px (default 0).")
+        int | None, spec_option(_S, "edge_line_px", help="Outline around the character, px")
     ] = None,
     out_dir: Annotated[Path, typer.Option(help="Where the PNGs are written.")] = Path("out"),
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -96,54 +88,36 @@ def anime(
 
     Writes <out-dir>/<photo>-anime-{composite,background,character,mask}.png (with --mask-only: mask and
     overlay). Without --point and --box the person under the largest face is used."""
-    from ..core.images import load_image
     from ..core.specs import parse_job_spec
-    from . import main as cli
 
     try:
-        settings = cli.STATE.settings
-        # 1. Check the photo with the same safe decoder every entry point uses, then store it
-        data = photo.read_bytes() if photo.is_file() else None
-        if data is None:
-            raise ToonboothError(f"`photo`: no such file: {photo}")
-        load_image(data, field="photo", max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+        # 1. Check the photo with the same safe decoder every entry point uses
+        data = read_image_file(photo, "photo")
         raw: dict[str, Any] = {
-            "kind": "anime", "backend": backend, "mode": "mask" if mask_only else "full",
+            "kind": "anime",
+            "mode": "mask" if mask_only else "full",
             "points": [parse_point(p) for p in point or []],
-        }  # fmt: skip
+        }
         if box is not None:
             raw["box"] = parse_box(box)
         optional = {
-            "style": style, "style_weight": style_weight, "trigger": trigger, "prompt": prompt,
-            "negative_prompt": negative_prompt, "strength": strength, "steps": steps, "cfg_scale": cfg,
-            "sampler": sampler, "seed": seed, "checkpoint": checkpoint, "controlnet": controlnet,
-            "sam_model": sam_model, "lama_model": lama_model, "feather_px": feather, "dilate_px": dilate,
-            "harmonize": harmonize, "edge_line_px": edge_line,
+            "backend": backend, "style": style, "style_weight": style_weight, "trigger": trigger,
+            "prompt": prompt, "negative_prompt": negative_prompt, "strength": strength, "steps": steps,
+            "cfg_scale": cfg, "sampler": sampler, "seed": seed, "checkpoint": checkpoint,
+            "controlnet": controlnet, "sam_model": sam_model, "lama_model": lama_model, "feather_px": feather,
+            "dilate_px": dilate, "harmonize": harmonize, "edge_line_px": edge_line,
         }  # fmt: skip
         raw.update({k: v for k, v in optional.items() if v is not None})
-        models, storage = cli._runtime()
+        # 2. Store it, build the typed job spec and run it
+        models, storage = runtime()
         raw["image"] = storage.put(data)
-        # 2. Build the typed job spec and run it
         spec = parse_job_spec(raw)
-        result = cli._run_job(spec, storage, models, quiet=quiet)
+        result = run_job(spec, storage, models, quiet=quiet)
     except ToonboothError as exc:
-        cli._fail(exc)
-        return
+        fail(exc)
     # 3. Write every output where the user can find it
-    out_dir.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"backend: {result.backend}")
-    for stage, name in result.info.get("backends", {}).items():
-        typer.echo(f"  {stage}: {name} ({result.info.get('reasons', {}).get(stage, '')})")
-    for w in result.warnings:
-        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
-    if "seed" in result.info:
-        typer.echo(f"seed: {result.info['seed']}")
-    for o in result.outputs:
-        target = out_dir / f"{photo.stem}-anime-{o.name}.png"
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(storage.get(o.ref))
-        os.replace(tmp, target)
-        typer.echo(f"wrote {target} ({o.width}x{o.height})")
+    echo_summary(result)
+    write_outputs(result, storage, out_dir, lambda name: f"{photo.stem}-anime-{name}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +10,21 @@ import typer
 
 from ..core.errors import InputError, ToonboothError
 from ..core.settings import Settings
+from ..core.specs import AvatarSpec
+from .common import (
+    STATE,
+    echo_summary,
+    fail,
+    parse_lora,
+    read_image_file,
+    run_job,
+    runtime,
+    settings,
+    spec_option,
+    store_local_images,
+    write_output,
+    write_outputs,
+)
 
 app = typer.Typer(
     name="toonbooth",
@@ -23,13 +35,6 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List, add, fetch and fake (tiny) models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-
-
-class State:
-    settings: Settings
-
-
-STATE = State()
 
 
 @app.callback()
@@ -49,105 +54,44 @@ def main(
     from pydantic import ValidationError
 
     if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        _fail(InputError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", device))
+        fail(InputError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", device))
     try:
         STATE.settings = Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "settings"
         where = f"--{name.replace('_', '-')}" if name in overrides else f"TOONBOOTH_{name.upper()}"
-        _fail(InputError(where, f"{err['msg']}, got {err.get('input')!r}", err.get("input")))
+        fail(InputError(where, f"{err['msg']}, got {err.get('input')!r}", err.get("input")))
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
-def _runtime():
-    from ..runtime.families import model_manager
-    from ..runtime.storage_local import LocalStorage
-
-    settings = STATE.settings
-    return model_manager(settings), LocalStorage(settings.resolved_data_dir)
-
-
-def _run_job(spec, storage, models, quiet: bool = False):
-    """Run a spec synchronously with a progress bar; return JobOutput."""
-    from tqdm import tqdm
-
-    from ..core.events import LogEvent, ProgressEvent
-    from ..runtime.context import JobContext
-    from ..runtime.execute import execute
-
-    bar = tqdm(
-        total=100,
-        unit="%",
-        bar_format="{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}]",
-        disable=quiet,
-        file=sys.stderr,
-    )
-
-    def on_event(event):
-        if isinstance(event, ProgressEvent):
-            bar.set_description(event.stage or "working")
-            bar.n = event.percent
-            bar.refresh()
-        elif isinstance(event, LogEvent) and event.level == "warning" and not quiet:
-            tqdm.write(("warning: " if event.level == "warning" else "") + event.message, file=sys.stderr)
-
-    ctx = JobContext(STATE.settings, models, storage, on_event=on_event, cancel_event=threading.Event())
-    try:
-        return execute(spec, ctx)
-    finally:
-        bar.close()
-
-
-def _parse_lora(text: str) -> dict:
-    name, _, weight = text.partition(":")
-    try:
-        return {"name": name, "weight": float(weight) if weight else 1.0}
-    except ValueError:
-        raise typer.BadParameter(f"--lora must be NAME or NAME:WEIGHT, got {text!r}") from None
+_A = AvatarSpec
 
 
 @app.command()
 def avatar(
     photo: Annotated[Path, typer.Argument(help="Photo of a person (PNG, JPEG, WebP, BMP, GIF).")],
-    gender: Annotated[str, typer.Option(help="male | female | unspecified")] = "unspecified",
-    expression: Annotated[
-        str, typer.Option(help="smiling | crying | neutral | angry | laughing | sad")
-    ] = "smiling",
-    glasses: Annotated[
-        bool, typer.Option("--glasses/--no-glasses", help="Add glasses to the prompt.")
-    ] = False,
-    backend: Annotated[
-        str, typer.Option(help="auto | neural | classic (auto: neural when weights exist).")
-    ] = "auto",
-    steps: Annotated[int | None, typer.Option(help="Sampling steps (recipe: 50).")] = None,
+    gender: Annotated[str | None, spec_option(_A, "gender")] = None,
+    expression: Annotated[str | None, spec_option(_A, "expression")] = None,
+    glasses: Annotated[bool | None, spec_option(_A, "glasses", "--glasses/--no-glasses")] = None,
+    backend: Annotated[str | None, spec_option(_A, "backend")] = None,
+    steps: Annotated[int | None, spec_option(_A, "steps", help="Sampling steps")] = None,
     strength: Annotated[
-        float | None, typer.Option(help="Denoising strength of both passes (recipe: 0.75).")
+        float | None, spec_option(_A, "strength", help="Denoising strength of both passes")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed, -1 = random (recipe: 2968506678).")] = None,
-    sampler: Annotated[str | None, typer.Option(help="A1111 sampler name (recipe: DDIM).")] = None,
-    cfg: Annotated[float | None, typer.Option(help="CFG scale (recipe: 7).")] = None,
-    checkpoint: Annotated[
-        str | None, typer.Option(help="SDXL checkpoint name (recipe: samaritan-3d-cartoon-sdxl).")
-    ] = None,
-    second_checkpoint: Annotated[
-        str | None, typer.Option(help="Checkpoint of pass 2 (default: same).")
-    ] = None,
-    controlnet: Annotated[
-        str | None, typer.Option(help="SDXL canny ControlNet (recipe: diffusers_xl_canny_full).")
-    ] = None,
+    seed: Annotated[int | None, spec_option(_A, "seed", help="Seed, -1 = random")] = None,
+    sampler: Annotated[str | None, spec_option(_A, "sampler")] = None,
+    cfg: Annotated[float | None, spec_option(_A, "cfg_scale", help="CFG scale")] = None,
+    checkpoint: Annotated[str | None, spec_option(_A, "checkpoint")] = None,
+    second_checkpoint: Annotated[str | None, spec_option(_A, "second_checkpoint")] = None,
+    controlnet: Annotated[str | None, spec_option(_A, "controlnet")] = None,
     lora: Annotated[
         list[str] | None, typer.Option(help="NAME[:WEIGHT], repeatable; replaces the recipe's memoji:1.")
     ] = None,
-    upscale: Annotated[float | None, typer.Option(help="Pass-2 / classic upscale (recipe: 1.5).")] = None,
-    max_side: Annotated[
-        int | None, typer.Option(help="Long-side cap of pass 1 (default: settings, 1024).")
+    upscale: Annotated[float | None, spec_option(_A, "upscale")] = None,
+    max_side: Annotated[int | None, spec_option(_A, "max_side")] = None,
+    second_pass: Annotated[
+        bool | None, spec_option(_A, "second_pass", "--second-pass/--no-second-pass")
     ] = None,
-    second_pass: Annotated[bool, typer.Option("--second-pass/--no-second-pass", help="Run pass 2.")] = True,
     email: Annotated[
         str | None, typer.Option(help="E-mail the result (needs the service's SMTP settings).")
     ] = None,
@@ -155,64 +99,32 @@ def avatar(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Turn a photo into a memoji-like 3D cartoon avatar (seed 000 recipe)."""
-    from ..core.images import load_image
     from ..core.specs import parse_job_spec
 
     try:
-        settings = STATE.settings
         # 1. Check the photo with the same safe decoder every entry point uses, then store it
-        data = photo.read_bytes() if photo.is_file() else None
-        if data is None:
-            raise ToonboothError(f"`photo`: no such file: {photo}")
-        load_image(data, field="photo", max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-        models, storage = _runtime()
-        ref = storage.put(data)
+        data = read_image_file(photo, "photo")
+        models, storage = runtime()
         # 2. Build the typed job spec (only options the user gave override the recipe)
-        raw = {
-            "kind": "avatar",
-            "image": ref,
-            "gender": gender,
-            "expression": expression,
-            "glasses": glasses,
-            "backend": backend,
-            "second_pass": second_pass,
-            "email": email,
-        }
+        raw = {"kind": "avatar", "image": storage.put(data)}
         optional = {
-            "steps": steps,
-            "strength": strength,
-            "second_strength": strength,
-            "seed": seed,
-            "sampler": sampler,
-            "cfg_scale": cfg,
-            "checkpoint": checkpoint,
-            "second_checkpoint": second_checkpoint,
-            "controlnet": controlnet,
-            "upscale": upscale,
-            "max_side": max_side,
-        }
+            "gender": gender, "expression": expression, "glasses": glasses, "backend": backend,
+            "second_pass": second_pass, "email": email, "steps": steps, "strength": strength,
+            "second_strength": strength, "seed": seed, "sampler": sampler, "cfg_scale": cfg,
+            "checkpoint": checkpoint, "second_checkpoint": second_checkpoint, "controlnet": controlnet,
+            "upscale": upscale, "max_side": max_side,
+        }  # fmt: skip
         raw.update({k: v for k, v in optional.items() if v is not None})
         if lora is not None:
-            raw["loras"] = [_parse_lora(x) for x in lora]
+            raw["loras"] = [parse_lora(x) for x in lora]
         spec = parse_job_spec(raw)
         # 3. Run it
-        result = _run_job(spec, storage, models, quiet=quiet)
+        result = run_job(spec, storage, models, quiet=quiet)
     except ToonboothError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     # 4. Write the result where the user can find it
-    target = out or Path("out") / f"{photo.stem}-avatar.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    final = result.output("avatar")
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(storage.get(final.ref))
-    os.replace(tmp, target)
-    typer.echo(f"backend: {result.backend} — {result.backend_reason}")
-    for w in result.warnings:
-        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
-    if "seed" in result.info:
-        typer.echo(f"seed: {result.info['seed']}")
-    typer.echo(f"wrote {target} ({final.width}x{final.height})")
+    echo_summary(result)
+    write_output(storage, result.output("avatar"), out or Path("out") / f"{photo.stem}-avatar.png")
     if email:
         typer.secho(
             "note: e-mail delivery runs in the service (`toonbooth serve`); the CLI did not send it",
@@ -230,7 +142,6 @@ def run_job_file(
 
     Image fields (image, mask, init_images, images, class_images, a ControlNet unit's image) may hold a
     local file path here (CLI only). Each output is written as <out-dir>/<output name>.png."""
-    from ..core.images import load_image
     from ..core.specs import parse_job_spec
 
     try:
@@ -242,47 +153,13 @@ def run_job_file(
             raise InputError("job", f"{job} is not valid JSON: {exc}", str(job)) from None
         if not isinstance(raw, dict):
             raise InputError("job", f"{job} must hold one JSON object, got a {type(raw).__name__}", str(job))
-        models, storage = _runtime()
-        settings = STATE.settings
-
-        def stored(value, field: str):
-            """A local file path in an image field -> checked, stored blob reference; anything else as is."""
-            if not isinstance(value, str) or value.startswith(("blob:", "data:")):
-                return value
-            if Path(value).is_file():
-                data = Path(value).read_bytes()
-                load_image(
-                    data, field=field, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels
-                )
-                return storage.put(data)
-            if "." in value:  # base64 has no '.': this was meant as a file path
-                raise InputError(field, f"no such file: {value}", value)
-            return value
-
-        for field in ("image", "mask"):
-            if field in raw:
-                raw[field] = stored(raw[field], field)
-        for field in ("images", "init_images", "class_images"):
-            if isinstance(raw.get(field), list):
-                raw[field] = [stored(v, f"{field}[{i}]") for i, v in enumerate(raw[field])]
-        for i, unit in enumerate(raw.get("controlnet_units") or []):
-            if isinstance(unit, dict) and "image" in unit:
-                unit["image"] = stored(unit["image"], f"controlnet_units[{i}].image")
-        spec = parse_job_spec(raw)
-        result = _run_job(spec, storage, models, quiet=quiet)
+        models, storage = runtime()
+        spec = parse_job_spec(store_local_images(raw, storage))
+        result = run_job(spec, storage, models, quiet=quiet)
     except ToonboothError as exc:
-        _fail(exc)
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"backend: {result.backend} — {result.backend_reason}")
-    for w in result.warnings:
-        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
-    for o in result.outputs:
-        target = out_dir / f"{o.name}.png"
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(storage.get(o.ref))
-        os.replace(tmp, target)
-        typer.echo(f"wrote {target} ({o.width}x{o.height})")
+        fail(exc)
+    echo_summary(result)
+    write_outputs(result, storage, out_dir, lambda name: name)
     style = result.info.get("style")
     if isinstance(style, dict) and style.get("usage"):
         typer.echo(
@@ -302,15 +179,15 @@ def models_list(
     from ..models.catalog import recipes
     from ..runtime.families import model_manager
 
-    manager = model_manager(STATE.settings)
+    manager = model_manager(settings())
     kinds = manager.families.kinds()
     if kind is not None and kind not in kinds:
-        _fail(InputError("kind", f"must be one of {', '.join(kinds)}, got {kind!r}", kind))
+        fail(InputError("kind", f"must be one of {', '.join(kinds)}, got {kind!r}", kind))
     entries = manager.registry.list(kind=kind, include_refused=True)
     if as_json:
         typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return
-    typer.echo(f"models folder: {STATE.settings.resolved_models_dir}")
+    typer.echo(f"models folder: {settings().resolved_models_dir}")
     usable = [e for e in entries if e.refused is None]
     refused = [e for e in entries if e.refused is not None]
     if not usable:
@@ -336,10 +213,9 @@ def models_add(
     from ..runtime.families import model_manager
 
     try:
-        entry = model_manager(STATE.settings).registry.add(path)
+        entry = model_manager(settings()).registry.add(path)
     except ToonboothError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(f"added {entry.kind} ({entry.arch}, {entry.layout}) as {entry.name}: {entry.path}")
 
 
@@ -351,16 +227,16 @@ def models_pull(
     from ..models.catalog import get_entry, recipes
     from ..models.hub import pull
 
-    settings = STATE.settings
+    s = settings()
     names = recipes().get(name, [name])
     failures = []
     for n in names:
         try:
             paths = pull(
                 get_entry(n),
-                settings.resolved_models_dir,
-                offline=settings.offline or None,
-                config_dir=settings.resolved_config_dir,
+                s.resolved_models_dir,
+                offline=s.offline or None,
+                config_dir=s.resolved_config_dir,
             )
             for p in paths:
                 typer.echo(f"ok {n}: {p}")
@@ -382,7 +258,7 @@ def models_make_tiny(
     from ..models.tiny import make_tiny_set
 
     if directory.exists() and not directory.is_dir():
-        _fail(InputError("directory", f"not a folder: {directory}", str(directory)))
+        fail(InputError("directory", f"not a folder: {directory}", str(directory)))
     written = make_tiny_set(directory)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")

@@ -12,28 +12,11 @@ from typing import Annotated
 import typer
 
 from ..core.errors import ToonboothError
-from ..core.settings import Settings
-
-
-def _settings_getter(app: typer.Typer):
-    """The settings the main callback built (read from the callback's own module, which is `__main__`
-    when run as `python -m toonbooth.cli.main`)."""
-
-    def get() -> Settings:
-        callback = app.registered_callback.callback if app.registered_callback else None
-        state = getattr(callback, "__globals__", {}).get("STATE")
-        return getattr(state, "settings", None) or Settings()
-
-    return get
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+from .common import fail, settings
 
 
 def register(app: typer.Typer) -> None:
-    _settings = _settings_getter(app)
+    """Add `serve` and `users ...` to the main app."""
     users_app = typer.Typer(
         help="API users and their tokens (stored hashed in the data folder).", no_args_is_help=True
     )
@@ -61,33 +44,30 @@ def register(app: typer.Typer) -> None:
         from ..api.auth import is_loopback_host
         from ..runtime.users import Users
 
-        settings = _settings()
+        cfg = settings()
         if models_dir is not None:
-            settings = settings.model_copy(update={"models_dir": models_dir})
+            cfg = cfg.model_copy(update={"models_dir": models_dir})
         # 1. Single-user mode only on loopback: anywhere else, tokens must exist
-        users = Users(settings.resolved_data_dir / "toonbooth.db")
+        users = Users(cfg.resolved_data_dir / "toonbooth.db")
         try:
             has_users = users.has_users()
         finally:
             users.close()
         loopback = is_loopback_host(host)
         if not loopback and not has_users:
-            _fail(
+            fail(
                 f"refusing to bind {host}: no users exist, so anyone who reaches it could use it. "
                 "Create one with `toonbooth users add NAME` (or bind 127.0.0.1 for local single-user mode)."
             )
         # 2. Build the app (service, runners, UI) and serve it
         try:
-            app = create_app(
-                settings, allow_anonymous=loopback, allowed_origins=allow_origin or (), mount_ui=ui
-            )
+            app = create_app(cfg, allow_anonymous=loopback, allowed_origins=allow_origin or (), mount_ui=ui)
         except ToonboothError as exc:
-            _fail(str(exc))
-            return
+            fail(str(exc))
         shown = f"[{host}]" if ":" in host else host
         mode = "local single-user mode (no token needed)" if loopback and not has_users else "tokens required"
         typer.echo(f"toonbooth serving on http://{shown}:{port}/  — UI /ui/, API docs /docs, {mode}")
-        typer.echo(f"models: {settings.resolved_models_dir}   data: {settings.resolved_data_dir}")
+        typer.echo(f"models: {cfg.resolved_models_dir}   data: {cfg.resolved_data_dir}")
         sys.stdout.flush()
         run_server(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
 
@@ -96,12 +76,11 @@ def register(app: typer.Typer) -> None:
         """Create a user and print its API token (shown once; only a hash is stored)."""
         from ..runtime.users import Users
 
-        users = Users(_settings().resolved_data_dir / "toonbooth.db")
+        users = Users(settings().resolved_data_dir / "toonbooth.db")
         try:
             token = users.add_user(name)
         except ToonboothError as exc:
-            _fail(str(exc))
-            return
+            fail(str(exc))
         finally:
             users.close()
         typer.echo(token)
@@ -116,11 +95,11 @@ def register(app: typer.Typer) -> None:
         """Create another token for a user (printed once)."""
         from ..runtime.users import Users
 
-        users = Users(_settings().resolved_data_dir / "toonbooth.db")
+        users = Users(settings().resolved_data_dir / "toonbooth.db")
         try:
             typer.echo(users.add_token(name))
         except ToonboothError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         finally:
             users.close()
 
@@ -129,7 +108,7 @@ def register(app: typer.Typer) -> None:
         """List users and how many tokens each has."""
         from ..runtime.users import Users
 
-        users = Users(_settings().resolved_data_dir / "toonbooth.db")
+        users = Users(settings().resolved_data_dir / "toonbooth.db")
         try:
             infos = users.list_users()
             if not infos:
@@ -147,12 +126,11 @@ def register(app: typer.Typer) -> None:
         """Revoke every token of a user."""
         from ..runtime.users import Users
 
-        users = Users(_settings().resolved_data_dir / "toonbooth.db")
+        users = Users(settings().resolved_data_dir / "toonbooth.db")
         try:
             n = users.revoke(name, delete_user=delete)
         except ToonboothError as exc:
-            _fail(str(exc))
-            return
+            fail(str(exc))
         finally:
             users.close()
         typer.echo(f"revoked {n} token(s) of {name!r}")

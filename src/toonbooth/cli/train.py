@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 
 from ..core.errors import ToonboothError
+from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
+from .common import fail, run_job, runtime, settings, spec_option, write_outputs
 
 train_app = typer.Typer(
     help="Train personal styles: LoRA, DreamBooth-LoRA, textual inversion.", no_args_is_help=True
@@ -44,12 +47,11 @@ def _common(
 ) -> dict[str, Any]:
     """Read the folders, store the images, build the raw spec (only options given override the preset)."""
     from ..training.dataset import read_image_folder
-    from . import main as cli
 
-    settings = cli.STATE.settings
-    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels}
+    s = settings()
+    limits = {"max_bytes": s.max_upload_bytes, "max_pixels": s.max_pixels}
     found = read_image_folder(images, field="images", **limits)
-    _models, storage = cli._runtime()
+    _models, storage = runtime()
     raw: dict[str, Any] = {
         "kind": KINDS[kind], "style_name": name, "base": base,
         "images": [storage.put(f.data) for f in found], "image_names": [f.name for f in found],
@@ -66,21 +68,15 @@ def _common(
 
 def _run(raw: dict[str, Any], quiet: bool, out_dir: Path) -> None:
     from ..core.specs import parse_job_spec
-    from . import main as cli
 
     try:
         spec = parse_job_spec(raw)
-        models, storage = cli._runtime()
-        result = cli._run_job(spec, storage, models, quiet=quiet)
+        models, storage = runtime()
+        result = run_job(spec, storage, models, quiet=quiet)
     except ToonboothError as exc:
-        cli._fail(exc)
-        return
+        fail(exc)
     style = result.info["style"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for o in result.outputs:
-        target = out_dir / f"{style['name']}-{o.name}.png"
-        target.write_bytes(storage.get(o.ref))
-        typer.echo(f"wrote {target}")
+    write_outputs(result, storage, out_dir, lambda name: f"{style['name']}-{name}", size=False)
     losses = result.info.get("loss_history") or []
     if losses:
         typer.echo(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f} ({result.info['steps']} steps)")
@@ -99,36 +95,65 @@ def _options(**kw: Any) -> dict[str, Any]:
     return out
 
 
-# shared option annotations
-Preset = Annotated[str | None, typer.Option(help="portrait-character | art-style | one-image-style")]
-Arch = Annotated[str | None, typer.Option(help="auto | sd15 | sdxl (auto: from the checkpoint).")]
-Steps = Annotated[int | None, typer.Option(help="Optimizer steps (preset or 1000).")]
-Epochs = Annotated[int | None, typer.Option(help="Passes over the images instead of --steps.")]
-Res = Annotated[int | None, typer.Option(help="Training resolution (512 SD1.5 / 1024 SDXL).")]
-Lr = Annotated[float | None, typer.Option(help="Learning rate.")]
-Trigger = Annotated[str | None, typer.Option(help="Trigger word / new token (default: the style name).")]
+# shared option annotations: help from the spec fields (defaults mostly not shown: a preset may set them)
+_T = TrainLoraSpec
+
+
+def _opt(
+    name: str, *decls: str, help: str | None = None, spec: type[BaseModel] = _T, show_default: bool = False
+) -> Any:
+    return spec_option(spec, name, *decls, help=help, show_default=show_default)
+
+
+Preset = Annotated[str | None, _opt("preset")]
+Arch = Annotated[str | None, _opt("arch")]
+Steps = Annotated[int | None, _opt("steps")]
+Epochs = Annotated[int | None, _opt("epochs")]
+Res = Annotated[int | None, _opt("resolution")]
+Lr = Annotated[float | None, _opt("learning_rate", help="Learning rate")]
+Trigger = Annotated[str | None, _opt("trigger")]
 Owner = Annotated[str | None, typer.Option(help="Owner of the style (default: shared local models).")]
-Seed = Annotated[int | None, typer.Option(help="Seed (same seed + settings = same weights).")]
-Batch = Annotated[int | None, typer.Option(help="Batch size.")]
-Accum = Annotated[int | None, typer.Option(help="Gradient accumulation steps.")]
-Precision = Annotated[str | None, typer.Option(help="auto | no | fp16 | bf16.")]
-Buckets = Annotated[bool | None, typer.Option("--buckets/--no-buckets", help="Aspect-ratio buckets.")]
-FaceCrop = Annotated[bool | None, typer.Option("--face-crop/--no-face-crop", help="Crop around the face.")]
+Seed = Annotated[int | None, _opt("seed", help="Seed (same seed + same settings = same weights)")]
+Batch = Annotated[int | None, _opt("batch_size", help="Batch size")]
+Accum = Annotated[int | None, _opt("gradient_accumulation_steps", help="Gradient accumulation steps")]
+Precision = Annotated[str | None, _opt("mixed_precision")]
+Buckets = Annotated[bool | None, _opt("buckets", "--buckets/--no-buckets")]
+FaceCrop = Annotated[bool | None, _opt("face_crop", "--face-crop/--no-face-crop")]
 GradCkpt = Annotated[
-    bool | None,
-    typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Less memory, ~30% slower."),
+    bool | None, _opt("gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing")
 ]
-Snr = Annotated[float | None, typer.Option(help="Min-SNR gamma (e.g. 5).")]
-NoiseOff = Annotated[float | None, typer.Option(help="Offset noise (e.g. 0.05).")]
-CkptEvery = Annotated[int | None, typer.Option(help="Checkpoint every N steps (resume after a crash).")]
+Snr = Annotated[float | None, _opt("snr_gamma")]
+NoiseOff = Annotated[float | None, _opt("noise_offset")]
+CkptEvery = Annotated[int | None, _opt("checkpoint_every")]
 SamplePrompt = Annotated[
     list[str] | None, typer.Option(help="Sample prompt, repeatable ({trigger} filled in).")
 ]
-SampleSteps = Annotated[int | None, typer.Option(help="Sampling steps of the samples.")]
-Delete = Annotated[
-    bool | None, typer.Option("--delete-images/--keep-images", help="Delete stored images after.")
-]
+SampleSteps = Annotated[int | None, _opt("sample_steps", help="Sampling steps of the samples")]
+Delete = Annotated[bool | None, _opt("delete_images_after", "--delete-images/--keep-images")]
 Caption = Annotated[str | None, typer.Option(help="Caption template for images without a .txt.")]
+# LoRA and DreamBooth-LoRA
+Rank = Annotated[int | None, _opt("rank")]
+Alpha = Annotated[float | None, _opt("alpha", help="LoRA alpha; scale = alpha/rank (default: the rank)")]
+TextEncoder = Annotated[
+    bool | None, _opt("train_text_encoder", "--train-text-encoder/--no-train-text-encoder")
+]
+# DreamBooth-LoRA
+NumClass = Annotated[int | None, _opt("num_class_images", spec=TrainDreamBoothSpec)]
+PriorWeight = Annotated[
+    float | None,
+    _opt("prior_loss_weight", help="Weight of the prior-preservation loss", spec=TrainDreamBoothSpec),
+]
+Prior = Annotated[
+    bool | None,
+    _opt("prior_preservation", "--prior/--no-prior", spec=TrainDreamBoothSpec, show_default=True),
+]
+# textual inversion
+InitToken = Annotated[str | None, _opt("initializer_token", spec=TrainTISpec)]
+NumVectors = Annotated[int | None, _opt("num_vectors", spec=TrainTISpec)]
+Stages = Annotated[
+    int | None,
+    _opt("stages", help="Timestep stages (DreamStyler multi-stage; 1 = classic)", spec=TrainTISpec),
+]
 OutDir = Annotated[
     Path,
     typer.Option(help="Where the sample images are written (the style itself goes to the models folder)."),
@@ -145,9 +170,7 @@ def train_lora(
     snr_gamma: Snr = None, noise_offset: NoiseOff = None, checkpoint_every: CkptEvery = None,
     sample_prompt: SamplePrompt = None, sample_steps: SampleSteps = None, delete_images: Delete = None,
     caption_template: Caption = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: rank).")] = None,
-    train_text_encoder: Annotated[bool | None, typer.Option("--train-text-encoder/--no-train-text-encoder", help="Also train the text encoder(s).")] = None,
+    rank: Rank = None, alpha: Alpha = None, train_text_encoder: TextEncoder = None,
     out_dir: OutDir = Path("out"), quiet: Quiet = False,
 ) -> None:  # fmt: skip
     """Train a LoRA (UNet attention; optionally text encoders) on a folder of images."""
@@ -157,10 +180,7 @@ def train_lora(
     try:
         raw = _common("lora", images, base, name, kw)
     except ToonboothError as exc:
-        from . import main as cli
-
-        cli._fail(exc)
-        return
+        fail(exc)
     _run(raw, quiet, out_dir)
 
 
@@ -176,11 +196,8 @@ def train_dreambooth(
     class_word: Annotated[str | None, typer.Option(help="Class word: `a photo of <trigger> <class>`.")] = None,
     class_prompt: Annotated[str | None, typer.Option(help="Prompt of the class images.")] = None,
     class_images: Annotated[Path | None, typer.Option(help="Folder of own class images (else generated).")] = None,
-    num_class_images: Annotated[int | None, typer.Option(help="Class images used (generated and cached).")] = None,
-    prior_loss_weight: Annotated[float | None, typer.Option(help="Weight of the prior-preservation loss.")] = None,
-    prior_preservation: Annotated[bool | None, typer.Option("--prior/--no-prior", help="Prior-preservation loss on class images (default on).")] = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default: rank).")] = None,
+    num_class_images: NumClass = None, prior_loss_weight: PriorWeight = None, prior_preservation: Prior = None,
+    rank: Rank = None, alpha: Alpha = None,
     out_dir: OutDir = Path("out"), quiet: Quiet = False,
 ) -> None:  # fmt: skip
     """DreamBooth-LoRA on photos of a subject, with prior preservation (class images cached and reused)."""
@@ -189,10 +206,7 @@ def train_dreambooth(
     try:
         raw = _common("dreambooth", images, base, name, kw, class_images=class_images)
     except ToonboothError as exc:
-        from . import main as cli
-
-        cli._fail(exc)
-        return
+        fail(exc)
     _run(raw, quiet, out_dir)
 
 
@@ -204,9 +218,7 @@ def train_ti(
     buckets: Buckets = None, gradient_checkpointing: GradCkpt = None, snr_gamma: Snr = None,
     checkpoint_every: CkptEvery = None, sample_prompt: SamplePrompt = None, sample_steps: SampleSteps = None,
     delete_images: Delete = None, caption_template: Caption = None,
-    initializer_token: Annotated[str | None, typer.Option(help="Word the vectors start from.")] = None,
-    num_vectors: Annotated[int | None, typer.Option(help="Vectors per token.")] = None,
-    stages: Annotated[int | None, typer.Option(help="Timestep stages (DreamStyler multi-stage; 1 = classic).")] = None,
+    initializer_token: InitToken = None, num_vectors: NumVectors = None, stages: Stages = None,
     out_dir: OutDir = Path("out"), quiet: Quiet = False,
 ) -> None:  # fmt: skip
     """Textual inversion: a new token (one embedding per timestep stage with --stages > 1)."""
@@ -216,10 +228,7 @@ def train_ti(
     try:
         raw = _common("ti", images, base, name, kw)
     except ToonboothError as exc:
-        from . import main as cli
-
-        cli._fail(exc)
-        return
+        fail(exc)
     _run(raw, quiet, out_dir)
 
 
@@ -229,9 +238,8 @@ def train_list(
 ) -> None:
     """List your trained styles."""
     from ..training.styles import list_styles
-    from . import main as cli
 
-    models, _ = cli._runtime()
+    models, _ = runtime()
     styles = list_styles(Path(models.registry.models_dirs[0]), owner)
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in styles], indent=2))
@@ -246,14 +254,12 @@ def train_list(
 def train_delete(name: Annotated[str, typer.Argument(help="Style name.")], owner: Owner = None) -> None:
     """Delete one of your styles (its files and its registry entry)."""
     from ..training.styles import delete_style
-    from . import main as cli
 
-    models, _ = cli._runtime()
+    models, _ = runtime()
     try:
         info = delete_style(models.registry, Path(models.registry.models_dirs[0]), owner, name)
     except ToonboothError as exc:
-        cli._fail(exc)
-        return
+        fail(exc)
     typer.echo(f"deleted style {info.name!r} ({len(info.files)} files)")
 
 

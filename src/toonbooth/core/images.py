@@ -28,9 +28,7 @@ import base64
 import contextlib
 import io
 import json
-import os
 import re
-import secrets
 import struct
 import zlib
 from collections.abc import Mapping
@@ -50,6 +48,7 @@ from PIL import (
 )
 
 from toonbooth.core.errors import InputError, InputTooLargeError
+from toonbooth.core.fs import atomic_write_bytes
 from toonbooth.core.media import PATH_HINT, _Readable, looks_like_path, read_media_bytes, short
 
 __all__ = [
@@ -392,10 +391,21 @@ def _as_text(head: bytes) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def to_rgb_array(img: Image.Image) -> np.ndarray:
-    """A new, writable HxWx3 uint8 array; non-RGB modes are flattened like `load_image` does."""
-    rgb = img if img.mode == "RGB" else _flatten_to_rgb(img, field="image")
-    return np.array(rgb, dtype=np.uint8, copy=True)
+def to_rgb_array(img: Image.Image | np.ndarray, *, field: str = "image") -> np.ndarray:
+    """A new, writable HxWx3 uint8 array: the one image -> array converter of the program.
+
+    A PIL image in any mode is flattened like `load_image` does (transparency over white, 16-bit scaled to
+    8 bits); an array must already be HxWx3 uint8 (it is copied). Anything else is an `InputError` that
+    names `field`, its type and its shape."""
+    if isinstance(img, Image.Image):
+        rgb = img if img.mode == "RGB" else _flatten_to_rgb(img, field=field)
+        return np.array(rgb, dtype=np.uint8, copy=True)
+    if isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
+        return img.copy()
+    what = type(img).__name__
+    if isinstance(img, np.ndarray):
+        what += f" of shape {img.shape} and dtype {img.dtype}"
+    raise InputError(field, f"must be an RGB PIL image or an HxWx3 uint8 array, got {what}", what)
 
 
 def from_array(arr: np.ndarray, *, field: str = "image") -> Image.Image:
@@ -447,22 +457,8 @@ def image_to_png_bytes(img: Image.Image, parameters: str | None = None) -> bytes
 
 
 def save_png(img: Image.Image, path: Path | str, parameters: str | None = None) -> Path:
-    """Write a PNG atomically: encode in memory, write a temp file in the same folder, fsync, rename."""
-    target = Path(path)
-    data = image_to_png_bytes(img, parameters)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    """Write a PNG atomically (`core.fs.atomic_write_bytes`: temp file in the same folder, fsync, rename)."""
+    return atomic_write_bytes(path, image_to_png_bytes(img, parameters))
 
 
 def read_png_parameters(source: bytes | bytearray | Path, *, field: str = "image") -> str | None:

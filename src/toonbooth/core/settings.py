@@ -8,6 +8,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .specs.avatar import AvatarSpec
+from .specs.base import Backend
+from .specs.training import TrainPresetName
+
+_AVATAR = AvatarSpec.model_fields
+
 
 def _default_home() -> Path:
     return Path.home() / ".toonbooth"
@@ -105,6 +111,26 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SMTP password (never logged).")
     smtp_from: str | None = Field(None, description="Sender address of result mails (plain address).")
     smtp_timeout_s: float = Field(20.0, gt=0.0, le=300.0, description="SMTP connect / command timeout.")
+
+    # --- web UI: what the tabs preselect (env TOONBOOTH_UI_<NAME> / TOONBOOTH_UI_TRAIN_<NAME>, as before) ---
+    ui_checkpoint: str = Field(_AVATAR["checkpoint"].default, description="Memoji tab: SDXL checkpoint.")
+    ui_controlnet: str = Field(
+        _AVATAR["controlnet"].default, description="Memoji tab: SDXL canny ControlNet."
+    )
+    ui_lora: str = Field("memoji", description="Memoji tab: LoRA applied at weight 1 (empty = none).")
+    ui_steps: int = Field(_AVATAR["steps"].default, ge=1, le=150, description="Memoji tab: sampling steps.")
+    ui_max_side: int | None = Field(
+        None, ge=64, le=4096, description="Memoji tab: long-side cap of pass 1 of its jobs (None: max_side)."
+    )
+    ui_backend: Backend = Field("auto", description="Memoji tab: auto | neural | classic preselected.")
+    ui_train_base: str | None = Field(
+        None,
+        description="Train tab: base checkpoint preselected; default stable-diffusion-v1-5, else the first "
+        "SD1.5 checkpoint.",
+    )
+    ui_train_preset: TrainPresetName | Literal["none"] = Field(
+        "art-style", description="Train tab: preset preselected (none = custom, no preset)."
+    )
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -47,10 +47,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import struct
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +57,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..core.errors import ModelError, UnsafeModelFormatError
+from ..core.fs import atomic_open
 
 ProbeKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "unknown"]
 ProbeArch = Literal["sd15", "sd2", "sdxl", "sdxl-refiner", "unknown"]
@@ -644,11 +643,8 @@ class HashCache:
             self._dirty = False
             return
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".hashes-", suffix=".json", dir=self.file.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with atomic_open(self.file, "w") as f:
                 json.dump({"version": 1, "files": self._data}, f, indent=0, sort_keys=True)
-            os.replace(tmp, self.file)
             self._dirty = False
         except OSError:
             pass  # cache is best-effort: a read-only cache folder only costs recomputation

@@ -43,6 +43,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, Field
 
 from ..core.errors import InputError, ModelError, ModelNotFoundError, UnsafeModelFormatError
+from ..core.fs import atomic_path
 from . import catalog
 from .families import SD_FAMILIES, FamilySet
 from .probe import (
@@ -795,12 +796,10 @@ class ModelRegistry:
                     except OSError:
                         linked = False
                 if not linked:
-                    tmp = dest_dir / f".{filename}.part"
                     try:
-                        shutil.copyfile(src, tmp)
-                        os.replace(tmp, dest)
+                        with atomic_path(dest) as tmp:
+                            shutil.copyfile(src, tmp)
                     except OSError as exc:
-                        tmp.unlink(missing_ok=True)
                         raise ModelError(f"cannot copy {src} to {dest}: {exc}") from exc
             self._all()  # make sure the index exists before inserting
             seen: set[tuple[str, str | None]] = set()

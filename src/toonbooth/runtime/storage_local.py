@@ -4,11 +4,10 @@ a blob is named by the sha256 of its bytes, written atomically (temp file, fsync
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.fs import atomic_write_bytes, atomic_write_text
 from .storage_base import Storage, parse_ref
 
 __all__ = ["LocalStorage", "parse_ref"]
@@ -27,19 +26,9 @@ class LocalStorage(Storage):
         path = self._path(digest)
         if content_type and self.content_type(f"blob:{digest}") != content_type:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._type_path(digest).write_text(content_type, encoding="ascii")
+            atomic_write_text(self._type_path(digest), content_type)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(path, data, permissions=0o600)  # uploads are personal photos: owner only
         return f"blob:{digest}"
 
     def _type_path(self, digest: str) -> Path:

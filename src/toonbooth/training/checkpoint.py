@@ -10,7 +10,6 @@ into place, so a half-written checkpoint is never picked up. Only the newest che
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..core.fs import atomic_directory
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 FORMAT = "toonbooth-train-checkpoint-1"
@@ -59,33 +60,34 @@ def save_checkpoint(
     """Write `checkpoint-<step>` atomically and delete older ones."""
     work_dir.mkdir(parents=True, exist_ok=True)
     final = work_dir / f"checkpoint-{step}"
-    tmp = work_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in trainables.items()}, str(tmp / "trainable.safetensors")
-    )
-    opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    rng: dict[str, torch.Tensor] = {"generator": generator.get_state(), "torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"cuda.{i}"] = s
-    save_file(rng, str(tmp / "rng.safetensors"))
-    state = {
-        "format": FORMAT,
-        "step": step,
-        "optimizer": opt_info,
-        "lr_scheduler": lr_scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "extra": extra,
-    }
-    (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in trainables.items()},
+            str(tmp / "trainable.safetensors"),
+        )
+        opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        rng: dict[str, torch.Tensor] = {
+            "generator": generator.get_state(),
+            "torch_cpu": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda.{i}"] = s
+        save_file(rng, str(tmp / "rng.safetensors"))
+        state = {
+            "format": FORMAT,
+            "step": step,
+            "optimizer": opt_info,
+            "lr_scheduler": lr_scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "extra": extra,
+        }
+        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
     for old in work_dir.iterdir():
         m = CHECKPOINT_RE.match(old.name)
-        if m and int(m.group(1)) != step:
+        # older checkpoints, and temporary folders a killed run left behind (`.checkpoint-<step>.<random>.tmp`)
+        if (m and int(m.group(1)) != step) or old.name.startswith(".checkpoint-"):
             shutil.rmtree(old, ignore_errors=True)
     return final
 

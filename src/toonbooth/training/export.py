@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..core.fs import atomic_path
 from ..models.convert import peft_lora_to_kohya
 
 BASE_MODEL_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
@@ -36,12 +37,10 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 
 
 def _write(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata)
-    )
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata)
+        )
     return path
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..core.artifacts import ImageArtifact
 from ..core.errors import InputError, ToonboothError
+from ..core.fs import atomic_path
 from ..core.images import format_a1111_parameters, load_image
 from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
 from ..engines.base import Engine, EngineContext, EngineOutput
@@ -154,9 +155,8 @@ def _class_images(
             prompt, num_inference_steps=spec.class_image_steps, guidance_scale=7.0, generator=gen,
             height=resolution, width=resolution,
         ).images[0]  # fmt: skip
-        tmp = path.with_name(f".{path.name}.tmp")
-        img.save(tmp, format="PNG")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            img.save(tmp, format="PNG")
         out.append(img)
         made += 1
         progress.advance(1, f"class images {i + 1}/{spec.num_class_images}")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..core.errors import InputError, NotFoundError
+from ..core.fs import atomic_write_text
 from ..core.specs import STYLE_NAME_RE
 
 STYLES_FOLDER = "styles"
@@ -122,9 +123,7 @@ def register_style(
             shutil.copyfile(folder / preview.name, target)
             files["preview"] = str(target)
         info = info.model_copy(update={"files": files})
-        tmp = folder / f".{MANIFEST}.tmp"
-        tmp.write_text(info.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(folder / MANIFEST)
+        atomic_write_text(folder / MANIFEST, info.model_dump_json(indent=2))
     return info
 
 

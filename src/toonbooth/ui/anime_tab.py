@@ -12,7 +12,6 @@ Mount it inside the app's `gr.Blocks` (e.g. in a `gr.Tabs()`): `build_anime_tab(
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,10 +22,11 @@ from ..core.errors import ToonboothError
 from ..core.images import image_to_png_bytes
 from ..core.settings import Settings
 from ..core.specs import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT
-from .common import png_image
+from .common import cancel_job, follow_job, markdown_text, png_image
 
 DEFAULT_OWNER = "local"
-POLL_S = 0.4
+SHOW_EVERY_S = 0.4
+"""Progress is shown at most this often (and at each whole percent)."""
 
 
 def default_owner(request: gr.Request | None) -> str:
@@ -59,7 +59,9 @@ def _points_text(points: list[dict[str, Any]]) -> str:
 
 
 class AnimeTabActions:
-    """What the tab's events do, as plain methods (testable without a browser)."""
+    """What the tab's events do, as plain methods (testable without a browser). `wait_s`: how long a mask
+    preview waits for its job, and how long a generate job may go without any event before the tab stops
+    following it."""
 
     def __init__(
         self,
@@ -203,16 +205,16 @@ class AnimeTabActions:
         except ToonboothError as exc:
             yield None, f"**Error:** {exc}", None, []
             return
-        deadline = time.monotonic() + self.wait_s
-        while not record.done:
-            yield record.id, f"{record.state}: {record.stage or 'waiting'} {record.percent:.0f} %", None, []
-            if time.monotonic() > deadline:
-                yield record.id, f"still {record.state} after {self.wait_s:.0f} s", None, []
-                return
-            time.sleep(POLL_S)
-            record = self.service.get(record.id, owner)
+        for update in follow_job(self.service, record.id, owner, timeout=self.wait_s, every_s=SHOW_EVERY_S):
+            if update.final:
+                record = update.record
+            elif update.due:
+                yield record.id, update.status(), None, []
+        if not record.done:
+            yield record.id, f"still {record.state} after {self.wait_s:.0f} s without news", None, []
+            return
         if record.state != "completed" or record.output is None:
-            yield record.id, f"**{record.state}**: {record.error or ''}", None, []
+            yield record.id, f"**{record.state}**: {markdown_text(record.error or '')}", None, []
             return
         out = record.output
         imgs = {o.name: png_image(self.service.read_output(record.id, owner, o.name)) for o in out.outputs}
@@ -223,13 +225,8 @@ class AnimeTabActions:
         yield record.id, f"Done ({out.backend}; {stages}){seed_text}{notes}", imgs.get("composite"), layers
 
     def cancel(self, job_id: str | None, request: gr.Request | None = None) -> str:
-        if not job_id:
-            return "Nothing is running."
-        try:
-            record = self.service.cancel(job_id, self._owner(request))
-        except ToonboothError as exc:
-            return f"**Error:** {exc}"
-        return f"Cancel requested ({record.state})."
+        """Cancel the running job. -> status text."""
+        return cancel_job(self.service, job_id, self._owner(request))
 
 
 def build_anime_tab(

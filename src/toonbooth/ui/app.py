@@ -10,51 +10,21 @@ from __future__ import annotations
 
 import html
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..core.errors import ToonboothError
+from ..core.fs import atomic_write_bytes
 from ..core.settings import Settings
-from ..core.specs import AvatarSpec
 from .anime_tab import build_anime_tab
+from .common import follow_job, progress_html
 from .train_tab import build_train_tab  # issue 5: training tab
 
 GENDERS = ["unspecified", "male", "female"]
 EXPRESSIONS = ["smiling", "crying", "neutral", "angry", "laughing", "sad"]
-_AVATAR = AvatarSpec.model_fields
-
-
-class UIDefaults(BaseSettings):
-    """Defaults of the Memoji tab's advanced options (env `TOONBOOTH_UI_<NAME>`); the recipe's otherwise."""
-
-    model_config = SettingsConfigDict(env_prefix="TOONBOOTH_UI_", extra="ignore")
-
-    checkpoint: str = Field(_AVATAR["checkpoint"].default, description="SDXL checkpoint of the avatar.")
-    controlnet: str = Field(_AVATAR["controlnet"].default, description="SDXL canny ControlNet.")
-    lora: str = Field("memoji", description="LoRA applied at weight 1 (empty = none).")
-    steps: int = Field(_AVATAR["steps"].default, ge=1, le=150)
-    max_side: int | None = Field(
-        None, ge=64, le=4096, description="Long-side cap of pass 1 (None: settings)."
-    )
-    backend: str = Field("auto", description="auto | neural | classic")
-
-
-def progress_html(percent: float, text: str) -> str:
-    """The progress bar (its `data-percent` is what the browser test reads)."""
-    pct = max(0.0, min(100.0, float(percent)))
-    label = html.escape(text)
-    return (
-        f'<div id="tb-progress" data-percent="{pct:.1f}" style="width:100%">'
-        f'<div style="background:#e5e7eb;border-radius:6px;height:18px;overflow:hidden">'
-        f'<div class="tb-progress-fill" style="background:#6366f1;height:18px;width:{pct:.1f}%"></div></div>'
-        f'<div class="tb-progress-text" style="font-size:0.9em;margin-top:4px">{pct:.0f}% — {label}</div></div>'
-    )
 
 
 class MemojiUI:
@@ -75,7 +45,7 @@ class MemojiUI:
     def _write(self, job_id: str, name: str, data: bytes) -> str:
         path = self.out_dir / f"{job_id}-{name}.png"
         if not path.exists():
-            path.write_bytes(data)
+            atomic_write_bytes(path, data, fsync=False)  # a cache Gradio serves from: complete, not durable
         return str(path)
 
     # --- Memoji ---------------------------------------------------------------------------------
@@ -103,9 +73,8 @@ class MemojiUI:
             "controlnet": controlnet.strip(), "steps": int(steps),
             "loras": [{"name": lora.strip(), "weight": 1.0}] if lora.strip() else [],
         }  # fmt: skip
-        max_side = UIDefaults().max_side
-        if max_side:
-            spec["max_side"] = max_side
+        if self.settings.ui_max_side:
+            spec["max_side"] = self.settings.ui_max_side
         try:
             spec["image"] = self.service.put_upload(Path(photo).read_bytes(), user, field="photo")
             record = self.service.submit(spec, user)
@@ -113,26 +82,18 @@ class MemojiUI:
             raise gr.Error(str(exc)) from None
         yield progress_html(0, "queued"), None, None, "Queued…"
         # 2. Follow its events; the bar moves with each progress event (throttled)
-        last = (-1.0, 0.0)
-        for _seq, event in self.service.events(record.id, user):
-            if event.type == "started":
+        for update in follow_job(self.service, record.id, user, every_s=0.5, min_percent=1.0):
+            if update.final:
+                record = update.record
+            elif update.due and update.event.type == "started":
                 yield progress_html(0, "started"), gr.skip(), gr.skip(), f"Running (job `{record.id}`)…"
-            elif event.type == "progress":
-                now = time.monotonic()
-                if event.percent - last[0] >= 1.0 or now - last[1] >= 0.5 or event.percent >= 100:
-                    last = (event.percent, now)
-                    text = f"{event.stage or 'working'} {event.step}/{event.total}"
-                    yield progress_html(event.percent, text), gr.skip(), gr.skip(), gr.skip()
+            elif update.due and update.event.type == "progress":
+                text = f"{update.stage or 'working'} {update.step}/{update.total}"
+                yield progress_html(update.percent, text), gr.skip(), gr.skip(), gr.skip()
         # 3. Show the result, its download, and which backend made it
-        record = self.service.get(record.id, user)
         if record.state != "completed" or record.output is None:
-            why = record.error or record.state
-            yield (
-                progress_html(last[0] if last[0] > 0 else 0, record.state),
-                None,
-                None,
-                f"**{record.state}**: {html.escape(why)}",
-            )
+            why = html.escape(record.error or record.state)
+            yield progress_html(update.percent, record.state), None, None, f"**{record.state}**: {why}"
             return
         outs = record.output.outputs
         out = next((o for o in outs if o.name == record.kind), outs[0])  # avatar: the final image, not pass1
@@ -186,7 +147,6 @@ class MemojiUI:
 def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None], str]) -> gr.Blocks:
     """The Blocks app; the server mounts it with `gr.mount_gradio_app`."""
     ui = MemojiUI(service, settings, user_for)
-    d = UIDefaults()
     with gr.Blocks(title="toonbooth", analytics_enabled=False) as demo:
         gr.Markdown("# toonbooth\nYour photo, as your own character.")
         with gr.Tab("Memoji", id="memoji"):
@@ -204,11 +164,13 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
                         label="E-mail (optional: the result is sent there)", elem_id="tb-email"
                     )
                     with gr.Accordion("Advanced", open=False):
-                        backend = gr.Radio(["auto", "neural", "classic"], value=d.backend, label="Backend")
-                        checkpoint = gr.Textbox(d.checkpoint, label="Checkpoint (SDXL)")
-                        controlnet = gr.Textbox(d.controlnet, label="ControlNet (canny, SDXL)")
-                        lora = gr.Textbox(d.lora, label="LoRA (weight 1; empty = none)")
-                        steps = gr.Slider(1, 150, value=d.steps, step=1, label="Steps")
+                        backend = gr.Radio(
+                            ["auto", "neural", "classic"], value=settings.ui_backend, label="Backend"
+                        )
+                        checkpoint = gr.Textbox(settings.ui_checkpoint, label="Checkpoint (SDXL)")
+                        controlnet = gr.Textbox(settings.ui_controlnet, label="ControlNet (canny, SDXL)")
+                        lora = gr.Textbox(settings.ui_lora, label="LoRA (weight 1; empty = none)")
+                        steps = gr.Slider(1, 150, value=settings.ui_steps, step=1, label="Steps")
                     run = gr.Button("Generate", variant="primary", elem_id="tb-generate")
                 with gr.Column():
                     bar = gr.HTML(progress_html(0, "idle"), elem_id="tb-progress-box")

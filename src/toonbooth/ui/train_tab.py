@@ -13,9 +13,7 @@ Mount it inside the app's `gr.Blocks`: `build_train_tab(service, settings, owner
 
 from __future__ import annotations
 
-import html
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +21,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 from PIL import Image
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..core.errors import ToonboothError
 from ..core.settings import Settings
 from ..core.specs import TRAIN_PRESETS
 from ..training.styles import delete_style, list_styles
-from .common import png_image
+from .common import cancel_job, follow_job, markdown_text, png_image, progress_html
 
 KINDS = [("LoRA", "train_lora"), ("DreamBooth (LoRA)", "train_dreambooth"), ("Textual inversion", "train_ti")]
 NO_PRESET = "none"
@@ -41,25 +37,8 @@ _STEP_RE = re.compile(r"training step (\d+)/(\d+) loss ([-+0-9.eE]+|nan|inf)")
 YIELD_EVERY_S = 0.4
 
 
-class TrainTabDefaults(BaseSettings):
-    """Defaults of the tab (env `TOONBOOTH_UI_TRAIN_<NAME>`)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOONBOOTH_UI_TRAIN_", extra="ignore")
-
-    base: str | None = Field(
-        None, description="Base checkpoint preselected; default: stable-diffusion-v1-5, else the first SD1.5."
-    )
-    preset: str = Field("art-style", description="Preset preselected.")
-
-
-def progress_html(percent: float, text: str) -> str:
-    pct = max(0.0, min(100.0, float(percent)))
-    return (
-        f'<div id="tb-train-progress" data-percent="{pct:.1f}" style="width:100%">'
-        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
-        f'<div style="background:#6366f1;height:14px;width:{pct:.1f}%"></div></div>'
-        f'<div style="font-size:0.9em;margin-top:4px">{pct:.0f}% — {html.escape(text)}</div></div>'
-    )
+def _bar(percent: float, text: str) -> str:
+    return progress_html(percent, text, elem_id="tb-train-progress")
 
 
 def loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
@@ -70,11 +49,6 @@ def parse_step(stage: str) -> tuple[int, int, float] | None:
     """(step, total, loss) from a training progress stage text; None for other stages."""
     m = _STEP_RE.search(stage or "")
     return (int(m.group(1)), int(m.group(2)), float(m.group(3))) if m else None
-
-
-def _text(value: str) -> str:
-    """Free text for Markdown: no HTML gets through (entities render as the characters)."""
-    return html.escape(value, quote=False)
 
 
 def _code(value: str) -> str:
@@ -116,7 +90,7 @@ class TrainTabActions:
             if e.usable and not e.inpainting and e.arch in ("sd15", "sdxl")
         ]
         names = sorted({e.name for e in entries}, key=str.lower)
-        wanted = TrainTabDefaults().base
+        wanted = self.settings.ui_train_base
         for name in ([wanted] if wanted else []) + list(PREFERRED_BASES):
             if name in names:
                 return names, name
@@ -159,7 +133,7 @@ class TrainTabActions:
         owner = self._owner(request)
         empty = loss_frame([])
         if not files:
-            yield None, progress_html(0, "idle"), empty, "Upload the training images first."
+            yield None, _bar(0, "idle"), empty, "Upload the training images first."
             return
         # 1. Store the images as my uploads, then queue the job (the service validates everything)
         try:
@@ -183,30 +157,31 @@ class TrainTabActions:
                 spec["learning_rate"] = float(learning_rate)
             record = self.service.submit(spec, owner)
         except ToonboothError as exc:
-            yield None, progress_html(0, "not started"), empty, f"**Error:** {_text(str(exc))}"
+            yield None, _bar(0, "not started"), empty, f"**Error:** {markdown_text(str(exc))}"
             return
-        yield record.id, progress_html(0, "queued"), empty, f"Queued (job `{record.id}`)…"
+        yield record.id, _bar(0, "queued"), empty, f"Queued (job `{record.id}`)…"
         # 2. Follow its events: the progress bar, the loss curve from the stage text
         points: list[tuple[int, float]] = []
-        percent, last_yield = 0.0, 0.0
-        for _seq, event in self.service.events(record.id, owner, timeout=self.wait_s):
-            if event.type != "progress":
+        updates = follow_job(
+            self.service, record.id, owner, timeout=self.wait_s, every_s=YIELD_EVERY_S, min_percent=None
+        )
+        for update in updates:
+            if update.final:
+                record = update.record
                 continue
-            percent = event.percent
-            parsed = parse_step(event.stage)
+            if update.event.type != "progress":
+                continue
+            parsed = parse_step(update.stage)
             if parsed is not None:
                 points.append((parsed[0], parsed[2]))
-            now = time.monotonic()
-            if now - last_yield >= YIELD_EVERY_S:
-                last_yield = now
-                yield record.id, progress_html(percent, event.stage), loss_frame(points), "Training…"
+            if update.due:
+                yield record.id, _bar(update.percent, update.stage), loss_frame(points), "Training…"
         # 3. The end: the style and how to use it, or why not
-        record = self.service.get(record.id, owner)
         if record.state != "completed" or record.output is None:
-            why = _text(record.error or record.state)
+            why = markdown_text(record.error or record.state)
             yield (
                 record.id,
-                progress_html(percent, record.state),
+                _bar(update.percent, record.state),
                 loss_frame(points),
                 f"**{record.state}**: {why}",
             )
@@ -222,16 +197,11 @@ class TrainTabActions:
         )
         if info.get("images_deleted"):
             text += f"  \n{info['images_deleted']} uploaded training image(s) deleted."
-        yield record.id, progress_html(100, "done"), loss_frame(points), text
+        yield record.id, _bar(100, "done"), loss_frame(points), text
 
     def cancel(self, job_id: str | None, request: gr.Request | None = None) -> str:
-        if not job_id:
-            return "Nothing is running."
-        try:
-            record = self.service.cancel(job_id, self._owner(request))
-        except ToonboothError as exc:
-            return f"**Error:** {_text(str(exc))}"
-        return f"Cancel requested ({record.state})."
+        """Cancel the running training. -> status text."""
+        return cancel_job(self.service, job_id, self._owner(request))
 
     # --- my styles ----------------------------------------------------------------------------
     def _styles(self, owner: str) -> tuple[list[list[Any]], Any]:
@@ -257,7 +227,7 @@ class TrainTabActions:
             delete_style(self.service.models.registry, self._models_dir, owner, name)
             message = f"Deleted {_code(name)} (its files and its model entry)."
         except ToonboothError as exc:
-            message = f"**Error:** {_text(str(exc))}"
+            message = f"**Error:** {markdown_text(str(exc))}"
         rows, choices = self._styles(owner)
         return rows, choices, message
 
@@ -290,9 +260,9 @@ class TrainTabActions:
             record = self.service.submit(spec, owner)
             record = self.service.wait(record.id, owner, timeout=self.wait_s)
         except (ToonboothError, TimeoutError) as exc:
-            return None, f"**Error:** {_text(str(exc))}"
+            return None, f"**Error:** {markdown_text(str(exc))}"
         if record.state != "completed" or record.output is None:
-            return None, f"**{record.state}**: {_text(record.error or '')}"
+            return None, f"**{record.state}**: {markdown_text(record.error or '')}"
         out = record.output.outputs[0]
         image = png_image(self.service.read_output(record.id, owner, out.name))
         return image, f"{_code(text)} on {_code(style.base_model)}, seed {int(seed)}"
@@ -302,8 +272,7 @@ def build_train_tab(service: Any, settings: Settings, owner_of: Callable[[gr.Req
     """Build the "Train a style" tab inside the current `gr.Blocks` context and return it.
     `owner_of(request)` names the user a request acts for."""
     actions = TrainTabActions(service, settings, owner_of)
-    d = TrainTabDefaults()
-    preset_value = d.preset if d.preset in TRAIN_PRESETS else NO_PRESET
+    preset_value = settings.ui_train_preset  # a TRAIN_PRESETS name or NO_PRESET ("none"), checked by Settings
     with gr.Tab("Train a style", id="train") as tab:
         job_id = gr.State(None)
         gr.Markdown(
@@ -341,7 +310,7 @@ def build_train_tab(service: Any, settings: Settings, owner_of: Callable[[gr.Req
                     start_btn = gr.Button("Start training", variant="primary", elem_id="tb-train-start")
                     cancel_btn = gr.Button("Cancel")
             with gr.Column(scale=2):
-                bar = gr.HTML(progress_html(0, "idle"))
+                bar = gr.HTML(_bar(0, "idle"))
                 loss = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Training loss", height=240)
                 status = gr.Markdown("")
         gr.Markdown("### My styles")

@@ -18,20 +18,10 @@ import numpy as np
 from PIL import Image
 
 from toonbooth.core.errors import InputError
+from toonbooth.core.images import to_rgb_array
 
 STD_RATIO_LIMITS = (0.5, 2.0)
 """Per-channel std scale factors are clamped to this range (a flat band must not blow up the contrast)."""
-
-
-def _rgb(img: Image.Image | np.ndarray, name: str) -> np.ndarray:
-    if isinstance(img, Image.Image):
-        return np.asarray(img.convert("RGB"))
-    if isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
-        return img
-    raise InputError(
-        name,
-        f"must be an RGB PIL image or an HxWx3 uint8 array, got {type(img).__name__} {getattr(img, 'shape', '')}",
-    )
 
 
 def _same_size(name: str, arr: np.ndarray, shape: tuple[int, int]) -> None:
@@ -92,8 +82,8 @@ def harmonize(
     `strength` (0 = unchanged, 1 = full transfer). Returns the whole character image, adjusted.
     """
     # 1. Check inputs
-    char = _rgb(char_rgb, "char_rgb")
-    bg = _rgb(background_rgb, "background_rgb")
+    char = to_rgb_array(char_rgb, field="char_rgb")
+    bg = to_rgb_array(background_rgb, field="background_rgb")
     shape = char.shape[:2]
     _same_size("background_rgb", bg, shape)
     if not isinstance(mask, np.ndarray) or mask.ndim != 2:
@@ -135,8 +125,8 @@ def composite(
     """`character` over `background` through `alpha`; with `edge_line_px` > 0 an outline of that width
     is drawn just outside the silhouette (alpha >= 0.5), under the character's own soft edge."""
     # 1. Check inputs
-    bg = _rgb(background, "background")
-    ch = _rgb(character, "character")
+    bg = to_rgb_array(background, field="background")
+    ch = to_rgb_array(character, field="character")
     shape = bg.shape[:2]
     _same_size("character", ch, shape)
     a = _alpha(alpha, shape)
@@ -160,7 +150,7 @@ def composite(
 
 def layers_to_rgba(character: Image.Image | np.ndarray, alpha: np.ndarray | Image.Image) -> Image.Image:
     """The character as an RGBA image (alpha in the fourth channel), e.g. for the layer PNG."""
-    ch = _rgb(character, "character")
+    ch = to_rgb_array(character, field="character")
     a = _alpha(alpha, ch.shape[:2])
     rgba = np.dstack([ch, np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)])
     return Image.fromarray(rgba)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from toonbooth.core.errors import InputError
+from toonbooth.core.images import to_rgb_array
 
 LAMA_NATIVE_SIZE = 512
 """Training resolution of the public big-lama weights."""
@@ -37,17 +38,6 @@ LAMA_NATIVE_SIZE = 512
 # ---------------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------------
-
-
-def _rgb(img: Image.Image | np.ndarray, name: str = "img") -> np.ndarray:
-    if isinstance(img, Image.Image):
-        return np.asarray(img.convert("RGB"))
-    if isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
-        return img
-    raise InputError(
-        name,
-        f"must be an RGB PIL image or an HxWx3 uint8 array, got {type(img).__name__} {getattr(img, 'shape', '')}",
-    )
 
 
 def _mask(mask: Image.Image | np.ndarray, shape: tuple[int, int], name: str = "mask") -> np.ndarray:
@@ -188,7 +178,7 @@ class LamaInpainter:
     def inpaint(self, img: Image.Image | np.ndarray, mask: Image.Image | np.ndarray) -> Image.Image:
         """`img` with the `mask` area (nonzero = remove) filled in; same size, RGB."""
         # 1. Check inputs
-        rgb = _rgb(img)
+        rgb = to_rgb_array(img, field="img")
         h, w = rgb.shape[:2]
         hole = _mask(mask, (h, w))
 
@@ -243,7 +233,7 @@ def telea_inpaint(
     back. Pixels outside the dilated hole are returned unchanged.
     """
     # 1. Check inputs
-    rgb = _rgb(img)
+    rgb = to_rgb_array(img, field="img")
     h, w = rgb.shape[:2]
     hole = _mask(mask, (h, w))
     if not (1 <= radius <= 64):

@@ -32,6 +32,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from toonbooth.core.errors import InputError, ModelError, ModelNotFoundError, OfflineError
+from toonbooth.core.images import to_rgb_array
 from toonbooth.models.families import LoadEnv, ModelFamily
 from toonbooth.models.probe import unsafe_format_error
 from toonbooth.models.registry import ModelEntry, read_json, weights_state
@@ -133,17 +134,6 @@ class MaskResult:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _to_rgb_array(img: Image.Image | np.ndarray, name: str = "img") -> np.ndarray:
-    if isinstance(img, Image.Image):
-        return np.asarray(img.convert("RGB"))
-    if isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
-        return img
-    shape = getattr(img, "shape", None)
-    raise InputError(
-        name, f"must be an RGB PIL image or an HxWx3 uint8 array, got {type(img).__name__} {shape}"
-    )
-
-
 def image_hash(arr: np.ndarray) -> str:
     """Content hash of an image array (shape included)."""
     h = hashlib.blake2b(digest_size=16)
@@ -172,7 +162,7 @@ def prompt_from_face(img: Image.Image | np.ndarray) -> ClickPrompt:
     and the person box grown from it. Raises `InputError("points")` when no face is found."""
     from toonbooth.vision.faces import largest_face
 
-    arr = _to_rgb_array(img)
+    arr = to_rgb_array(img, field="img")
     face = largest_face(Image.fromarray(arr))
     if face is None:
         raise InputError("points", "no click given and no face found in the photo: click on the person", None)
@@ -303,7 +293,7 @@ class SamSegmenter:
         import torch
 
         # 1. Check inputs
-        arr = _to_rgb_array(img)
+        arr = to_rgb_array(img, field="img")
         h, w = arr.shape[:2]
         if prompt is None:
             prompt = prompt_from_face(arr)
@@ -395,7 +385,7 @@ def grabcut_segment(
     part and lies outside the probable region needs its own click.
     """
     # 1. Check inputs
-    arr = _to_rgb_array(img)
+    arr = to_rgb_array(img, field="img")
     h, w = arr.shape[:2]
     if not (1 <= iterations <= 50):
         raise InputError("iterations", f"must be in [1, 50], got {iterations!r}", iterations)
