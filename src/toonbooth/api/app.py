@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -21,10 +22,11 @@ from pydantic import TypeAdapter
 
 from .. import __version__
 from ..core.errors import AuthError
+from ..core.logs import install_log_filters
 from ..core.settings import Settings
 from ..core.specs import JobSpec
 from .a1111_options import OptionsStore
-from .auth import LOCAL_USER, AuthPolicy
+from .auth import LOCAL_USER, AuthPolicy, TicketSigner
 from .deps import ApiState
 from .errors import ErrorBody, install_error_handlers
 from .middleware import BodyLimitMiddleware, OriginGuardMiddleware
@@ -130,6 +132,8 @@ def create_app(
     app.state.api = ApiState(settings=settings, service=svc, auth=policy, options=options)
     app.state.begin_shutdown = svc.begin_stop if owned else (lambda: None)
     app.state.auth = policy
+    secret = settings.ticket_secret.get_secret_value().encode() if settings.ticket_secret else secrets.token_bytes(32)
+    app.state.tickets = TicketSigner(secret)
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(a1111.router)
@@ -143,7 +147,11 @@ def create_app(
     if mount_ui:
         _mount_ui(app, settings, svc, policy)
     # outermost last: origin guard, then CORS for configured origins, then the body limit
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes(settings))
+    upload_limit = max(settings.max_upload_bytes, settings.max_audio_bytes) + 256 * 1024  # + multipart framing
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=max_body_bytes(settings), read_timeout_s=settings.request_body_timeout_s,
+        path_limits={"/v1/uploads": upload_limit}, max_large_bodies=settings.max_concurrent_uploads,
+    )  # fmt: skip
     if origins:
         app.add_middleware(
             CORSMiddleware,
@@ -154,6 +162,46 @@ def create_app(
         )
     app.add_middleware(OriginGuardMiddleware, allowed_origins=origins)
     return app
+
+
+def guarded_h11(header_timeout_s: float):
+    """uvicorn's h11 protocol with a request-header deadline: a connection whose request line and headers
+    have not all arrived `header_timeout_s` after it opened (or after the previous response) is closed —
+    trickling bytes (slowloris) no longer keeps it open. Bodies have their own read timeout (the body-limit
+    middleware)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._tb_cycle = None
+            self._tb_timer = self.loop.call_later(header_timeout_s, self._tb_headers_late)
+
+        def _tb_headers_late(self) -> None:
+            self._tb_timer = None
+            if self.cycle is self._tb_cycle and not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._tb_cycle and self._tb_timer is not None:  # headers of a request arrived
+                self._tb_timer.cancel()
+                self._tb_timer = None
+                self._tb_cycle = self.cycle
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._tb_timer is None and not self.transport.is_closing():
+                self._tb_cycle = self.cycle
+                self._tb_timer = self.loop.call_later(header_timeout_s, self._tb_headers_late)
+
+        def connection_lost(self, exc) -> None:  # type: ignore[override]
+            if self._tb_timer is not None:
+                self._tb_timer.cancel()
+                self._tb_timer = None
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
 
 
 def run_server(
@@ -178,9 +226,16 @@ def run_server(
                 log.exception("could not begin stopping the service")
             await super().shutdown(sockets=sockets)
 
+    api = getattr(app.state, "api", None)
+    settings: Settings | None = api.settings if api is not None else None
+    header_timeout = settings.request_header_timeout_s if settings is not None else 10.0
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=timeout_graceful_shutdown
-    )
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=timeout_graceful_shutdown,
+        http=guarded_h11(header_timeout), timeout_keep_alive=5,
+        limit_concurrency=settings.max_connections if settings is not None else None,
+        h11_max_incomplete_event_size=64 * 1024,
+    )  # fmt: skip
+    install_log_filters()
     server = Server(config)
     server.run()
     if not server.started:  # e.g. the port is taken: fail like `uvicorn.run` does

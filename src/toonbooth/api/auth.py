@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import ipaddress
+import time
 
 from fastapi import Request, WebSocket
 
@@ -107,10 +110,49 @@ def current_user_a1111(request: Request) -> str:
     return policy.resolve(request.headers.get("authorization"), request.headers.get("host"), allow_basic=True)
 
 
+class TicketSigner:
+    """Short-lived WebSocket tickets (browsers cannot set headers on a WebSocket, and a token in a URL ends up in
+    access logs): `POST /v1/ws-ticket` gives the authenticated caller `<user>.<expiry>.<hmac>`, good for
+    `ttl_s` seconds, for `?ticket=` on the WebSocket. Stateless (an HMAC with the server's secret), so any API
+    process that shares `ticket_secret` accepts it."""
+
+    def __init__(self, secret: bytes, ttl_s: float = 60.0):
+        self.secret = secret
+        self.ttl_s = ttl_s
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self.secret, body.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def issue(self, user: str, now: float | None = None) -> tuple[str, int]:
+        expiry = int((now if now is not None else time.time()) + self.ttl_s)
+        body = f"{base64.urlsafe_b64encode(user.encode()).decode().rstrip('=')}.{expiry}"
+        return f"{body}.{self._mac(body)}", expiry
+
+    def check(self, ticket: str, now: float | None = None) -> str:
+        parts = ticket.split(".")
+        if len(parts) != 3:
+            raise AuthError("the WebSocket ticket is malformed; get one from POST /v1/ws-ticket")
+        body = f"{parts[0]}.{parts[1]}"
+        if not hmac.compare_digest(self._mac(body), parts[2]):
+            raise AuthError("the WebSocket ticket is not valid; get one from POST /v1/ws-ticket")
+        try:
+            expiry = int(parts[1])
+            user = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode()
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise AuthError("the WebSocket ticket is malformed; get one from POST /v1/ws-ticket") from None
+        if (now if now is not None else time.time()) > expiry:
+            raise AuthError("the WebSocket ticket has expired; get a new one from POST /v1/ws-ticket")
+        return user
+
+
 def websocket_user(websocket: WebSocket) -> str:
-    """WebSockets: the Authorization header, or `?token=` (browsers cannot set headers on a WebSocket)."""
+    """WebSockets: the Authorization header, a `?ticket=` from POST /v1/ws-ticket (preferred from browsers),
+    or `?token=` (accepted; redacted from every log line)."""
     policy: AuthPolicy = websocket.app.state.auth
     header = websocket.headers.get("authorization")
+    ticket = websocket.query_params.get("ticket")
+    if not header and ticket:
+        return websocket.app.state.tickets.check(ticket)
     token = websocket.query_params.get("token")
     if not header and token:
         header = f"Bearer {token}"

@@ -8,6 +8,7 @@ message and a server log line (never a traceback to the client).
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..core.errors import AuthError, InputError, ToonboothError
+from ..core.errors import AuthError, InputError, LimitError, ToonboothError
 from ..core.specs import input_error_from_validation
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,39 @@ def validation_detail(errors: list[dict[str, Any]]) -> tuple[str, str]:
     return field, f"`{field}`: {msg}, got {shown}{more}"
 
 
+RETRY_AFTER_S = 10
+
+
+def storage_error(exc: OSError) -> tuple[int, str]:
+    """(status, message) for a disk fault: full -> 507, read-only -> 503, anything else -> 500; the message
+    names the condition, never a server path."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507, "the server's storage is full; try again later (the operator has been told in the log)"
+    if exc.errno == errno.EROFS:
+        return 503, "the server's storage is read-only at the moment; try again later"
+    return 500, f"internal storage error ({type(exc).__name__}); see the server log"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ToonboothError)
     async def _toonbooth(_request: Request, exc: ToonboothError):
         field = exc.field if isinstance(exc, InputError) else None
-        headers = (
-            {"WWW-Authenticate": 'Bearer, Basic realm="toonbooth"'} if isinstance(exc, AuthError) else None
-        )
+        headers: dict[str, str] | None = None
+        if isinstance(exc, AuthError):
+            headers = {"WWW-Authenticate": 'Bearer, Basic realm="toonbooth"'}
+        elif isinstance(exc, LimitError):
+            headers = {"Retry-After": str(RETRY_AFTER_S)}
         return error_response(exc.http_status, str(exc), field, headers)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_request: Request, _exc: RecursionError):
+        return error_response(422, "`body`: the JSON is nested too deeply", "body")
+
+    @app.exception_handler(OSError)
+    async def _storage(request: Request, exc: OSError):
+        status, detail = storage_error(exc)
+        log.error("storage error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return error_response(status, detail, None, {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_request: Request, exc: RequestValidationError):

@@ -11,52 +11,76 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..core.errors import InputTooLargeError
+from ..core.errors import InputError, InputTooLargeError
 
 
 class BodyTooLargeError(InputTooLargeError):
     """The request body passed the server's limit while it was being read."""
 
 
+class BodyTimeoutError(InputError):
+    """The client stopped sending its request body."""
+
+    http_status = 408
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-async def _send_json(send: Send, status: int, detail: str, field: str | None = None) -> None:
+async def _send_json(send: Send, status: int, detail: str, field: str | None = None, *,
+                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
     body = json.dumps({"detail": detail, "field": field}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
     await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    """Request bodies: a limit (per path prefix where given, else `max_bytes`), checked from `Content-Length`
+    before reading and with a running count while streaming; a read timeout while the body is incomplete
+    (408 when a client stalls); and at most `max_large_bodies` bodies over `large_body_bytes` in flight at
+    once (429 with Retry-After beyond), so parallel uploads cannot spool gigabytes to disk."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, *, read_timeout_s: float = 30.0,
+                 path_limits: dict[str, int] | None = None, max_large_bodies: int = 4,
+                 large_body_bytes: int = 1 << 20):  # fmt: skip
         self.app = app
         self.max_bytes = int(max_bytes)
+        self.read_timeout_s = float(read_timeout_s)
+        self.path_limits = dict(path_limits or {})
+        self.large_body_bytes = int(large_body_bytes)
+        self._large = asyncio.Semaphore(max(1, int(max_large_bodies)))
 
-    def _reason(self, size: int | None) -> str:
+    def limit_for(self, path: str) -> int:
+        for prefix, limit in self.path_limits.items():
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return limit
+        return self.max_bytes
+
+    @staticmethod
+    def _reason(limit: int, size: int | None) -> str:
         got = f"{size} bytes" if size is not None else "more"
-        return f"the request body is over the server's limit of {self.max_bytes} bytes, got {got}"
+        return f"the request body is over the server's limit of {limit} bytes, got {got}"
 
-    def _message(self, size: int | None) -> str:
-        return f"`body`: {self._reason(size)}"
+    def _message(self, limit: int, size: int | None) -> str:
+        return f"`body`: {self._reason(limit, size)}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _headers(scope).get("content-length")
+        limit = self.limit_for(scope.get("path", ""))
+        headers = _headers(scope)
+        length = headers.get("content-length")
+        declared: int | None = None
         if length is not None:
             try:
                 declared = int(length)
@@ -65,23 +89,60 @@ class BodyLimitMiddleware:
                     send, 400, f"`Content-Length` is not a number: {length[:40]!r}", "Content-Length"
                 )
                 return
-            if declared > self.max_bytes:
-                await _send_json(send, 413, self._message(declared), "body")
+            if declared > limit:
+                await _send_json(send, 413, self._message(limit, declared), "body")
                 return
+        large = (declared or 0) > self.large_body_bytes or (
+            declared is None and "chunked" in headers.get("transfer-encoding", "").lower()
+        )
+        if large and self._large.locked():
+            await _send_json(send, 429, "`body`: too many large uploads at once; retry in a few seconds", "body",
+                             extra_headers=[(b"retry-after", b"5")])  # fmt: skip
+            return
+        if large:
+            await self._large.acquire()
+        try:
+            await self._forward(scope, receive, send, limit)
+        finally:
+            if large:
+                self._large.release()
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
         started = False
+        body_done = False
+        failure: dict[str, object] = {}
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect (SSE, WebSocket-like streams) has no limit
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except asyncio.TimeoutError:
+                failure["status"] = 408
+                failure["detail"] = f"`body`: no request data for {self.read_timeout_s:g} s"
+                raise BodyTimeoutError("body", f"no request data for {self.read_timeout_s:g} s", None) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLargeError("body", self._reason(None), None)
+                if received > limit:
+                    failure["status"], failure["detail"] = 413, self._message(limit, None)
+                    raise BodyTooLargeError("body", self._reason(limit, None), None)
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
+            # a framework that turns our error inside `receive` into its own answer (FastAPI: 400 "error
+            # parsing the body") is overruled: the client gets the 413 / 408 it caused
             nonlocal started
+            if failure and not started:
+                if message["type"] == "http.response.start":
+                    started = True
+                    failure["sent"] = True
+                    await _send_json(send, int(failure["status"]), str(failure["detail"]), "body")
+                return
+            if failure and started and message["type"] == "http.response.body" and failure.get("sent"):
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -90,7 +151,10 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLargeError:
             if not started:
-                await _send_json(send, 413, self._message(None), "body")
+                await _send_json(send, 413, self._message(limit, None), "body")
+        except BodyTimeoutError as exc:
+            if not started:
+                await _send_json(send, 408, str(exc), "body")
 
 
 class OriginGuardMiddleware:

@@ -581,8 +581,20 @@ def format_a1111_parameters(prompt: str, negative_prompt: str, settings: Mapping
                 "settings", f"infotext keys must be words, spaces, '-' or '/' (2+ chars), got {key!r}", key
             )
         pairs.append(f"{key}: {_quote(_value_text(value))}")
+    prompt, negative_prompt = _escape_prompt_lines(prompt), _escape_prompt_lines(negative_prompt)
     negative = f"\n{_NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative}\n{', '.join(pairs)}".strip()
+
+
+_FORGED_NEGATIVE = re.compile(r"^(\s*)Negative prompt:", re.MULTILINE)
+
+
+def _escape_prompt_lines(text: str) -> str:
+    """Line breaks stay (A1111 prompts have lines), but a line of the prompt can never be read back as the
+    `Negative prompt:` line: it is written `Negative prompt :` (A1111's reader matches the exact prefix).
+    Settings values are JSON-quoted, and the settings line is always last, so no prompt line can pose as it."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _FORGED_NEGATIVE.sub(r"\1Negative prompt :", text)
 
 
 def parse_a1111_parameters(text: str) -> tuple[str, str, dict[str, str]]:

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
         description="Largest HTTP request body. Default: three images of max_upload_bytes as base64 + 1 MiB "
         "(send more or larger images through /v1/uploads first).",
     )
+    request_header_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0, description="A connection must send a request's headers within this (slowloris)."
+    )
+    request_body_timeout_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Longest wait for the next chunk of a request body before a 408."
+    )
+    max_concurrent_uploads: int = Field(
+        4, ge=1, le=1000, description="Request bodies over 1 MiB read at the same time; more get a 429."
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=100_000, description="Concurrent connections the server takes; more get a 503."
+    )
     max_pixels: int = Field(40_000_000, ge=4096, le=200_000_000, description="Largest accepted image (width*height).")
     max_audio_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest accepted recording file.")
     max_audio_seconds: float = Field(
@@ -69,6 +81,21 @@ class Settings(BaseSettings):
         0.0, ge=0.0, description="Device-memory budget of loaded models in GiB; 0 = 64 GiB (no practical cap)."
     )
     offline: bool = Field(False, description="Never contact a model hub (also implied by HF_HUB_OFFLINE=1).")
+
+    # --- what one job may cost (checked at submit; 0 = no limit) ---
+    max_job_pixels: int = Field(4_194_304, ge=0, description="Largest image a job may make (width*height); 2048x2048.")
+    max_job_images: int = Field(16, ge=0, description="Images one job may make (batch_size * n_iter, ...).")
+    max_job_pixel_steps: int = Field(
+        1024 * 1024 * 50 * 8, ge=0,
+        description="Sum over a job's denoising steps of the pixels denoised (cost budget; 8 x 1024² x 50 steps).",
+    )
+    max_job_frames: int = Field(25 * 60, ge=0, description="Video / sticker frames one job may make (60 s at 25 fps).")
+    max_train_pixel_steps: int = Field(
+        1024 * 1024 * 4000, ge=0, description="Training steps x resolution² one training job may run."
+    )
+    unlimited_users: list[str] = Field(
+        default_factory=list, description="Users (operators) the per-job limits above do not apply to."
+    )
 
     # --- jobs (runtime) ---
     runners: int = Field(1, ge=1, le=64, description="Runner threads (one per device; cuda -> cuda:0..N-1).")
@@ -88,6 +115,11 @@ class Settings(BaseSettings):
         le=100,
         description="Live preview (A1111 'Approx cheap' latent -> RGB) every N denoising steps and at the last "
         "step of each pass, served as `current_image`; 0 = off.",
+    )
+
+    ticket_secret: SecretStr | None = Field(
+        None, description="Key that signs WebSocket tickets; set the same value on every API process behind one "
+        "address (default: random per process)."
     )
 
     # --- storage ---

@@ -38,6 +38,7 @@ from PIL import Image
 
 from ..core.artifacts import ImageArtifact
 from ..core.errors import BackendUnavailableError, InputError, ModelNotFoundError
+from ..core.settings import Settings
 from ..core.specs import AnimeSpec
 from ..models import sd
 from ..models.infotext import plain_infotext, sd_infotext
@@ -45,7 +46,7 @@ from ..models.manager import ModelManager
 from ..models.refs import ModelRef
 from ..vision.edges import check_canny_thresholds
 from ..vision.segment import ClickPrompt, MaskResult, Point, prompt_from_face
-from .base import Engine, EngineContext, EngineOutput, check_model_names
+from .base import Engine, EngineContext, EngineOutput, JobCost, check_model_names
 
 ARCH = "sd15"
 OVERLAY_COLOR = (255, 64, 160)
@@ -203,6 +204,10 @@ class AnimeEngine(Engine[AnimeSpec, AnimeOutput]):
         plan = choose_backends(spec, models, owner)  # backend="neural" without weights: refused here
         if spec.mode == "full" and plan.character == "sd15":
             check_generation_inputs(spec, models, owner, spec.build_prompt())
+
+    def cost(self, spec: AnimeSpec, settings: Settings) -> JobCost:
+        pixels = spec.gen_size * spec.gen_size
+        return JobCost(pixels=(pixels, "gen_size"), pixel_steps=(pixels * int(spec.steps * spec.strength), "steps"))
 
     def run(self, spec: AnimeSpec, ctx: EngineContext) -> AnimeOutput:
         return _run(spec, ctx)

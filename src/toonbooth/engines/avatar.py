@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..core.artifacts import ImageArtifact
 from ..core.errors import BackendUnavailableError, InputError
+from ..core.settings import Settings
 from ..core.specs import AvatarSpec
 from ..models import sd
 from ..models.infotext import plain_infotext, sd_infotext
@@ -22,7 +23,7 @@ from ..models.manager import ModelManager
 from ..models.refs import ModelRef
 from ..models.samplers import resolve_sampler
 from ..vision.edges import check_canny_thresholds
-from .base import Engine, EngineContext, EngineOutput
+from .base import Engine, EngineContext, EngineOutput, JobCost
 
 ARCH = "sdxl"
 MISSING_HINT = (
@@ -84,6 +85,14 @@ class AvatarEngine(Engine[AvatarSpec, AvatarOutput]):
         denoise_steps(spec)
         if spec.backend == "neural":
             self.choose_backend(spec, models, owner)
+
+    def cost(self, spec: AvatarSpec, settings: Settings) -> JobCost:
+        side = spec.max_side or settings.max_side  # pass 1 works at the photo's size, long side capped
+        p1 = side * side
+        p2 = int(side * spec.upscale) ** 2 if spec.second_pass else 0
+        s1, s2 = int(spec.steps * spec.strength), int(spec.steps * spec.second_strength) if spec.second_pass else 0
+        return JobCost(pixels=(max(p1, p2), "upscale" if p2 > p1 else "max_side"),
+                       pixel_steps=(p1 * s1 + p2 * s2, "steps"))  # fmt: skip
 
     def choose_backend(self, spec: AvatarSpec, models: ModelManager, owner: str | None) -> tuple[str, str]:
         if spec.backend == "classic":

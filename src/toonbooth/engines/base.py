@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from PIL import Image
@@ -138,6 +139,43 @@ class ImagesOutput(EngineOutput):
     images: list[ImageArtifact]
 
 
+@dataclass(frozen=True)
+class JobCost:
+    """What one job may cost, per quantity: (value, the spec field that drives it). Checked at submit against
+    the settings' per-job limits (`check_job_limits`); a studio reports what applies to it."""
+
+    pixels: tuple[int, str] | None = None  # the largest image it makes (width * height)
+    images: tuple[int, str] | None = None  # images it makes
+    pixel_steps: tuple[int, str] | None = None  # sum over denoising steps of the pixels denoised
+    frames: tuple[int, str] | None = None  # video / animation frames
+    train_pixel_steps: tuple[int, str] | None = None  # training steps x resolution^2
+
+
+_LIMITS = {
+    "pixels": ("max_job_pixels", "pixels per image"),
+    "images": ("max_job_images", "images per job"),
+    "pixel_steps": ("max_job_pixel_steps", "pixel-steps (width x height x denoising steps, summed)"),
+    "frames": ("max_job_frames", "frames per job"),
+    "train_pixel_steps": ("max_train_pixel_steps", "training pixel-steps (steps x resolution^2)"),
+}
+
+
+def check_job_limits(cost: JobCost | None, settings: Settings, owner: str | None) -> None:
+    """Refuse a job over a per-job limit of the settings (operators listed in `unlimited_users` are exempt),
+    naming the spec field and the limit (422)."""
+    if cost is None or (owner is not None and owner in settings.unlimited_users):
+        return
+    for name, (setting, what) in _LIMITS.items():
+        entry = getattr(cost, name)
+        limit = getattr(settings, setting)
+        if entry is not None and limit > 0 and entry[0] > limit:
+            value, field = entry
+            raise InputError(
+                field, f"this job would need {value:,} {what}, over this server's limit of {limit:,} "
+                f"(setting {setting})", value,
+            )  # fmt: skip
+
+
 SpecT = TypeVar("SpecT", bound=SpecBase)
 OutT = TypeVar("OutT", bound=EngineOutput)
 
@@ -156,6 +194,10 @@ class Engine(Generic[SpecT, OutT]):
 
     def check_inputs(self, spec: SpecT, models: ModelManager, owner: str | None) -> None:
         """Refuse what can be refused without loading weights or decoding images (errors name the field)."""
+
+    def cost(self, spec: SpecT, settings: Settings) -> JobCost | None:
+        """What the job may cost (sizes, images, steps, frames), for the per-job limits; None = nothing to bound."""
+        return None
 
     def run(self, spec: SpecT, ctx: EngineContext) -> OutT:  # pragma: no cover - abstract
         raise NotImplementedError

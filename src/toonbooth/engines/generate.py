@@ -48,6 +48,7 @@ from pydantic import BaseModel
 
 from ..core.artifacts import ImageArtifact
 from ..core.errors import InputError
+from ..core.settings import Settings
 from ..core.specs import ControlNetUnit, GenerateSpec
 from ..models import sd
 from ..models.infotext import sd_infotext, version_text
@@ -65,7 +66,7 @@ from ..vision.a1111_image import (
     resize_image,
 )
 from ..vision.control import canny_thresholds, control_map, unit_text
-from .base import Engine, EngineContext, EngineOutput, resolve_or_field_error
+from .base import Engine, EngineContext, EngineOutput, JobCost, resolve_or_field_error
 
 SUPPORTED_ARCHS = ("sd15", "sdxl")
 MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
@@ -363,6 +364,14 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
 
     def check_inputs(self, spec: GenerateSpec, models: ModelManager, owner: str | None) -> None:
         check_generate(spec, models, owner)
+
+    def cost(self, spec: GenerateSpec, settings: Settings) -> JobCost:
+        images = spec.batch_size * spec.n_iter
+        strength = spec.used_strength()
+        steps = spec.steps if strength is None else max(1, min(int(spec.steps * strength), spec.steps))
+        pixels = spec.width * spec.height
+        return JobCost(pixels=(pixels, "width"), images=(images, "batch_size"),
+                       pixel_steps=(pixels * steps * images, "steps"))  # fmt: skip
 
     def run(self, spec: GenerateSpec, ctx: EngineContext) -> GenerateOutput:
         import diffusers

@@ -167,6 +167,19 @@ def _check_reachable(entry: CatalogEntry, dest: Path, endpoint: str, timeout: fl
         ) from exc
 
 
+def _only_this_endpoint() -> None:
+    """huggingface_hub (>= 1.x) builds its user agent from an "agent harnesses" list it fetches from its
+    *default* endpoint, even when a download goes to a mirror (HF_ENDPOINT / `endpoint=`): an air-gapped or
+    mirrored install would still contact the public hub once per process. Give it the empty list up front so
+    the only host contacted is the endpoint of the pull. (Private attribute: skipped if the library changes.)"""
+    try:
+        from huggingface_hub.utils import _detect_agent
+    except ImportError:  # older huggingface_hub: no such fetch
+        return
+    if hasattr(_detect_agent, "_registry") and getattr(_detect_agent, "_registry", None) is None:
+        _detect_agent._registry = getattr(_detect_agent, "_EMPTY_REGISTRY", {})
+
+
 def pull(
     entry: CatalogEntry | str,
     models_dir: str | Path,
@@ -208,7 +221,8 @@ def pull(
             f"`offline` setting). {manual_instructions(entry, dest, endpoint)}"
         )
 
-    # 2. Reach the hub quickly
+    # 2. Reach the hub quickly (and only the endpoint asked for)
+    _only_this_endpoint()
     _check_reachable(entry, dest, endpoint, timeout)
 
     # 3. Download

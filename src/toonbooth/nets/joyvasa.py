@@ -225,7 +225,7 @@ class DiffusionSchedule(nn.Module):
             betas = torch.clip(1 - ab[1:] / ab[:-1], 0.0001, 0.999)
         else:
             raise InputError("diff_schedule", f"expected linear/quadratic/sigmoid/cosine, got {mode!r}", mode)
-        betas = torch.cat([torch.zeros(1), betas])
+        betas = torch.cat([torch.zeros(1, dtype=betas.dtype, device=betas.device), betas])
         alphas = 1 - betas
         log_ab = torch.log(alphas)
         for i in range(1, log_ab.shape[0]):  # sequential float32 accumulation, as the reference

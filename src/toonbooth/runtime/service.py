@@ -27,7 +27,7 @@ from ..core.media import MediaKind, media_fields, read_media_bytes
 from ..core.results import OutputRef
 from ..core.settings import Settings
 from ..core.specs import SpecBase, parse_job_spec
-from ..engines.base import EngineRegistry, check_model_names
+from ..engines.base import EngineRegistry, check_job_limits, check_model_names
 from .events_bus import BusItem, EventBus
 from .mail import mail_configured
 from .queue_base import TERMINAL_EVENTS, JobQueue, JobRecord
@@ -396,6 +396,7 @@ class Service:
         check first: a style trained a moment ago, or a file just copied in, must not be refused."""
         engine = self.engines.engine(spec.kind)  # type: ignore[attr-defined]
         check_model_names(engine.required_models(spec), self.models)
+        check_job_limits(engine.cost(spec, self.settings), self.settings, owner)
         try:
             engine.check_inputs(spec, self.models, owner)
         except (InputError, ModelError):

@@ -24,8 +24,9 @@ from ..core.artifacts import ImageArtifact
 from ..core.errors import InputError, ToonboothError
 from ..core.fs import atomic_path
 from ..core.images import format_a1111_parameters, load_image
+from ..core.settings import Settings
 from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
-from ..engines.base import Engine, EngineContext, EngineOutput
+from ..engines.base import Engine, EngineContext, EngineOutput, JobCost
 from ..models.infotext import version_text
 from ..models.manager import ModelManager
 from . import checkpoint as ckpt
@@ -80,6 +81,11 @@ class TrainEngine(Engine):
             raise InputError(
                 "arch", f"cannot tell whether {spec.base!r} is sd15 or sdxl ({entry.arch}): give `arch`", spec.arch
             )
+
+    def cost(self, spec: TrainSpec, settings: Settings) -> JobCost:
+        res = spec.resolution or 1024  # the arch's default resolution is at most 1024
+        steps = spec.steps or 1000  # epochs: bounded by the image count (<= a few hundred) in practice
+        return JobCost(train_pixel_steps=(steps * res * res, "steps" if spec.steps else "resolution"))
 
     def run(self, spec: TrainSpec, ctx: EngineContext) -> TrainOutput:
         return run(spec, ctx)

@@ -22,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
 from ...core.artifacts import extension_for
-from ...core.errors import InputError, ToonboothError
+from ...core.errors import InputError, InputTooLargeError, ToonboothError
 from ...core.events import JobEvent
+from ...core.media import media_fields
 from ...core.specs import job_kinds, parse_job_spec
 from ...models.cache import CacheStats
 from ...runtime.queue_base import JobRecord
@@ -147,8 +148,50 @@ async def _spec_from_request(request: Request) -> dict[str, Any]:
     return json_object(body.decode("utf-8", "replace"), "body")
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _depth_ok(text: str, limit: int) -> bool:
+    """Whether brackets nest at most `limit` deep (counted outside strings), without parsing."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def check_spec_size(spec: Any, field: str = "body") -> None:
+    """The spec as it will be stored (inline images and recordings become `blob:` refs) must stay under
+    MAX_SPEC_CHARS: long prompts and captions are fine, megabytes of text are not (413 naming the field)."""
+    data = spec.model_dump(mode="json")
+    inline = sum(len(v) for _, _, v in media_fields(type(spec), data) if not v.startswith("blob:"))
+    size = len(spec.model_dump_json()) - inline
+    if size > MAX_SPEC_CHARS:
+        raise InputTooLargeError(
+            field, f"the job spec holds {size:,} characters besides its media, over the limit of {MAX_SPEC_CHARS:,}",
+            size,
+        )  # fmt: skip
+
+
 def json_object(text: str, field: str, what: str = "a JobSpec") -> dict[str, Any]:
-    """Parse a request's JSON object; errors name the field (shared by the jobs and trainings routes)."""
+    """Parse a request's JSON object; errors name the field (shared by the jobs and trainings routes). JSON
+    nested deeper than MAX_JSON_DEPTH is refused before parsing."""
+    if not _depth_ok(text, MAX_JSON_DEPTH):
+        raise InputError(field, f"the JSON nests deeper than {MAX_JSON_DEPTH} levels", None)
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -188,6 +231,7 @@ async def create_job(
     base64 / data URLs inline, or multipart files named by their spec path. Answers 201 with the job."""
     data = await _spec_from_request(request)
     spec = await run_in_threadpool(parse_job_spec, data)
+    check_spec_size(spec)
     # every kind's engine refuses unknown model / sampler / LoRA names here (422), not when it runs
     return await run_in_threadpool(state.service.submit, spec, user)
 
@@ -394,3 +438,16 @@ def status(state: ApiState = Depends(api_state), user: str = Depends(current_use
         runners=len(service.runners), kinds=sorted(service.engines), model_families=service.models.families.kinds(),
         model_cache=caches,
     )  # fmt: skip
+
+
+class WsTicket(BaseModel):
+    ticket: str = Field(description="Use as `?ticket=` on /v1/jobs/{id}/ws (instead of a token in the URL).")
+    expires_at: int = Field(description="Unix time after which it is refused.")
+
+
+@router.post("/v1/ws-ticket", response_model=WsTicket, tags=["jobs"])
+def ws_ticket(request: Request, user: str = Depends(current_user)) -> WsTicket:
+    """A short-lived ticket for a browser's WebSocket (browsers cannot send an Authorization header there, and
+    a token in a URL would land in access logs)."""
+    ticket, expiry = request.app.state.tickets.issue(user)
+    return WsTicket(ticket=ticket, expires_at=expiry)

@@ -40,7 +40,7 @@ from ...training.presets import PresetInfo, list_presets
 from ...training.styles import StyleFields, StyleInfo, check_name_free, delete_style, get_style, list_styles
 from ..auth import current_user
 from ..deps import ApiState, api_state
-from .jobs import json_object
+from .jobs import check_spec_size, json_object
 
 router = APIRouter()
 TRAIN_KINDS = ("train_lora", "train_dreambooth", "train_ti")
@@ -118,6 +118,7 @@ def _submit_training(state: ApiState, data: dict[str, Any], user: str) -> JobRec
     if kind not in TRAIN_KINDS:
         raise InputError("kind", f"must be one of {', '.join(TRAIN_KINDS)}, got {kind!r}", kind)
     spec: TrainLoraSpec | TrainDreamBoothSpec | TrainTISpec = parse_job_spec(data)  # type: ignore[assignment]
+    check_spec_size(spec)
     if spec.owner not in (None, user):
         raise InputError(
             "owner", f"styles can only be trained for yourself ({user!r}), got {spec.owner!r}", spec.owner
