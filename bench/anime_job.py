@@ -44,13 +44,13 @@ STAGES = ("check", "segment", "inpaint", "generate", "composite")
 def _runtime(home: Path, models_dir: Path, extra: list[Path]):
     from toonbooth.core.settings import Settings
     from toonbooth.models.cache import ModelCache
-    from toonbooth.models.manager import ModelManager
+    from toonbooth.runtime.families import model_manager
     from toonbooth.runtime.storage_local import LocalStorage
 
     settings = Settings(
         home=home, models_dir=models_dir, extra_model_dirs=extra, data_dir=home / "data", device="cpu"
     )
-    return settings, ModelManager(settings, cache=ModelCache(6)), LocalStorage(settings.resolved_data_dir)
+    return settings, model_manager(settings, cache=ModelCache(max_items=6)), LocalStorage(settings.resolved_data_dir)
 
 
 def _photo_ref(storage) -> str:

@@ -98,9 +98,11 @@ def main() -> None:
         return {"pass1_s": p2 - t0, "pass2_s": t1 - p2, "total_s": t1 - t0}
 
     # stock: the same two passes as plain diffusers calls on the same (already loaded) modules
-    base, _ = models.base_pipeline(checkpoint, "sdxl")
-    cn, _ = models.controlnet(controlnet, base, "sdxl")
-    models.apply_loras(base, [(lora, 1.0)])
+    from toonbooth.models import sd
+
+    base, _ = sd.base_pipeline(models, checkpoint, "sdxl")
+    cn, _ = sd.controlnet(models, controlnet, base, "sdxl")
+    sd.apply_loras(models, base, [(lora, 1.0)])
     from toonbooth.models.samplers import make_scheduler
 
     stock1 = StableDiffusionXLControlNetImg2ImgPipeline(**{k: v for k, v in base.components.items()}, controlnet=cn)
