@@ -94,3 +94,27 @@ def test_memoji_tab_generates_with_moving_progress(ui_server, sample_photo_path,
             raise
         finally:
             browser.close()
+
+
+def test_api_docs_render_offline(ui_server, tmp_path):
+    """`/docs` (Swagger UI) renders with its assets from the server itself: every request the page makes goes
+    to the server (none to a CDN), and the operations are listed."""
+    assert CHROMIUM.exists(), INSTALL_HINT
+    from playwright.sync_api import sync_playwright
+
+    hosts: set[str] = set()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda req: hosts.add(req.url.split("/")[2]))
+            page.goto(ui_server.url + "/docs")
+            page.get_by_text("/v1/jobs").first.wait_for(timeout=30_000)
+            assert page.locator(".swagger-ui").count() == 1
+            page.screenshot(path=str(tmp_path / "docs.png"))
+        finally:
+            browser.close()
+    assert hosts == {ui_server.url.split("/")[2]}, hosts

@@ -126,7 +126,10 @@ def create_app(
         "(`/sdapi/v1`, `/controlnet`), web UI at `/ui`. Authenticate with `Authorization: Bearer <token>` "
         "(`toonbooth users add NAME`); A1111 routes also take HTTP Basic `user:token`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _install_offline_docs(app)
     policy = AuthPolicy(svc.users, allow_anonymous=allow_anonymous)
     options = OptionsStore(settings.resolved_data_dir / "a1111_options.json")
     app.state.api = ApiState(settings=settings, service=svc, auth=policy, options=options)
@@ -162,6 +165,36 @@ def create_app(
         )
     app.add_middleware(OriginGuardMiddleware, allowed_origins=origins)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _install_offline_docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI 5) and `/redoc`, served from the assets inside the `fastapi-offline` wheel (no CDN),
+    so the API docs work on an air-gapped server."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="toonbooth API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )  # fmt: skip
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc():
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="toonbooth API",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js", redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )  # fmt: skip
 
 
 def guarded_h11(header_timeout_s: float):
