@@ -8,9 +8,12 @@ there would exist twice). Typer: https://typer.tiangolo.com/tutorial/parameter-t
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -41,6 +44,7 @@ class State:
     """What the main callback sets up for the command that runs after it (one CLI run = one process)."""
 
     settings: Settings | None = None
+    warned: set[str] = set()  # warnings already printed while the job ran (not repeated in the summary)
 
 
 STATE = State()
@@ -52,6 +56,30 @@ def settings() -> Settings:
     if STATE.settings is None:
         STATE.settings = Settings()
     return STATE.settings
+
+
+_LIBRARY_WARNINGS = ("diffusers", "transformers", "torch", "huggingface_hub", "accelerate", "peft")
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """By default the command line shows toonbooth's own messages only: diffusers / transformers / hub log
+    levels at error, their progress bars off, their Python warnings ignored. `--verbose` keeps them all.
+    Set through the libraries' environment variables so nothing heavy is imported for `--help`."""
+    if not quiet:
+        return
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):  # fmt: skip
+        os.environ.setdefault(var, value)
+    for module in _LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", module=rf"{module}(\..*)?")
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def make_app(**kwargs: Any) -> typer.Typer:
+    """A Typer app for a command group. Help is plain text (click's formatter, wrapped to the terminal) rather
+    than rich panels: rich cuts long option names (`--gradient-check…`) at 80 columns; these never do."""
+    return typer.Typer(rich_markup_mode=None, **kwargs)
 
 
 def fail(error: Exception | str) -> NoReturn:
@@ -92,7 +120,11 @@ def run_job(spec: SpecBase, storage: Storage, models: ModelManager, *, quiet: bo
             bar.set_description(event.stage or "working")
             bar.n = event.percent
             bar.refresh()
-        elif isinstance(event, LogEvent) and event.level == "warning" and not quiet:
+        elif (
+            isinstance(event, LogEvent) and event.level == "warning" and not quiet
+            and event.message not in STATE.warned
+        ):  # fmt: skip
+            STATE.warned.add(event.message)
             tqdm.write(f"warning: {event.message}", file=sys.stderr)
 
     ctx = JobContext(settings(), models, storage, on_event=on_event, cancel_event=threading.Event())
@@ -141,13 +173,28 @@ def store_local_images(raw: dict[str, Any], storage: Storage) -> dict[str, Any]:
     return raw
 
 
-def write_output(storage: Storage, output: OutputRef, target: Path, *, size: bool = True) -> Path:
+def free_targets(targets: list[Path], force: bool = False) -> list[Path]:
+    """Where to write a job's files without overwriting anything: the targets themselves when none exists (or
+    with `force`), else all with the same smallest free suffix `-N` (`avatar.png` -> `avatar-2.png`)."""
+    if force or not any(t.exists() for t in targets):
+        return targets
+    n = 2
+    while True:
+        moved = [t.with_name(f"{t.stem}-{n}{t.suffix}") for t in targets]
+        if not any(t.exists() for t in moved):
+            return moved
+        n += 1
+
+
+def write_output(storage: Storage, output: OutputRef, target: Path, *, size: bool = True, force: bool = False) -> Path:
     """Write one stored output to `target` atomically (folders created) and say so. The file extension must
-    fit the output's media type (an MP4 is not written as `.png`)."""
+    fit the output's media type (an MP4 is not written as `.png`); an existing file is kept (a `-N` suffix is
+    added) unless `force`."""
     want = extension_for(output.media_type)
     if target.suffix.lower() not in (want, ".jpeg" if want == ".jpg" else want):
         fail(InputError("--out", f"the result is {output.media_type}: use a file name ending in {want}, got {target.name!r}",
                         str(target)))  # fmt: skip
+    (target,) = free_targets([target], force)
     atomic_write_bytes(target, storage.get(output.ref))
     shown = f" ({output.width}x{output.height})" if size and output.width and output.height else ""
     typer.echo(f"wrote {target}{shown}")
@@ -155,13 +202,13 @@ def write_output(storage: Storage, output: OutputRef, target: Path, *, size: boo
 
 
 def write_outputs(
-    result: JobOutput, storage: Storage, out_dir: Path, name: Callable[[str], str], *, size: bool = True
-) -> list[Path]:
-    """Write every output of `result` as `out_dir / (name(output name) + the extension of its media type)`."""
-    return [
-        write_output(storage, o, out_dir / (name(o.name) + extension_for(o.media_type)), size=size)
-        for o in result.outputs
-    ]
+    result: JobOutput, storage: Storage, out_dir: Path, name: Callable[[str], str], *, size: bool = True,
+    force: bool = False,
+) -> list[Path]:  # fmt: skip
+    """Write every output of `result` as `out_dir / (name(output name) + the extension of its media type)`;
+    existing files are kept (the job's files all get the same free `-N` suffix) unless `force`."""
+    targets = free_targets([out_dir / (name(o.name) + extension_for(o.media_type)) for o in result.outputs], force)
+    return [write_output(storage, o, t, size=size, force=True) for o, t in zip(result.outputs, targets, strict=True)]
 
 
 def echo_summary(result: JobOutput) -> None:
@@ -172,7 +219,9 @@ def echo_summary(result: JobOutput) -> None:
     for stage, name in (result.info.get("backends") or {}).items():
         typer.echo(f"  {stage}: {name} ({reasons.get(stage, '')})")
     for w in result.warnings:
-        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
+        if w not in STATE.warned:  # each warning once, whether shown while running or here
+            STATE.warned.add(w)
+            typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
     if "seed" in result.info:
         typer.echo(f"seed: {result.info['seed']}")
 

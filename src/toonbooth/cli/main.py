@@ -15,7 +15,9 @@ from .common import (
     STATE,
     echo_summary,
     fail,
+    make_app,
     parse_lora,
+    quiet_libraries,
     read_image_file,
     run_job,
     runtime,
@@ -26,14 +28,14 @@ from .common import (
     write_outputs,
 )
 
-app = typer.Typer(
+app = make_app(
     name="toonbooth",
     help="Turn photos into personal characters. Run `toonbooth COMMAND --help` for each command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List, add, fetch and fake (tiny) models.", no_args_is_help=True)
+models_app = make_app(help="List, add, fetch and fake (tiny) models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -44,8 +46,12 @@ def main(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder (env TOONBOOTH_DATA_DIR).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the libraries' own warnings and loading bars.")
+    ] = False,
 ) -> None:
     """toonbooth: photos to personal characters (memoji avatar, ...)."""
+    quiet_libraries(not verbose)
     overrides = {
         k: v for k, v in {"models_dir": models_dir, "data_dir": data_dir, "device": device}.items() if v
     }
@@ -96,6 +102,7 @@ def avatar(
         str | None, typer.Option(help="E-mail the result (needs the service's SMTP settings).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output PNG (default: out/<photo>-avatar.png).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Turn a photo into a memoji-like 3D cartoon avatar (seed 000 recipe)."""
@@ -124,7 +131,7 @@ def avatar(
         fail(exc)
     # 4. Write the result where the user can find it
     echo_summary(result)
-    write_output(storage, result.output("avatar"), out or Path("out") / f"{photo.stem}-avatar.png")
+    write_output(storage, result.output("avatar"), out or Path("out") / f"{photo.stem}-avatar.png", force=force)
     if email:
         typer.secho(
             "note: e-mail delivery runs in the service (`toonbooth serve`); the CLI did not send it",
@@ -192,8 +199,14 @@ def models_list(
     refused = [e for e in entries if e.refused is not None]
     if not usable:
         typer.echo("  (no models found)")
+    from collections import Counter
+
+    taken = Counter((e.kind, e.name) for e in usable)
     for e in usable:
-        typer.echo(f"  {e.kind:<11} {e.arch:<8} {e.layout or '':<10} {e.name}  {e.path}")
+        name = e.name
+        if taken[(e.kind, e.name)] > 1:  # two models answer to this name: say how to pick each
+            name = f"{e.name} (select with {manager.registry.unique_name(e)!r})"
+        typer.echo(f"  {e.kind:<11} {e.arch:<8} {e.layout or '':<10} {name}  {e.path}")
     if refused:
         typer.echo("refused (not loaded):")
     for e in refused:

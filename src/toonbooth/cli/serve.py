@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 
 from ..core.errors import ToonboothError
-from .common import fail, settings
+from .common import fail, make_app, settings
 
 
 def register(app: typer.Typer) -> None:
     """Add `serve` and `users ...` to the main app."""
-    users_app = typer.Typer(
+    users_app = make_app(
         help="API users and their tokens (stored hashed in the data folder).", no_args_is_help=True
     )
     app.add_typer(users_app, name="users")

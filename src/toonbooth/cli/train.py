@@ -18,9 +18,9 @@ from pydantic import BaseModel
 
 from ..core.errors import ToonboothError
 from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
-from .common import fail, run_job, runtime, settings, spec_option, write_outputs
+from .common import fail, make_app, run_job, runtime, settings, spec_option, write_outputs
 
-train_app = typer.Typer(
+train_app = make_app(
     help="Train personal styles: LoRA, DreamBooth-LoRA, textual inversion.", no_args_is_help=True
 )
 

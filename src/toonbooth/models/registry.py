@@ -519,8 +519,16 @@ class ModelRegistry:
         return sorted({e.name for e in self.list(kind=kind, owner=owner)}, key=str.lower)
 
     @staticmethod
+    def unique_name(entry: ModelEntry) -> str:
+        """A name that selects exactly this entry: diffusers folders also answer to `diffusers/<name>` (a single
+        file of the same name wins the plain name, as in A1111)."""
+        if entry.source == "diffusers-folder" and entry.relpath:
+            return f"{DIFFUSERS_FOLDER}/{entry.relpath}"
+        return entry.name
+
+    @staticmethod
     def _keys(entry: ModelEntry) -> set[str]:
-        keys = {entry.name}
+        keys = {entry.name, ModelRegistry.unique_name(entry)}
         if entry.path is not None and entry.source == "folder":
             keys.add(entry.path.name)
         if entry.relpath:

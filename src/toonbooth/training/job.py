@@ -30,7 +30,7 @@ from ..engines.base import Engine, EngineContext, EngineOutput, JobCost
 from ..models.infotext import version_text
 from ..models.manager import ModelManager
 from . import checkpoint as ckpt
-from .dataset import fit_to_bucket, prepare_examples
+from .dataset import build_caption, fit_to_bucket, prepare_examples
 from .export import kohya_metadata, save_kohya_lora, save_peft_lora, save_ti, save_ti_stages, style_metadata
 from .loop import LoopConfig, Precision, TrainData, Trainer, encode_latent_dists, resolve_precision, too_long
 from .presets import image_count_bounds, total_steps
@@ -81,6 +81,12 @@ class TrainEngine(Engine):
             raise InputError(
                 "arch", f"cannot tell whether {spec.base!r} is sd15 or sdxl ({entry.arch}): give `arch`", spec.arch
             )
+        if isinstance(spec, TrainTISpec):  # textual inversion learns the token: every given caption must hold it
+            names = list(spec.image_names) or [f"image {i + 1}" for i in range(len(spec.captions))]
+            for i, caption in enumerate(spec.captions):
+                build_caption(caption, template=spec.caption_template, trigger=spec.effective_trigger(),
+                              class_word=spec.class_word, prefix_trigger=False, require_trigger=True,
+                              field=f"captions.{i}", name=names[i] if i < len(names) else f"image {i + 1}")  # fmt: skip
 
     def cost(self, spec: TrainSpec, settings: Settings) -> JobCost:
         res = spec.resolution or 1024  # the arch's default resolution is at most 1024
@@ -139,7 +145,10 @@ def _class_images(
 ) -> list[Image.Image]:  # fmt: skip
     """Given class images, else the base model's, cached in `<data>/cache/class-images/<key>` and reused."""
     if spec.class_images:
-        return [ctx.load_image(ref, field=f"class_images[{i}]") for i, ref in enumerate(spec.class_images)]
+        given = [ctx.load_image(ref, field=f"class_images[{i}]") for i, ref in enumerate(spec.class_images)]
+        progress.advance(len(given), "class images (given)")
+        return given
+    count = spec.class_image_count(on_gpu=pipe.device.type != "cpu")
     prompt = spec.effective_class_prompt()
     ident = {"base": entry.location, "hash": base_hash, "prompt": prompt, "res": resolution,
              "steps": spec.class_image_steps, "dtype": str(pipe.unet.dtype)}  # fmt: skip
@@ -150,10 +159,16 @@ def _class_images(
     limits = {"max_bytes": 1 << 30, "max_pixels": 1 << 30}
     out: list[Image.Image] = []
     made = 0
-    for i in range(spec.num_class_images):
+    missing = sum(not (folder / f"{i:05d}.png").is_file() for i in range(count))
+    if missing:
+        ctx.log(f"class images: generating {missing} of {count} with the base model ({spec.class_image_steps} steps "
+                f"each; the time per image follows after the first)")  # fmt: skip
+    started = time.perf_counter()
+    for i in range(count):
         path = folder / f"{i:05d}.png"
         if path.is_file():
             out.append(load_image(path, field="class image cache", **limits))
+            progress.advance(1, f"class images {i + 1}/{count} (cached)")
             continue
         ctx.check_canceled()
         gen = torch.Generator(device="cpu").manual_seed(i)
@@ -165,7 +180,10 @@ def _class_images(
             img.save(tmp, format="PNG")
         out.append(img)
         made += 1
-        progress.advance(1, f"class images {i + 1}/{spec.num_class_images}")
+        if made == 1 and missing > 1:
+            each = time.perf_counter() - started
+            ctx.log(f"class images: {each:.1f} s each, about {_fmt_eta(each * (missing - 1))} for the other {missing - 1}")
+        progress.advance(1, f"class images {i + 1}/{count}")
     ctx.log(f"class images: {len(out) - made} reused from the cache, {made} generated ({prompt!r})")
     return out
 
@@ -247,9 +265,8 @@ def run(spec: TrainSpec, ctx: EngineContext) -> TrainOutput:
     batches = -(-len(examples) // spec.batch_size)
     steps = total_steps(spec.steps, spec.epochs, batches, spec.gradient_accumulation_steps)
     n_samples = max(1, len(spec.sample_prompts))
-    progress = _Progress(
-        ctx, steps + n_samples + (spec.num_class_images if is_db and spec.prior_preservation else 0)
-    )
+    n_class = spec.class_image_count(on_gpu=pipe.device.type != "cpu") if is_db and spec.prior_preservation else 0
+    progress = _Progress(ctx, steps + n_samples + n_class)
 
     # 4. Prior preservation: class images from the base model (cached by base + prompt), before any adapter
     class_latents = None

@@ -102,11 +102,16 @@ def input_error_from_validation(exc: ValidationError) -> InputError:
         loc = loc[1:]
     field = ".".join(str(p) for p in loc) or "body"
     value = err.get("input")
+    if err.get("type") == "missing":
+        return InputError(field, "is required", None)
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, InputError):  # a validator that already said what it got: its message as it is
+        return InputError(field, inner.message, inner.value)
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if isinstance(value, (dict, list)):
         # a validator's own message usually says what it got (e.g. "takes 8-20 images, got 3")
         got = "" if " got " in msg else f", got a {type(value).__name__} of {len(value)}"
     else:
         shown = repr(value[:80] + "...") if isinstance(value, str) and len(value) > 80 else repr(value)
-        got = f", got {shown}"
+        got = "" if " got " in msg else f", got {shown}"
     return InputError(field, f"{msg}{got}", value)
