@@ -27,9 +27,11 @@ def invoke(args, tmp_path, **kw):
     ],
 )  # fmt: skip
 def test_help_on_every_command(cmd, tmp_path):
-    res = invoke([*cmd, "--help"], tmp_path)
+    res = invoke([*cmd, "--help"], tmp_path, terminal_width=80)
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output
+    assert "…" not in res.output, "option names and values must never be cut at 80 columns"
+    assert all(len(line) <= 80 for line in res.output.splitlines()), "help wraps to the terminal"
 
 
 def _command_paths(group, prefix=()):
@@ -183,3 +185,31 @@ def test_option_help_is_derived_from_the_spec_fields():
     params = {p.name: p for p in typer.main.get_command(app).commands["anime"].params}
     assert params["strength"].help == field_help(fields["strength"]) and params["strength"].default is None
     assert params["cfg"].help == "CFG scale (0 to 30; default 7)."
+
+
+def test_outputs_are_never_overwritten_silently(tmp_path, sample_photo_path):
+    out = tmp_path / "me.png"
+    first = invoke(["avatar", str(sample_photo_path), "--out", str(out), "--quiet"], tmp_path)
+    again = invoke(["avatar", str(sample_photo_path), "--out", str(out), "--quiet"], tmp_path)
+    assert first.exit_code == again.exit_code == 0
+    assert f"wrote {tmp_path / 'me-2.png'}" in again.output and (tmp_path / "me-2.png").is_file()
+    before = out.stat().st_mtime_ns
+    forced = invoke(["avatar", str(sample_photo_path), "--out", str(out), "--quiet", "--force"], tmp_path)
+    assert forced.exit_code == 0 and f"wrote {out} " in forced.output and out.stat().st_mtime_ns >= before
+    assert not (tmp_path / "me-3.png").exists()
+    wrong = invoke(["avatar", str(sample_photo_path), "--out", str(tmp_path / "me.mp4"), "--quiet"], tmp_path)
+    assert wrong.exit_code == 2 and "`--out`" in wrong.output and ".png" in wrong.output
+
+
+def test_anime_warning_is_printed_once(tmp_path, sample_photo_path):
+    res = invoke(["anime", str(sample_photo_path), "--backend", "classic", "--out-dir", str(tmp_path / "o"),
+                  "--quiet"], tmp_path)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.output.count("no click given") == 1
+
+
+def test_missing_fields_are_said_to_be_required(tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text('{"kind": "generate", "prompt": "a"}')
+    res = invoke(["run", str(job)], tmp_path)
+    assert res.exit_code == 2 and "`checkpoint`: is required" in res.output and "got a dict" not in res.output
