@@ -71,7 +71,7 @@ def test_classic_avatar_job_end_to_end(settings, sample_photo_path):
         assert record.started_at is not None and record.finished_at >= record.started_at >= record.created_at
         out = record.output.output("avatar")
         result = Image.open(io.BytesIO(svc.read_output(job.id, "alice", "avatar")))
-        assert result.size == (out.width, out.height) == (144, 144)  # classic upscale 1.5x
+        assert result.size == (out.width, out.height) == (512, 512)  # classic: at least 512 px to share
         assert record.output.backend == "classic"
         # replay after a seq gives only the later events; the result is the user's blob now
         tail = list(svc.events(job.id, "alice", after=seqs[-2]))

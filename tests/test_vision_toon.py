@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from toonbooth.core.errors import InputError
 from toonbooth.vision.edges import canny_control_image
 from toonbooth.vision.faces import head_and_shoulders_box
-from toonbooth.vision.toon import NO_FACE_WARNING, classic_avatar, toonify
+from toonbooth.vision.toon import MIN_AVATAR_SIDE, NO_FACE_WARNING, classic_avatar, toonify
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,8 @@ def test_classic_avatar_crops_the_face(photo: Image.Image) -> None:
     avatar, face, warnings = classic_avatar(photo, upscale=1.5)
     assert face is not None and warnings == []
     box = head_and_shoulders_box(face, photo.size, aspect=1.0)
-    assert avatar.size == (round(box.width * 1.5), round(box.height * 1.5))
+    side = max(round(box.width * 1.5), MIN_AVATAR_SIDE)  # 1.5x the crop, at least 512 px to share
+    assert avatar.size == (side, side)
     assert avatar.width == avatar.height
     # the avatar is the crop, cartooned: its colours follow the crop's
     crop = np.asarray(photo.crop(box.as_tuple()).resize(avatar.size)).astype(np.float32)
@@ -141,7 +142,7 @@ def test_classic_avatar_without_face_uses_whole_photo() -> None:
     avatar, face, warnings = classic_avatar(img, upscale=1.5)
     assert face is None
     assert warnings == [NO_FACE_WARNING]
-    assert avatar.size == (240, 180)
+    assert avatar.size == (512, 384)  # a small photo (160x120): enlarged to 512 px on its long side
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [({"upscale": 0.9}, "upscale"), ({"out_size": 10}, "out_size")])
@@ -149,3 +150,39 @@ def test_classic_avatar_rejects_bad_args(small: Image.Image, kwargs: dict, field
     with pytest.raises(InputError) as exc:
         classic_avatar(small, **kwargs)
     assert exc.value.field == field
+
+
+def test_classic_avatar_calms_texture_and_background(photo: Image.Image) -> None:
+    """What people share: hair drawn as a shaded mass with few strokes (no scratch lines), a background with no
+    lines and little variation, and the face's lines (eyes, mouth) kept."""
+    avatar, face, _ = classic_avatar(photo)
+    arr = np.asarray(avatar).astype(np.float32)
+    side = arr.shape[0]
+    dark = arr.mean(axis=2) < 60  # line pixels (and the dark suit)
+    corner = (slice(0, side // 8), slice(0, side // 8))  # background, top-left
+    assert dark[corner].mean() == 0.0 and arr[corner].std(axis=(0, 1)).max() < 12.0
+    box = head_and_shoulders_box(face, photo.size, aspect=1.0)
+    s = side / box.width
+    fx0, fy0, fx1, fy1 = ((face.x0 - box.x0) * s, (face.y0 - box.y0) * s, (face.x1 - box.x0) * s, (face.y1 - box.y0) * s)
+    eyes = (slice(int(fy0 + 0.25 * (fy1 - fy0)), int(fy0 + 0.5 * (fy1 - fy0))), slice(int(fx0), int(fx1)))
+    assert dark[eyes].mean() > 0.01  # eye lines are there
+    hair = (slice(int(max(0, fy0 - 0.45 * (fy1 - fy0))), int(fy0)), slice(int(fx0), int(fx1)))
+    before = classic_avatar_lines_without_texture_care(photo)
+    assert dark[hair].mean() < 0.6 * before, (dark[hair].mean(), before)
+
+
+def classic_avatar_lines_without_texture_care(photo: Image.Image) -> float:
+    """Share of line pixels in the hair band when the whole crop is treated as detail (no texture calming)."""
+    import toonbooth.vision.toon as toon
+
+    face = toon.largest_face(photo)
+    box = head_and_shoulders_box(face, photo.size, aspect=1.0)
+    crop = photo.crop(box.as_tuple())
+    side = max(round(box.width * 1.5), MIN_AVATAR_SIDE)
+    rgb = np.asarray(crop.resize((side, side), Image.Resampling.LANCZOS))
+    plain = toon._toon_array(rgb, (side, side), toon.DEFAULT_COLORS, toon.DEFAULT_LINE_STRENGTH, toon.DEFAULT_SMOOTH,
+                             toon.DEFAULT_SHADE, None, (0.0, 0.0, 1.0, 1.0))  # fmt: skip
+    arr = np.asarray(plain).astype(np.float32).mean(axis=2) < 60
+    s = side / box.width
+    fx0, fy0, fx1, fy1 = ((face.x0 - box.x0) * s, (face.y0 - box.y0) * s, (face.x1 - box.x0) * s, (face.y1 - box.y0) * s)
+    return float(arr[int(max(0, fy0 - 0.45 * (fy1 - fy0))) : int(fy0), int(fx0) : int(fx1)].mean())

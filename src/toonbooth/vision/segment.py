@@ -367,6 +367,7 @@ def grabcut_segment(
     work_side: int = 256,
     use_face: bool = True,
     roi_margin: float = 0.15,
+    face: Any = None,
 ) -> MaskResult:
     """GrabCut seeded by the prompt; without a prompt, by the person box grown from the largest face.
 
@@ -379,7 +380,8 @@ def grabcut_segment(
     of `click_radius` px (default 1.5 % of the long side, at least 3 px).
 
     With a box (the user's or the face's), GrabCut runs on a crop: the box plus a context ring of
-    `roi_margin` x its long side (nothing outside the crop can be foreground). The working image is
+    `roi_margin` x its long side (nothing outside the crop can be foreground). `face` (a `FaceBox` the caller
+    already found) saves detecting it again when there is no prompt. The working image is
     reduced so that its long side is at most `work_side`; the mask is scaled back to the photo's size.
     GrabCut separates colour distributions: a part of the person whose colours differ from the clicked
     part and lies outside the probable region needs its own click.
@@ -395,11 +397,11 @@ def grabcut_segment(
         raise InputError("work_side", f"must be >= 64, got {work_side!r}", work_side)
     if not (0.0 <= roi_margin <= 2.0):
         raise InputError("roi_margin", f"must be in [0, 2], got {roi_margin!r}", roi_margin)
-    face = None  # set when the box is grown from a face: then a head-and-shoulders prior applies
+    known_face, face = face, None  # `face` is set when the box is grown from a face: a head-and-shoulders prior
     if prompt is None:
         from toonbooth.vision.faces import largest_face
 
-        face = largest_face(Image.fromarray(arr))
+        face = known_face if known_face is not None else largest_face(Image.fromarray(arr))
         if face is None:
             raise InputError(
                 "points", "no click given and no face found in the photo: click on the person", None
