@@ -309,3 +309,16 @@ def test_slowloris_headers_are_cut_off(tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_delete_my_data_removes_my_jobs_and_files_only(client):
+    import base64
+
+    c, service = client
+    photo = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    assert c.post("/v1/jobs", json={"kind": "avatar", "image": photo, "backend": "classic"}).status_code == 201
+    other = service.put_upload(png_bytes(30), "bob")
+    r = c.delete("/v1/me/data")
+    assert r.status_code == 200 and r.json()["blobs_deleted"] == 1
+    assert c.get("/v1/jobs").json()["jobs"] == []
+    assert service.read_upload(other, "bob")  # another user's file stays

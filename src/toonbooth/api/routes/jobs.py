@@ -451,3 +451,14 @@ def ws_ticket(request: Request, user: str = Depends(current_user)) -> WsTicket:
     a token in a URL would land in access logs)."""
     ticket, expiry = request.app.state.tickets.issue(user)
     return WsTicket(ticket=ticket, expires_at=expiry)
+
+
+class DeletedData(BaseModel):
+    blobs_deleted: int = Field(description="Stored files (uploads, results) removed.")
+
+
+@router.delete("/v1/me/data", response_model=DeletedData, tags=["jobs"])
+def delete_my_data(state: ApiState = Depends(api_state), user: str = Depends(current_user)) -> DeletedData:
+    """Delete everything of mine: my unfinished jobs are canceled, then my jobs, uploads and results are removed
+    (a file another user also uploaded stays theirs). Trained styles are deleted with `DELETE /v1/styles/{name}`."""
+    return DeletedData(blobs_deleted=state.service.delete_user_data(user))
