@@ -220,3 +220,37 @@ def test_backend_choice(env):
     )
     assert [r.field for r in engine.required_models(_spec(env, hubert_model=None))] == [
         "liveportrait_model", "joyvasa_model"]  # fmt: skip
+
+
+def test_readme_command_classic_without_weights(tmp_path, sample_photo_path):
+    """The README's `toonbooth talk assets/sample_face.png --voice assets/sample_voice.wav` (output folder
+    and progress bar aside): classic, four files with the extensions of their media types."""
+    from typer.testing import CliRunner
+
+    from toonbooth.cli.main import app
+
+    voice = sample_photo_path.parent / "sample_voice.wav"
+    args = [
+        "talk",
+        str(sample_photo_path),
+        "--voice",
+        str(voice),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
+    res = CliRunner().invoke(app, args, env={"TOONBOOTH_HOME": str(tmp_path / "home")})
+    assert res.exit_code == 0, res.output
+    assert "backend: classic" in res.output and "toonbooth models pull talk" in res.output
+    assert "frames: 104 at 25 fps" in res.output
+    for name, size in (
+        ("video.mp4", 512),
+        ("sticker_webp.webp", 512),
+        ("sticker_gif.gif", 320),
+        ("still.png", 512),
+    ):
+        path = tmp_path / "out" / f"sample_face-talk-{name}"
+        assert f"wrote {path} ({size}x{size})" in res.output
+    bad = CliRunner().invoke(app, ["talk", str(sample_photo_path), "--voice", str(sample_photo_path), "--quiet"],
+                             env={"TOONBOOTH_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert bad.exit_code == 2 and "`voice`" in bad.output

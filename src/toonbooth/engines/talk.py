@@ -309,7 +309,7 @@ def _run(spec: TalkSpec, ctx: EngineContext) -> TalkOutput:
 
     # 4-5. Motion and frames
     if backend == "neural":
-        frames, motion_info = _neural(spec, ctx, face, voice, seed, progress, timings)
+        frames, motion_info = _neural(spec, ctx, face, voice, seed, progress, timings, warnings)
     else:
         frames, motion_info = _classic(spec, ctx, face, voice, seed, progress, timings)
     if len(frames) != n_frames:  # pragma: no cover - both paths give ceil(duration * fps) frames
@@ -346,8 +346,6 @@ def _run(spec: TalkSpec, ctx: EngineContext) -> TalkOutput:
         "still_frame": loudest, "transparent": face.alpha is not None, "timings": timings,
         **{k: v for k, v in motion_info.items() if k not in ("infotext", "motion", "render")},
     }  # fmt: skip
-    for w in warnings:
-        ctx.log(w, warning=True)
     return TalkOutput(
         video=VideoArtifact(frames, fps=TALK_FPS, audio=audio_out, sample_rate=OUTPUT_RATE),
         sticker_webp=AnimationArtifact(sticker_frames, fps=sticker_fps, format="webp", loop=0, max_frames=cap,
@@ -413,7 +411,7 @@ def _classic(
 
 def _neural(
     spec: TalkSpec, ctx: EngineContext, face: WorkFace, voice: np.ndarray, seed: int, progress: _Progress,
-    timings: dict[str, float],
+    timings: dict[str, float], warnings: list[str],
 ) -> tuple[list[np.ndarray], dict[str, Any]]:  # fmt: skip
     import torch
 
@@ -427,6 +425,13 @@ def _neural(
     hubert_path = str(ctx.models.path("hubert", spec.hubert_model, owner)) if spec.hubert_model else None
     joy = ctx.models.load("joyvasa", spec.joyvasa_model, owner, hubert_path=hubert_path)
     timings["load"] = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in renderer.parameters())
+    if next(renderer.parameters()).device.type == "cpu" and n_params > 20_000_000:
+        warnings.append(
+            f"the neural renderer ({n_params / 1e6:.0f} M parameters) runs on the CPU here: expect about a minute "
+            "per frame on a small CPU (bench/talk.py); a GPU, or backend=classic, renders in real time"
+        )
+        ctx.log(warnings[-1], warning=True)
     t0 = time.perf_counter()
     size_in = int(getattr(renderer, "input_size", 256))
     dev = next(renderer.parameters()).device

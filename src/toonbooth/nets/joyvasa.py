@@ -403,10 +403,17 @@ def load_hubert(path: str | Path, device: str | torch.device = "cpu"):
     path = Path(path)
     if not path.is_dir():
         raise ModelNotFoundError(f"HuBERT folder {str(path)!r} does not exist")
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the CLI's output or the server log
     try:
         model = HubertModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
         raise ModelError(f"{path.name}: not a loadable HuBERT model folder ({e})") from e
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval()
 
 

@@ -127,9 +127,9 @@ class TalkSpec(SpecBase):
         512, ge=64, le=512, description="Long side of the WebP sticker (messenger stickers are 512)."
     )
     gif_size: int = Field(320, ge=64, le=512, description="Long side of the GIF (GIFs of 512 px get large).")
-    sticker_fps: float = Field(12.5, ge=1.0, le=25.0, description="Frame rate of the stickers.")
+    sticker_fps: float = Field(10.0, ge=1.0, le=25.0, description="Frame rate of the stickers.")
     sticker_seconds: float = Field(
-        6.0, ge=0.5, le=30.0, description="The stickers show the first seconds of the animation (looped)."
+        4.0, ge=0.5, le=30.0, description="The stickers show the first seconds of the animation (looped)."
     )
     cutout: bool = Field(
         False,
