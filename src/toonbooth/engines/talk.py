@@ -58,6 +58,8 @@ OUTPUT_RATE = 24_000
 PREVIEW_EVERY_FRAMES = 10
 PREVIEW_SIDE = 256
 RENDER_BATCH = 4
+MAX_FRAME_BYTES = 2 << 30
+"""The rendered frames of one job are held in memory until they are encoded: at most this many bytes."""
 PULL_HINT = "fetch them with `toonbooth models pull talk`"
 DETECTOR_HINT = (
     "no face found in `face`: give its 68 landmarks in `landmarks` (a toon made in the aligned frame of a "
@@ -288,6 +290,15 @@ def _run(spec: TalkSpec, ctx: EngineContext) -> TalkOutput:
     duration = len(voice) / ANALYSIS_RATE
     photo = ctx.load_image(spec.face, "face")
     photo_alpha = load_face_alpha(ctx, spec.face)
+    channels = 4 if photo_alpha is not None or spec.cutout else 3
+    need = n_frames * spec.size * spec.size * channels
+    if need > MAX_FRAME_BYTES:
+        raise InputError(
+            "size",
+            f"{duration:.1f} s of voice at {spec.size} px would hold {need / 2**30:.1f} GiB of frames (limit "
+            f"{MAX_FRAME_BYTES / 2**30:.0f} GiB): choose a smaller size or a shorter recording",
+            spec.size,
+        )
     ctx.log(f"talk: {backend} ({reason}); {duration:.2f} s of voice -> {n_frames} frames")
     timings["check"] = time.perf_counter() - t0
     progress = _Progress(ctx, 4 + n_frames + 1)

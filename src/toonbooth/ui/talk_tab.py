@@ -195,7 +195,7 @@ def build_talk_tab(
                                 sources=["upload", "webcam", "clipboard"], elem_id="tb-talk-face")  # fmt: skip
                 voice = gr.Audio(label="Your voice (record or upload; max "
                                  f"{settings.max_audio_seconds:g} s)", sources=["microphone", "upload"],
-                                 type="filepath", format="wav", elem_id="tb-talk-voice")  # fmt: skip
+                                 type="filepath", format=None, elem_id="tb-talk-voice")  # fmt: skip
                 backend = gr.Radio(["auto", "neural", "classic"], value="auto", label="Backend",
                                    info="auto: LivePortrait + JoyVASA when installed, else classic (no weights).")  # fmt: skip
                 toon = gr.Radio(["classic", "none"], value="classic", label="Toon",
