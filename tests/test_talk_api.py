@@ -142,12 +142,12 @@ def test_ui_tab_actions_run_a_job_and_offer_the_downloads(api, sample_photo_path
 
     _client, service, settings = api
     voice = tmp_path / "voice.wav"
-    voice.write_bytes(wav(1.0))
+    voice.write_bytes(wav(0.6))
     actions = TalkTabActions(service, settings)
     updates = list(actions.generate(str(sample_photo_path), str(voice), "classic", "classic", "face", 1.0, 1.0,
                                     100, False, False, 2))  # fmt: skip
     job_id, bar, status, still, video, sticker, files = updates[-1]
-    assert "Done: **classic**" in status and "25 frames" in status, status
+    assert "Done: **classic**" in status and "15 frames" in status, status
     assert 'data-percent="100.0"' in bar
     assert video.endswith(".mp4") and sticker.endswith(".webp") and still.endswith(".png")
     assert [f.rsplit(".", 1)[1] for f in files] == ["mp4", "webp", "gif"]
