@@ -164,8 +164,16 @@ def main() -> None:
     ap.add_argument("--tiny-frames", type=int, default=16)
     ap.add_argument("--full-size", action="store_true", help="also time the full-size renderer (slow on CPU)")
     ap.add_argument("--full-frames", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="torch / OpenCV threads (1: on a CPU shared with other processes more threads spin and run slower)",
+    )  # fmt: skip
     args = ap.parse_args()
+    import cv2
     import torch
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
 
     result = {
         "device": args.device,
