@@ -212,12 +212,15 @@ def align_stage(image: Image.Image, spec: TalkSpec, alpha: np.ndarray | None = N
     return WorkFace(out, out_alpha, scaled, how)
 
 
-def toon_stage(spec: TalkSpec, face: WorkFace) -> tuple[WorkFace, str]:
+def toon_stage(spec: TalkSpec, face: WorkFace, ctx: EngineContext | None = None) -> tuple[WorkFace, str]:
     """The face as a toon, in the same frame (its landmarks stay valid), and what was done.
 
     `toon="classic"`: the cartoon filter of `vision.toon` at the working size. The neural StyleGAN2 toonify
-    plugs in here: a `"neural"` branch calls `nets.toonify.toonify_photo` on the aligned face (framing
-    `face` already gives the FFHQ-aligned square it expects) and keeps `face.landmarks`."""
+    plugs in here as a `"neural"` branch (with `"neural"` added to `core.specs.talk.ToonMode` and its model
+    to `neural_refs`): `nets.toonify.toonify_photo` on the FFHQ-aligned face — framing `face` already is that
+    square (`face.rgb`, resized to the generator's size and back); framing `full` aligns `face.rgb` with
+    `vision.ffhq_align.align_face(face.rgb, face.landmarks)`, toonifies, and pastes the toon back with the
+    returned `transform.paste_back`. Either way `face.landmarks` stay valid; models come from `ctx.models`."""
     if spec.toon == "none":
         return face, "none (the face as given)"
     if spec.toon == "classic":
@@ -312,7 +315,7 @@ def _run(spec: TalkSpec, ctx: EngineContext) -> TalkOutput:
 
     # 3. Toonify (classic filter; the neural toonify plugs in at `toon_stage`)
     t0 = time.perf_counter()
-    face, toon_text = toon_stage(spec, face)
+    face, toon_text = toon_stage(spec, face, ctx)
     if spec.cutout and face.alpha is None:
         face = replace(face, alpha=cutout_alpha(face))
     timings["toonify"] = time.perf_counter() - t0
