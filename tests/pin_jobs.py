@@ -46,6 +46,7 @@ STUDIOS = (
     "generate_img2img",
     "anime_full",
     "train_lora",
+    "talk_classic",
 )
 
 
@@ -183,6 +184,22 @@ def train_lora(env: PinEnv) -> dict[str, Any]:
     # free the name again (a second run in the same process trains from scratch under the same name)
     delete_style(env.models.registry, env.settings.resolved_models_dir, "pins", "pinstyle")
     return {"key": key, "down": down, "up": up}
+
+
+def talk_classic(env: PinEnv) -> dict[str, Any]:
+    """Talking emoticon, classic: the sample photo (detected landmarks, FFHQ-aligned at 128 px, classic toon)
+    speaking a tone burst (0.3 s silence, 0.6 s of 180 Hz with harmonics, 0.3 s silence), seed 3 (blinks
+    and sway); the still frame (the loudest moment)."""
+    from toonbooth.core.audio import encode_wav
+    from toonbooth.core.specs import TalkSpec
+
+    t = np.arange(9600) / 16000
+    loud = sum(0.25 / k * np.sin(2 * np.pi * 180 * k * t) for k in (1, 2, 3, 4))
+    voice = np.concatenate([np.zeros(4800), loud, np.zeros(4800)]).astype(np.float32)
+    spec = TalkSpec(face=env.storage.put(PHOTO.read_bytes()),
+                    voice=env.storage.put(encode_wav(voice, 16000), content_type="audio/wav"),
+                    backend="classic", size=128, seed=3, sticker_seconds=0.5)  # fmt: skip
+    return _pixels(env, _run(env, spec), "still", _grid(128, 128))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

@@ -273,6 +273,9 @@ def models_make_tiny(
     if directory.exists() and not directory.is_dir():
         fail(InputError("directory", f"not a folder: {directory}", str(directory)))
     written = make_tiny_set(directory)
+    from ..nets.talk_tiny import write_tiny_talk_set  # talking emoticon: LivePortrait, JoyVASA, HuBERT
+
+    written.update(write_tiny_talk_set(directory))
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"tiny model set written to {directory}; use it with --models-dir {directory}")
@@ -295,6 +298,12 @@ _register_serve(app)
 from .anime import register as _register_anime  # noqa: E402
 
 _register_anime(app)
+
+
+# --- talking emoticon command (cli/talk.py) --- added by the talk helper
+from .talk import register as _register_talk  # noqa: E402
+
+_register_talk(app)
 
 
 # --- personalization training commands (cli/train.py) --- added by the training helper

@@ -185,6 +185,23 @@ def decode_image_bytes(data: bytes, *, field: str, max_pixels: int) -> Image.Ima
         img.close()
 
 
+def decode_image_alpha(data: bytes, *, field: str, max_pixels: int) -> np.ndarray | None:
+    """The transparency of image bytes that `decode_image_bytes` accepts (every one of its checks runs
+    first): uint8 alpha, H x W like its RGB image (EXIF orientation applied), or None when the image has
+    no transparency. For studios that keep an RGBA toon's transparency (the RGB image stays the one door)."""
+    decode_image_bytes(data, field=field, max_pixels=max_pixels)
+    img = _PLUGINS[_sniff(data, field=field)](io.BytesIO(data))
+    try:
+        img.load()
+        if img.mode not in _ALPHA_MODES and "transparency" not in img.info:
+            return None
+        oriented = ImageOps.exif_transpose(img)
+        alpha = np.array(oriented.convert("RGBA").getchannel("A"))
+    finally:
+        img.close()
+    return None if alpha.min() == 255 else alpha
+
+
 def _describe_exc(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -35,10 +35,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..core.errors import ModelNotFoundError
 
-CatalogKind = Literal["checkpoint", "controlnet", "lora", "embedding", "vae", "config", "sam", "lama"]
-CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama"]
+CatalogKind = Literal[
+    "checkpoint", "controlnet", "lora", "embedding", "vae", "config", "sam", "lama", "liveportrait", "joyvasa",
+    "hubert",
+]
+CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert"]
 A1111Folder = Literal[
-    "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa"
+    "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa",
+    "LivePortrait", "JoyVASA", "HuBERT",
 ]
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -364,10 +368,88 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )
 
+# --- talking emoticon (issue 13): LivePortrait renderer, JoyVASA motion generator, HuBERT ---
+# Sizes and hashes of these files were not read from a public page here, so they are left None (never
+# guessed); the parameter counts (studios.md B7) give about 3.4 MB (F), 112 MB (M), 182 MB (W), 221 MB (G),
+# 1 MB (S), 140 MB (JoyVASA without HuBERT) and 380 MB (HuBERT base) in float32.
+_LP_BASE = "liveportrait/base_models"
+_TALK_CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        name="liveportrait",
+        kind="liveportrait",
+        arch="liveportrait",
+        repo_id="KwaiVGI/LivePortrait",
+        files=[
+            CatalogFile(filename="appearance_feature_extractor.pth", subfolder=_LP_BASE),
+            CatalogFile(filename="motion_extractor.pth", subfolder=_LP_BASE),
+            CatalogFile(filename="warping_module.pth", subfolder=_LP_BASE),
+            CatalogFile(filename="spade_generator.pth", subfolder=_LP_BASE),
+            CatalogFile(filename="stitching_retargeting_module.pth", subfolder="liveportrait/retargeting_models"),
+        ],
+        a1111_folder="LivePortrait",
+        aliases=["live-portrait"],
+        licence=(
+            "MIT (KwaiVGI/LivePortrait LICENSE). Its InsightFace face detector is non-commercial; toonbooth does "
+            "not fetch or use it (the crop comes from the known 68 landmarks)."
+        ),
+        source_note=(
+            "LivePortrait human renderer (Guo et al. 2024): appearance feature extractor F (0.84 M parameters), "
+            "motion extractor M (ConvNeXtV2-tiny, 28.1 M), warping network W (45.5 M), SPADE generator G "
+            "(55.4 M), stitching/retargeting MLPs S (0.23 M), as the released tensors-only .pth files "
+            "(torch.load(weights_only=True) reads them). Installed in the repo's tree <models>/LivePortrait/"
+            "liveportrait/{base_models,retargeting_models}/, found as renderer `liveportrait` (parts identified "
+            "by their tensor names). Safetensors copies with the same keys (Kijai/LivePortrait_safetensors, not "
+            "hash-checked here) work in a flat folder too."
+        ),
+        homepage="https://github.com/KwaiVGI/LivePortrait",
+    ),
+    CatalogEntry(
+        name="joyvasa",
+        kind="joyvasa",
+        arch="joyvasa",
+        repo_id="jdh-algo/JoyVASA",
+        files=[
+            CatalogFile(filename="motion_generator_hubert_chinese.pt", subfolder="motion_generator"),
+            CatalogFile(filename="motion_template.pkl", subfolder="motion_template"),
+        ],
+        a1111_folder="JoyVASA",
+        aliases=["motion_generator_hubert_chinese"],
+        licence="JoyVASA code: MIT (jdh-algo/JoyVASA LICENSE); a licence for the released weights is not stated there.",
+        source_note=(
+            "JoyVASA audio-to-motion generator (Cao et al. 2024): a diffusion transformer (8 layers, d 512, 34.3 M "
+            "parameters) over LivePortrait motion, HuBERT-chinese audio features; `{'model', 'args'}` read with "
+            "torch.load(weights_only=True) allowing only argparse.Namespace besides tensors (whether the file also "
+            "holds HuBERT weights was not verified: the `hubert` model is used either way, weights inside the file "
+            "override it). motion_template.pkl (normalisation stats, numpy arrays) is read with an allow-list "
+            "unpickler. Paths as in the reference's pretrained_weights/JoyVASA/ tree (inference_config.py)."
+        ),
+        homepage="https://github.com/jdh-algo/JoyVASA",
+    ),
+    CatalogEntry(
+        name="chinese-hubert-base",
+        kind="hubert",
+        arch="hubert",
+        repo_id="TencentGameMate/chinese-hubert-base",
+        files=[CatalogFile(filename="config.json"), CatalogFile(filename="pytorch_model.bin")],
+        a1111_folder="HuBERT",
+        install_subdir="chinese-hubert-base",
+        aliases=["hubert-chinese"],
+        licence="See the model card of TencentGameMate/chinese-hubert-base (not verified here).",
+        source_note=(
+            "HuBERT-base speech encoder trained on Chinese speech, in transformers format (HubertModel); the audio "
+            "encoder JoyVASA's released generator was trained with (JoyVASA README). pytorch_model.bin is loaded by "
+            "transformers with torch.load(weights_only=True). Installed as <models>/HuBERT/chinese-hubert-base/."
+        ),
+        homepage="https://huggingface.co/TencentGameMate/chinese-hubert-base",
+    ),
+)
+CATALOG = CATALOG + _TALK_CATALOG
+
 RECIPES: dict[str, list[str]] = {
     "memoji": ["samaritan-3d-cartoon-sdxl", "diffusers_xl_canny_full", "memoji", "sdxl-base-config"],
     "sd15": ["stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
     "anime": ["sam-vit-base", "big-lama", "stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
+    "talk": ["liveportrait", "joyvasa", "chinese-hubert-base"],
 }
 
 

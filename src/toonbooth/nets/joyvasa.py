@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import InputError, ModelError, ModelNotFoundError, UnsafeModelFormatError
+from ..models.families import ModelFamily
 from .liveportrait import rotation_matrix
 
 __all__ = [
@@ -84,6 +85,10 @@ __all__ = [
     "save_joyvasa",
     "build_joyvasa",
     "convert_motion_template_pickle",
+    "read_motion_template",
+    "LoadedJoyVASA",
+    "JOYVASA_FAMILY",
+    "HUBERT_FAMILY",
 ]
 
 DEFAULT_SAMPLING_STEPS = 100
@@ -398,10 +403,17 @@ def load_hubert(path: str | Path, device: str | torch.device = "cpu"):
     path = Path(path)
     if not path.is_dir():
         raise ModelNotFoundError(f"HuBERT folder {str(path)!r} does not exist")
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in the CLI's output or the server log
     try:
         model = HubertModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
         raise ModelError(f"{path.name}: not a loadable HuBERT model folder ({e})") from e
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval()
 
 
@@ -1121,18 +1133,200 @@ def convert_motion_template_pickle(pkl_path: str | Path, json_path: str | Path) 
     """Convert the reference's `motion_template.pkl` (numpy arrays in a dict) to toonbooth's JSON once,
     with an allow-list unpickler (numpy array reconstruction only; object arrays refused)."""
     pkl_path = Path(pkl_path)
-    if not pkl_path.is_file():
-        raise ModelNotFoundError(f"motion template {str(pkl_path)!r} does not exist")
-    try:
-        with open(pkl_path, "rb") as fh:
-            data = _TemplateUnpickler(fh).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
-        raise UnsafeModelFormatError(f"{pkl_path.name}: not a plain numpy motion template ({e})") from e
-    if not isinstance(data, dict):
-        raise ModelError(f"{pkl_path.name}: expected a dict of stats, got {type(data).__name__}")
-    for k, v in data.items():
-        if isinstance(v, np.ndarray) and v.dtype == object:
-            raise UnsafeModelFormatError(f"{pkl_path.name}: `{k}` is an object array")
-    template = MotionTemplate.from_dict(data)
+    if pkl_path.suffix.lower() == ".json":
+        raise InputError("pkl_path", f"expected the reference's .pkl, got {pkl_path.name}", str(pkl_path))
+    template = read_motion_template(pkl_path)
     template.to_json(json_path)
     return template
+
+
+def read_motion_template(path: str | Path) -> MotionTemplate:
+    """The motion template from `motion_template.json` or, read in memory with the allow-list unpickler
+    (numpy arrays only), the reference's `motion_template.pkl`."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return MotionTemplate.from_json(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"motion template {str(path)!r} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            data = _TemplateUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
+        raise UnsafeModelFormatError(f"{path.name}: not a plain numpy motion template ({e})") from e
+    if not isinstance(data, dict):
+        raise ModelError(f"{path.name}: expected a dict of stats, got {type(data).__name__}")
+    if any(isinstance(v, np.ndarray) and v.dtype == object for v in data.values()):
+        raise UnsafeModelFormatError(f"{path.name}: holds an object array")
+    return MotionTemplate.from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model families: <models>/JoyVASA/ (generator + template) and <models>/HuBERT/ (transformers folders)
+# ---------------------------------------------------------------------------------------------------
+
+JOYVASA_FOLDERS: tuple[str, ...] = ("JoyVASA", "joyvasa")
+JOYVASA_SUFFIXES: tuple[str, ...] = (".safetensors", ".pt", ".pth")
+TEMPLATE_NAMES: tuple[str, ...] = ("motion_template.json", "motion_template.pkl")
+HUBERT_FOLDERS: tuple[str, ...] = ("HuBERT", "hubert")
+
+
+def generator_file_keys(path: str | Path) -> tuple[frozenset[str], dict[str, Any]]:
+    """(tensor names, args) of a JoyVASA generator file without reading its tensors (safetensors header;
+    `.pt`: `torch.load(weights_only=True, mmap=True)` with `argparse.Namespace` as the one extra class)."""
+    from ..models.probe import read_header
+
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        header = read_header(path)
+        try:
+            args = json.loads((header.metadata or {}).get("args", "{}"))
+        except json.JSONDecodeError:
+            args = {}
+        return frozenset(header.shapes), dict(args) if isinstance(args, dict) else {}
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try:
+                obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UnsafeModelFormatError(
+            f"{path.name}: torch.load(weights_only=True) refused it ({type(e).__name__}); toonbooth only "
+            "unpickles tensors and argparse.Namespace"
+        ) from e
+    if not isinstance(obj, dict):
+        return frozenset(), {}
+    sd = obj.get("model", obj)
+    raw_args = obj.get("args")
+    args = vars(raw_args) if isinstance(raw_args, argparse.Namespace) else {}
+    keys = frozenset(k for k, v in sd.items() if isinstance(v, torch.Tensor)) if isinstance(sd, dict) else frozenset()
+    return keys, args
+
+
+def find_motion_template(generator: Path, top: Path) -> Path | None:
+    """The template of a generator file: `motion_template.json|.pkl` next to it, in a sibling
+    `motion_template/` folder (the public tree: `motion_generator/*.pt` + `motion_template/*.pkl`), or at
+    the top of the JoyVASA folder (JSON preferred)."""
+    places = [generator.parent, generator.parent.parent / "motion_template", top, top / "motion_template"]
+    for folder in places:
+        for name in TEMPLATE_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def scan_joyvasa(top: Path, folder: str) -> list:
+    """JoyVASA generator files under `top`, identified by their tensor names (`looks_like_joyvasa`), each
+    with its motion template; one without a template is listed as refused."""
+    from ..models.registry import ModelEntry, walk_files
+
+    out = []
+    for file in walk_files(top):
+        if file.suffix.lower() not in JOYVASA_SUFFIXES:
+            continue
+        common: dict[str, Any] = dict(
+            name=file.stem, path=file, kind="joyvasa", source="folder", folder=folder,
+            relpath=file.relative_to(top).as_posix(), size=file.stat().st_size,
+            layout="safetensors" if file.suffix.lower() == ".safetensors" else "pt",
+        )  # fmt: skip
+        try:
+            keys, args = generator_file_keys(file)
+        except ModelError as e:
+            out.append(ModelEntry(refused=str(e), **common))
+            continue
+        if not looks_like_joyvasa(set(keys)):
+            continue
+        template = find_motion_template(file, top)
+        refused = (
+            None if template is not None else
+            f"{file.name}: no motion template ({' / '.join(TEMPLATE_NAMES)}) next to it, in ../motion_template/ "
+            f"or in {top}"
+        )  # fmt: skip
+        details = {
+            "template": template.relative_to(top).as_posix() if template else None,
+            "has_hubert": any(k.startswith("audio_encoder.") for k in keys),
+            "audio_model": args.get("audio_model"),
+        }
+        out.append(ModelEntry(refused=refused, details=details, **common))
+    return out
+
+
+@dataclass
+class LoadedJoyVASA:
+    """A loaded generator (with its HuBERT attached) and its motion template."""
+
+    model: DitTalkingHead
+    template: MotionTemplate
+
+
+def load_joyvasa_entry(entry, env, *, hubert_path: str | None = None) -> LoadedJoyVASA:
+    """Generator + template of a scanned entry, float32 on the manager's device. `hubert_path`: a HuBERT
+    folder (from the `hubert` family) the generator uses; HuBERT weights inside the file override it."""
+    path = Path(entry.location)
+    top = next((p for p in path.parents if p.name in JOYVASA_FOLDERS), path.parent)
+    template_rel = entry.details.get("template")
+    if not template_rel:
+        raise ModelNotFoundError(f"{path.name}: no motion template found next to it")
+    hubert = load_hubert(hubert_path, device="cpu") if hubert_path else None
+    model = load_joyvasa(path, hubert=hubert, device=env.device)
+    return LoadedJoyVASA(model.float(), read_motion_template(top / template_rel))
+
+
+def hubert_folder_entry(folder: Path, name: str, top_folder: str):
+    """An entry for a transformers HuBERT folder (config.json with model_type `hubert` + weights); only
+    JSON is read. `pytorch_model.bin` is accepted: transformers reads it with torch.load(weights_only=True)."""
+    from ..models.registry import ModelEntry, read_json
+
+    cfg = read_json(folder / "config.json") or {}
+    refused = None
+    if cfg.get("model_type") != "hubert":
+        refused = f"{folder}: config.json has model_type {cfg.get('model_type')!r}, not 'hubert'"
+    elif not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+        refused = f"{folder} has no model.safetensors or pytorch_model.bin"
+    details = {k: cfg[k] for k in ("hidden_size", "num_hidden_layers") if k in cfg}
+    return ModelEntry(
+        name=name, path=folder, kind="hubert", layout="transformers", source="folder", folder=top_folder,
+        relpath=name, refused=refused, details=details,
+    )  # fmt: skip
+
+
+def scan_hubert(top: Path, folder: str) -> list:
+    """HuBERT folders under `top`: `<name>/` or `<org>/<name>/` holding a config.json."""
+    out = []
+    for child in sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        subs = [child] if (child / "config.json").is_file() else sorted(
+            d for d in child.iterdir() if d.is_dir() and (d / "config.json").is_file()
+        )  # fmt: skip
+        out += [hubert_folder_entry(d, d.relative_to(top).as_posix(), folder) for d in subs]
+    return out
+
+
+def load_hubert_entry(entry, env):
+    return load_hubert(entry.location, device=env.device)
+
+
+JOYVASA_FAMILY = ModelFamily(
+    kind="joyvasa",
+    description="JoyVASA audio-to-motion diffusion transformer (+ motion template JSON / allow-listed .pkl)",
+    folders=JOYVASA_FOLDERS,
+    suffixes=JOYVASA_SUFFIXES,
+    scan=scan_joyvasa,
+    load=load_joyvasa_entry,
+    cache_options=("hubert_path",),
+    approx_bytes=140_000_000,  # 34.3 M denoiser parameters + maps, float32, without HuBERT
+    shared_only=True,
+    licence_note="JoyVASA code: MIT (jdh-algo/JoyVASA LICENSE); the weights' licence is not stated there.",
+)
+HUBERT_FAMILY = ModelFamily(
+    kind="hubert",
+    description="HuBERT speech encoder (transformers HubertModel folder), e.g. chinese-hubert-base",
+    folders=HUBERT_FOLDERS,
+    suffixes=("/",),
+    scan=scan_hubert,
+    load=load_hubert_entry,
+    approx_bytes=380_000_000,  # HuBERT base: about 95 M parameters in float32
+    shared_only=True,
+    licence_note="chinese-hubert-base: see its model card (TencentGameMate/chinese-hubert-base).",
+)

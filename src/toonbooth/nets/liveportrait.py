@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import InputError, ModelError, ModelNotFoundError, UnsafeModelFormatError
+from ..models.families import ModelFamily
 
 __all__ = [
     "AppearanceConfig",
@@ -84,6 +85,9 @@ __all__ = [
     "load_liveportrait",
     "save_liveportrait",
     "build_liveportrait",
+    "LIVEPORTRAIT_FAMILY",
+    "scan_liveportrait",
+    "weight_file_keys",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -1355,3 +1359,159 @@ def save_liveportrait(model: LivePortrait, files: LivePortraitFiles) -> None:
             {p: OrderedDict((k, v.detach().cpu()) for k, v in sd.items()) for p, sd in public.items()},
             str(target),
         )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model family: <models>/LivePortrait/<set>/ (the registry finds and loads renderers through it)
+# ---------------------------------------------------------------------------------------------------
+
+LIVEPORTRAIT_FOLDERS: tuple[str, ...] = ("LivePortrait", "liveportrait")
+LIVEPORTRAIT_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt")
+RENDERER_SETTINGS_FILE = "renderer.json"
+"""Optional JSON next to a set's parts: `{"input_size": N}` for a renderer trained at another input size
+than the released one (256; the tiny test set uses 32). The released weights have none."""
+DEFAULT_INPUT_SIZE = 256
+LIVEPORTRAIT_PARTS: tuple[str, ...] = (
+    "appearance_feature_extractor",
+    "motion_extractor",
+    "warping_module",
+    "spade_generator",
+    "stitching_retargeting_module",
+)
+_PART_FOLDERS = ("base_models", "retargeting_models")
+_KEY_CACHE: dict[tuple[str, int, int], frozenset[str]] = {}
+
+
+def weight_file_keys(path: str | Path) -> frozenset[str]:
+    """Tensor names of a weights file without reading its tensors: the safetensors header, or a
+    `torch.load(weights_only=True, mmap=True)` of a `.pth` (legacy non-zip files: a plain weights_only
+    load); nested dicts are flattened with `.`. Cached by (path, size, mtime). ModelError /
+    UnsafeModelFormatError when the file cannot be read that way."""
+    from ..models.probe import read_header
+
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _KEY_CACHE:
+        return _KEY_CACHE[key]
+    if p.suffix.lower() == ".safetensors":
+        keys = frozenset(read_header(p).shapes)
+    else:
+        try:
+            try:
+                obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UnsafeModelFormatError(
+                f"{p.name}: torch.load(weights_only=True) refused it ({type(e).__name__}); toonbooth does not "
+                "unpickle Python objects"
+            ) from e
+        keys = frozenset(_flatten(obj)) if isinstance(obj, dict) else frozenset()
+    _KEY_CACHE[key] = keys
+    return keys
+
+
+def _set_root(file: Path) -> Path:
+    """The folder a part belongs to: the parent of `base_models/` / `retargeting_models/` (the public tree),
+    else the file's own folder (a flat layout)."""
+    return file.parent.parent if file.parent.name in _PART_FOLDERS else file.parent
+
+
+def read_renderer_settings(root: Path) -> dict[str, int]:
+    """`renderer.json` of a set (input size), validated; the released defaults without it."""
+    import json
+
+    path = Path(root) / RENDERER_SETTINGS_FILE
+    if not path.is_file():
+        return {"input_size": DEFAULT_INPUT_SIZE}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not JSON ({e})") from e
+    size = data.get("input_size", DEFAULT_INPUT_SIZE) if isinstance(data, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not 32 <= size <= 1024 or size % 32:
+        raise ModelError(f"{path}: `input_size` must be a multiple of 32 in [32, 1024], got {size!r}")
+    return {"input_size": size}
+
+
+def scan_liveportrait(top: Path, folder: str) -> list:
+    """One entry per renderer set under `top`: the public tree (`<set>/base_models/*.pth` +
+    `<set>/retargeting_models/stitching_retargeting_module.pth`) or a flat folder of the five files. Parts
+    are identified by their tensor names (`liveportrait_part`), never by file name; a set without F, M, W
+    and G is listed as refused, naming what is missing. A set in `top` itself is called `liveportrait`."""
+    from ..models.registry import ModelEntry, walk_files
+
+    groups: dict[Path, dict[str, Path]] = {}
+    notes: dict[Path, list[str]] = {}
+    rank = {s: i for i, s in enumerate(LIVEPORTRAIT_SUFFIXES)}
+    for file in walk_files(top):
+        suffix = file.suffix.lower()
+        if suffix not in LIVEPORTRAIT_SUFFIXES:
+            continue
+        root = _set_root(file)
+        try:
+            part = liveportrait_part(set(weight_file_keys(file)))
+        except (ModelError, OSError) as e:
+            notes.setdefault(root, []).append(f"{file.name}: {e}")
+            continue
+        if part is None:
+            continue
+        have = groups.setdefault(root, {})
+        if part not in have or rank[suffix] < rank[have[part].suffix.lower()]:
+            have[part] = file  # safetensors preferred over .pth when both are there
+    entries = []
+    for root, parts in sorted(groups.items()):
+        name = "liveportrait" if root == top else root.relative_to(top).as_posix()
+        missing = [p for p in LIVEPORTRAIT_PARTS[:4] if p not in parts]
+        refused = f"{root}: LivePortrait parts missing: {', '.join(missing)}" if missing else None
+        settings: dict[str, int] = {}
+        try:
+            settings = read_renderer_settings(root)
+        except ModelError as e:
+            refused = refused or str(e)
+        suffixes = {f.suffix.lower() for f in parts.values()}
+        details = {
+            "parts": {p: f.relative_to(root).as_posix() for p, f in parts.items()},
+            "stitching": "stitching_retargeting_module" in parts,
+            **settings,
+        }
+        if notes.get(root):
+            details["skipped"] = notes[root]
+        entries.append(ModelEntry(
+            name=name, path=root, kind="liveportrait", layout="safetensors" if suffixes == {".safetensors"}
+            else "pth" if ".safetensors" not in suffixes else "mixed", source="folder", folder=folder,
+            relpath=name, size=sum(f.stat().st_size for f in parts.values()), refused=refused, details=details,
+        ))  # fmt: skip
+    return entries
+
+
+def load_liveportrait_entry(entry, env) -> LivePortrait:
+    """The renderer of a scanned set, in float32 on the manager's device, with `input_size` set."""
+    root = Path(entry.location)
+    parts = {p: root / rel for p, rel in entry.details.get("parts", {}).items()}
+    files = LivePortraitFiles(
+        parts["appearance_feature_extractor"],
+        parts["motion_extractor"],
+        parts["warping_module"],
+        parts["spade_generator"],
+        parts.get("stitching_retargeting_module"),
+    )
+    model = load_liveportrait(files, device=env.device, dtype=torch.float32)
+    model.input_size = int(entry.details.get("input_size", DEFAULT_INPUT_SIZE))
+    return model
+
+
+LIVEPORTRAIT_FAMILY = ModelFamily(
+    kind="liveportrait",
+    description="LivePortrait renderer (F, M, W, G + stitching MLPs; .pth weights_only or safetensors)",
+    folders=LIVEPORTRAIT_FOLDERS,
+    suffixes=("/",),
+    scan=scan_liveportrait,
+    load=load_liveportrait_entry,
+    approx_bytes=520_000_000,  # 130.1 M parameters in float32
+    shared_only=True,
+    licence_note="LivePortrait: MIT (KwaiVGI/LivePortrait LICENSE); its InsightFace detector is not used.",
+)

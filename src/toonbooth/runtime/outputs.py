@@ -42,6 +42,9 @@ def encode_artifact(artifact: Artifact) -> Encoded:
             data = encode_webp_animated(frames, artifact.fps, loop=artifact.loop, max_frames=artifact.max_frames,
                                         max_side=artifact.max_side)  # fmt: skip
         h, w = frames[0].shape[:2]
+        if artifact.max_side and max(w, h) > artifact.max_side:  # the encoders scale down to max_side
+            scale = artifact.max_side / max(w, h)
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
         return Encoded(data, artifact.media_type, w, h, min(len(frames), artifact.max_frames), len(frames) / artifact.fps)
     if isinstance(artifact, FileArtifact):
         return Encoded(artifact.data, artifact.media_type)

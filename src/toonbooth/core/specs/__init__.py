@@ -22,6 +22,7 @@ from .generate import (
     ControlNetUnit,
     GenerateSpec,
 )
+from .talk import TALK_FPS, TalkSpec
 from .training import (
     STYLE_NAME_RE,
     TRAIN_PRESETS,
@@ -44,6 +45,7 @@ __all__ = [
     "STYLE_NAME_RE",
     "TRAIN_PRESETS",
     "TRAIN_SPEC_TYPES",
+    "TALK_FPS",
     "TRIGGER_RE",
     "AnimePoint",
     "AnimeSpec",
@@ -58,6 +60,7 @@ __all__ = [
     "JobSpec",
     "LoraRef",
     "SpecBase",
+    "TalkSpec",
     "TrainDreamBoothSpec",
     "TrainLoraSpec",
     "TrainTISpec",
@@ -69,7 +72,7 @@ __all__ = [
 ]
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
-JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec, TalkSpec)
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
