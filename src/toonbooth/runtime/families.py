@@ -9,12 +9,23 @@ from __future__ import annotations
 from ..core.settings import Settings
 from ..models.families import SD_FAMILIES, FamilySet
 from ..models.manager import ModelManager
+from ..nets.animate_anyone import ANIMATE_ANYONE_FAMILY
+from ..nets.clip_vision import CLIP_VISION_FAMILY
+from ..nets.dwpose import DWPOSE_FAMILY
+from ..nets.ip_adapter import IP_ADAPTER_FAMILY
 from ..nets.lama import LAMA_FAMILY
 from ..vision.segment import SAM_FAMILY
 
 
 def default_families() -> FamilySet:
-    return FamilySet([*SD_FAMILIES, SAM_FAMILY, LAMA_FAMILY])
+    return FamilySet([
+        *SD_FAMILIES, SAM_FAMILY, LAMA_FAMILY,
+        *POSE_FAMILIES,
+    ])  # fmt: skip
+
+
+# webtoon pose change: DWPose ONNX pair, AnimateAnyone parts, CLIP image encoders, IP-Adapters
+POSE_FAMILIES = (DWPOSE_FAMILY, ANIMATE_ANYONE_FAMILY, CLIP_VISION_FAMILY, IP_ADAPTER_FAMILY)
 
 
 def model_manager(settings: Settings, *, allow_paths: bool = True, **kwargs) -> ModelManager:

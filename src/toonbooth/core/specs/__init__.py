@@ -22,6 +22,7 @@ from .generate import (
     ControlNetUnit,
     GenerateSpec,
 )
+from .repose import ControlDetectSpec, ReposeSpec
 from .training import (
     STYLE_NAME_RE,
     TRAIN_PRESETS,
@@ -50,6 +51,7 @@ __all__ = [
     "AudioRef",
     "AvatarSpec",
     "Backend",
+    "ControlDetectSpec",
     "ControlNetUnit",
     "Expression",
     "Gender",
@@ -57,6 +59,7 @@ __all__ = [
     "ImageRef",
     "JobSpec",
     "LoraRef",
+    "ReposeSpec",
     "SpecBase",
     "TrainDreamBoothSpec",
     "TrainLoraSpec",
@@ -70,6 +73,7 @@ __all__ = [
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
 JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES += (ReposeSpec, ControlDetectSpec)  # webtoon: pose change + ControlNet preprocessing
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
