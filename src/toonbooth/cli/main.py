@@ -284,6 +284,11 @@ from .anime import register as _register_anime  # noqa: E402
 _register_anime(app)
 
 
+# --- pose change: repose, pose detect, models convert (cli/repose.py) --- added by the webtoon-pose helper
+from .repose import register as _register_repose  # noqa: E402
+
+_register_repose(app, models_app)
+
 # --- personalization training commands (cli/train.py) --- added by the training helper
 from .train import register as _register_train  # noqa: E402
 

@@ -66,7 +66,6 @@ class ReposeOutput(EngineOutput):
     width: int = 0
     height: int = 0
     people: int = 0
-    seed: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,7 +270,7 @@ class ReposeEngine(Engine[ReposeSpec, ReposeOutput]):
 
 def _run(spec: ReposeSpec, ctx: EngineContext) -> ReposeOutput:
     from ..nets.dwpose import openpose_to_json
-    from ..nets.openpose_detect import detect_skeleton, fit_skeleton, select_people, without_parts
+    from ..nets.openpose_detect import as_in_json, detect_skeleton, fit_skeleton, select_people, without_parts
     from ..vision.pose_draw import draw_openpose
 
     timings: dict[str, float] = {}
@@ -300,7 +299,7 @@ def _run(spec: ReposeSpec, ctx: EngineContext) -> ReposeOutput:
         pose_source = f"OpenPose JSON ({raw.width}x{raw.height} canvas)"
     ref_w, ref_h = (character.width, character.height) if character is not None else (raw.width, raw.height)
     width, height = result_size(spec, ref_w, ref_h)
-    fitted = without_parts(fit_skeleton(raw, width, height), hands=spec.hands, face=spec.face)
+    fitted = as_in_json(without_parts(fit_skeleton(raw, width, height), hands=spec.hands, face=spec.face))
     drawing = draw_openpose(fitted, hands=spec.hands, face=spec.face)
     pose_json = openpose_to_json(fitted)
     timings["pose"] = time.perf_counter() - t0
@@ -312,8 +311,6 @@ def _run(spec: ReposeSpec, ctx: EngineContext) -> ReposeOutput:
         "skeleton": FileArtifact(json.dumps(pose_json).encode("utf-8"), "application/json", ".json"),
     }
     info: dict[str, Any] = {"pose_source": pose_source, "reason": plan.reason, "timings": timings}
-    seed: int | None = None
-
     # 3. Render (or say why not)
     if not rendering:
         if character is not None:
@@ -329,7 +326,7 @@ def _run(spec: ReposeSpec, ctx: EngineContext) -> ReposeOutput:
         else:
             image, params, extra = _render_controlnet(spec, ctx, character, drawing, seed, total, prompt, loras)
         warnings += extra.pop("warnings", [])
-        info.update(extra)
+        info.update(extra, seed=seed)
         timings["render"] = time.perf_counter() - t0
         out["image"] = ImageArtifact(image, params)
         backend = "neural"
@@ -353,7 +350,7 @@ def _run(spec: ReposeSpec, ctx: EngineContext) -> ReposeOutput:
         ctx.log(w, warning=True)
     return ReposeOutput(
         **out, backend=backend, backend_reason=plan.reason, warnings=warnings, info=info, method=plan.method,
-        width=width, height=height, people=len(fitted.people), seed=seed,
+        width=width, height=height, people=len(fitted.people),
     )  # fmt: skip
 
 

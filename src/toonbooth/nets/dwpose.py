@@ -681,10 +681,10 @@ def dwpose_folder_entry(folder: Path, name: str, top_folder: str, relpath: str) 
     pose, pose_problem = _pick("pose", roles["pose"], folder)
     refused = det_problem or pose_problem
     if refused is None and (det is None or pose is None):
-        lacking = [what for what, f in (("a YOLOX person detector (e.g. yolox_l.onnx)", det),
-                                        ("an RTMPose whole-body model (e.g. dw-ll_ucoco_384.onnx)", pose)) if f is None]  # fmt: skip
+        lacking = [what for what, f in (("YOLOX person detector (e.g. yolox_l.onnx)", det),
+                                        ("RTMPose whole-body model (e.g. dw-ll_ucoco_384.onnx)", pose)) if f is None]  # fmt: skip
         unknown = f"; not recognised: {', '.join(f.name for f in others)}" if others else ""
-        refused = f"{folder}: the DWPose pair is incomplete, no {' and no '.join(lacking)} found{unknown}"
+        refused = f"{folder}: the DWPose pair is incomplete: no {' and no '.join(lacking)} found{unknown}"
     details: dict[str, Any] = {}
     if det is not None:
         details["detector"] = det.name

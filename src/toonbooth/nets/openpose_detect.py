@@ -74,7 +74,7 @@ def preprocess_pose(
     except InputError:
         empty = {"people": [], "canvas_width": w, "canvas_height": h}
         return PoseMap(np.zeros((h, w, 3), np.uint8), None, empty, False)
-    skeleton = without_parts(skeleton, hands=hands, face=face)
+    skeleton = as_in_json(without_parts(skeleton, hands=hands, face=face))
     drawing = draw_openpose(skeleton, hands=hands, face=face)
     return PoseMap(drawing, skeleton, openpose_to_json(skeleton), True)
 
@@ -136,3 +136,17 @@ def unit_pose_map(models: Any, owner: str | None, source: Any, unit: Any, index:
     res = preprocessor_resolution(source.width, source.height, unit, width, height)
     rgb = np.asarray(source.convert("RGB"))
     return preprocess_pose(dw, rgb, unit.module, res, field=f"controlnet_units.{index}.image")
+
+
+def as_in_json(skeleton: PoseSkeleton) -> PoseSkeleton:
+    """The skeleton with its numbers exactly as `openpose_to_json` writes them (3 decimals), so the drawing
+    made from it is the drawing of the JSON output (a JSON sent back draws the same pixels)."""
+
+    def rounded(arr: np.ndarray | None) -> np.ndarray | None:
+        if arr is None:
+            return None
+        return np.asarray([round(float(v), 3) for v in arr.reshape(-1)], dtype=np.float64).reshape(arr.shape)
+
+    people = tuple(PosePerson(rounded(p.body), rounded(p.left_hand), rounded(p.right_hand), rounded(p.face))
+                   for p in skeleton.people)  # fmt: skip
+    return PoseSkeleton(people, skeleton.width, skeleton.height)
