@@ -121,6 +121,9 @@ def make_pose_models(root: Path, tiny_models_dir: Path, *, animate_anyone: bool 
                 (root / "diffusers" / sub.name).symlink_to(sub, target_is_directory=True)
         else:
             (root / name).symlink_to(tiny_models_dir / name, target_is_directory=True)
+    (root / "ControlNet").mkdir(exist_ok=True)
+    for f in (tiny_models_dir / "ControlNet").iterdir():
+        (root / "ControlNet" / f.name).symlink_to(f)
     cross = tiny_unet_config(tiny_models_dir)["cross_attention_dim"]
     if dwpose:
         add_dwpose(root)
@@ -129,7 +132,6 @@ def make_pose_models(root: Path, tiny_models_dir: Path, *, animate_anyone: bool 
         add_image_encoder(root / "clip_vision" / "tiny-image-encoder", cross, seed=3)
         add_vae(root)
     if light:
-        (root / "ControlNet").mkdir(exist_ok=True)
         shutil.copyfile(tiny_models_dir / "ControlNet" / "tiny-sd15-canny.safetensors",
                         root / "ControlNet" / "tiny-sd15-openpose.safetensors")  # fmt: skip
         add_ip_adapter(root, tiny_models_dir, cross)
