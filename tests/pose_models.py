@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-import test_dwpose as tdw
-
 SHARED = ("Stable-diffusion", "Lora", "embeddings", "configs", "diffusers")
-POSE_W, POSE_H = tdw.IMG_W, tdw.IMG_H
+POSE_W, POSE_H = 320, 480  # test_dwpose's IMG_W, IMG_H: the detector's designed box is for this size
 
 
 def pose_photo() -> np.ndarray:
@@ -35,11 +33,15 @@ def pose_photo() -> np.ndarray:
 
 def designed_keypoints() -> np.ndarray:
     """(133, 3) keypoints the tiny pair gives for `pose_photo()`: designed positions and scores."""
+    import test_dwpose as tdw
+
     xy = tdw.OFFSET + np.stack([tdw.M, tdw.N], axis=1) * 5.0
     return np.concatenate([xy, tdw.SCORES[:, None].astype(np.float64)], axis=1)
 
 
 def add_dwpose(root: Path) -> Path:
+    import test_dwpose as tdw
+
     folder = root / "DWPose"
     folder.mkdir(parents=True, exist_ok=True)
     tdw.make_detector(folder / "yolox_l.onnx", tdw.DET_ROWS)

@@ -209,7 +209,7 @@ def result_size(spec: ReposeSpec, aspect_w: int, aspect_h: int) -> tuple[int, in
     multiples of 8."""
 
     def r8(v: float) -> int:
-        return int(min(1024, max(64, round(v / 8) * 8)))
+        return int(min(1024, max(16, round(v / 8) * 8)))
 
     if spec.width and spec.height:
         return spec.width, spec.height
