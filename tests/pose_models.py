@@ -4,7 +4,8 @@ It links the shared tiny SD set (checkpoints, ControlNets, LoRAs, configs) and a
 - `DWPose/yolox_l.onnx` + `DWPose/dw-ll_ucoco_384.onnx`: the tiny ONNX pair of `test_dwpose` (real signatures,
   designed outputs: the keypoints of a 320 x 480 pose photo are known);
 - `AnimateAnyone/{reference_unet,denoising_unet,pose_guider}.pth`: random weights of the tiny SD1.5 UNet (the
-  reference file without conv_norm_out / conv_out, as Moore's) and a tiny PoseGuider, saved with torch.save;
+  reference file without conv_norm_out / conv_out, as Moore's) and a tiny PoseGuider, saved with torch.save
+  (`nets.tiny_pose`, which `toonbooth models make-tiny` uses too);
 - `clip_vision/tiny-image-encoder/`: a tiny CLIPVisionModelWithProjection (projection = the UNet's
   cross-attention width);
 - `diffusers/tiny-vae/`: the tiny SD1.5 VAE as a diffusers folder;
@@ -54,43 +55,15 @@ def tiny_unet_config(tiny_models_dir: Path) -> dict:
 
 
 def add_animate_anyone(root: Path, tiny_models_dir: Path, seed: int = 0) -> Path:
-    import torch
-    from diffusers import UNet2DConditionModel
+    from toonbooth.nets.tiny_pose import write_animate_anyone
 
-    from toonbooth.nets.pose_guider import PoseGuiderConfig, build_pose_guider
-
-    folder = root / "AnimateAnyone"
-    folder.mkdir(parents=True, exist_ok=True)
-    config = tiny_unet_config(tiny_models_dir)
-    torch.manual_seed(seed)
-    reference = UNet2DConditionModel.from_config(config).state_dict()
-    for key in ("conv_norm_out.weight", "conv_norm_out.bias", "conv_out.weight", "conv_out.bias"):
-        reference.pop(key)
-    torch.save(reference, folder / "reference_unet.pth")
-    torch.manual_seed(seed + 1)
-    torch.save(UNet2DConditionModel.from_config(config).state_dict(), folder / "denoising_unet.pth")
-    guider = build_pose_guider(PoseGuiderConfig.tiny(out_channels=config["block_out_channels"][0]), seed=seed + 2)
-    with torch.no_grad():
-        guider.conv_out.weight.normal_(0, 0.05)  # a trained head: the pose changes the result
-    torch.save(guider.state_dict(), folder / "pose_guider.pth")
-    return folder
-
-
-def tiny_image_encoder(projection_dim: int, seed: int = 0):
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed)
-    cfg = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-        patch_size=16, projection_dim=projection_dim,
-    )  # fmt: skip
-    return CLIPVisionModelWithProjection(cfg).eval()
+    return write_animate_anyone(root / "AnimateAnyone", tiny_unet_config(tiny_models_dir), seed)
 
 
 def add_image_encoder(folder: Path, projection_dim: int, seed: int = 0) -> Path:
-    tiny_image_encoder(projection_dim, seed).save_pretrained(str(folder), safe_serialization=True)
-    return folder
+    from toonbooth.nets.tiny_pose import write_image_encoder
+
+    return write_image_encoder(folder, projection_dim, seed)
 
 
 def add_vae(root: Path) -> Path:

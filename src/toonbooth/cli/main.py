@@ -256,10 +256,12 @@ def models_make_tiny(
     """Write a complete tiny random-weight model set (SDXL + SD1.5 checkpoints, ControlNets, LoRAs,
     embeddings, config folders) so every command and the server run without real weights."""
     from ..models.tiny import make_tiny_set
+    from ..nets.tiny_pose import make_tiny_pose_set
 
     if directory.exists() and not directory.is_dir():
         fail(InputError("directory", f"not a folder: {directory}", str(directory)))
     written = make_tiny_set(directory)
+    written.update(make_tiny_pose_set(directory))  # the pose studio: DWPose pair, AnimateAnyone, IP-Adapter
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"tiny model set written to {directory}; use it with --models-dir {directory}")
