@@ -19,12 +19,16 @@ POSE_MODULES: tuple[str, ...] = ("openpose", "openpose_full", "dw_openpose_full"
 DETECT_MODULES: tuple[str, ...] = ("canny", "invert", "none", *POSE_MODULES)
 
 
+# AnimateAnyone's single-image settings (Moore-AnimateAnyone `log_validation`: 20 steps, CFG 3.5); the light
+# path reads the same steps / CFG / seed and its checkpoint, sampler and LoRAs from `diffusion`. A partial
+# `diffusion` object keeps these defaults for the fields it leaves out.
+REPOSE_DIFFUSION: dict[str, Any] = {
+    "checkpoint": "stable-diffusion-v1-5", "sampler": "DDIM", "steps": 20, "cfg_scale": 3.5, "strength": 1.0,
+}  # fmt: skip
+
+
 def _repose_diffusion() -> DiffusionParams:
-    # AnimateAnyone's single-image settings (Moore-AnimateAnyone `log_validation`: 20 steps, CFG 3.5);
-    # the light path reads the same steps / CFG / seed and its checkpoint, sampler and LoRAs from here
-    return DiffusionParams(
-        checkpoint="stable-diffusion-v1-5", sampler="DDIM", steps=20, cfg_scale=3.5, strength=1.0
-    )
+    return DiffusionParams(**REPOSE_DIFFUSION)
 
 
 class ReposeSpec(SpecBase):
@@ -126,6 +130,11 @@ class ReposeSpec(SpecBase):
         description="SAM for the character mask (GrabCut seeded by the skeleton when it is not installed).",
     )  # fmt: skip
     feather_px: float = Field(2.0, ge=0.0, le=64.0, description="Soft edge of the character mask.")
+
+    @field_validator("diffusion", mode="before")
+    @classmethod
+    def _diffusion_defaults(cls, v: Any) -> Any:
+        return {**REPOSE_DIFFUSION, **v} if isinstance(v, dict) else v
 
     @field_validator("size", "width", "height")
     @classmethod
