@@ -165,6 +165,36 @@ def test_denoising_unet_with_motion_modules_is_refused(tmp_path, tiny_models_dir
         load_animate_anyone(entry, manager.load_env())
 
 
+def test_convert_to_safetensors_is_preferred_and_loads_the_same(tmp_path, tiny_models_dir):
+    from typer.testing import CliRunner
+
+    from toonbooth.cli.main import app
+    from toonbooth.nets.animate_anyone import load_animate_anyone, scan_animate_anyone
+
+    pm.add_animate_anyone(tmp_path, tiny_models_dir)
+    folder = tmp_path / "AnimateAnyone"
+    manager = model_manager(Settings(home=tmp_path / "h", models_dir=tiny_models_dir, device="cpu"))
+    (before,) = scan_animate_anyone(folder, "AnimateAnyone")
+    parts_pth = load_animate_anyone(before, manager.load_env())
+    res = CliRunner().invoke(app, ["models", "convert", str(folder)], env={"TOONBOOTH_HOME": str(tmp_path / "h")})
+    assert res.exit_code == 0, res.output
+    assert res.output.count("wrote ") == 3
+    (after,) = scan_animate_anyone(folder, "AnimateAnyone")
+    assert after.details["denoising_unet"] == "denoising_unet.safetensors"
+    parts_st = load_animate_anyone(after, manager.load_env())
+    for a, b in ((parts_pth.reference_unet, parts_st.reference_unet), (parts_pth.pose_guider, parts_st.pose_guider)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    # a file whose tensors do not fit the UNet is refused with the key report
+    state = torch.load(folder / "reference_unet.pth", weights_only=True)
+    state["conv_in.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save(state, folder / "reference_unet.pth")
+    (folder / "reference_unet.safetensors").unlink()
+    (broken,) = scan_animate_anyone(folder, "AnimateAnyone")
+    with pytest.raises(ModelError, match="wrong shape"):
+        load_animate_anyone(broken, manager.load_env())
+
+
 # ---------------------------------------------------------------------------------------------------
 # Pose: DWPose through the job, the drawing, the JSON
 # ---------------------------------------------------------------------------------------------------
