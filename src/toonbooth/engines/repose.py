@@ -438,6 +438,7 @@ def _render_controlnet(
                    schedule_field="diffusion.schedule_type")  # fmt: skip
     tis, staged = sd.job_prompts(models, base, ARCH, prompt, spec.negative_prompt, owner)
     warnings += tis.warnings
+    total += sd.count_steps(pipe.scheduler, d.steps, None) - d.steps  # second-order samplers call back more often
     kwargs: dict[str, Any] = {}
     # b. denoise (the IP-Adapter is on the shared UNet only for this call)
     if ip is not None:
