@@ -28,7 +28,7 @@ def srv(tiny_models_dir, tmp_path_factory):
     data_dir = root / "data"
     data_dir.mkdir()
     token = add_user(data_dir, "artist")
-    with running_server(models, data_dir) as server:
+    with running_server(models, data_dir, extra_args=("--no-ui",)) as server:
         server.token = token  # type: ignore[attr-defined]
         yield server
 
