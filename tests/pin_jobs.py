@@ -47,6 +47,7 @@ STUDIOS = (
     "anime_full",
     "train_lora",
     "talk_classic",
+    "repose_animate_anyone",
 )
 
 
@@ -79,6 +80,12 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     (extra / "LaMa").mkdir(parents=True)
     weights = {f"generator.{k}": v.contiguous() for k, v in lama.generator.state_dict().items()}
     save_file(weights, str(extra / "LaMa" / "tiny-lama.safetensors"))
+    # the pose studio's tiny AnimateAnyone parts, CLIP image encoder and VAE (tests/pose_models.py)
+    from pose_models import add_animate_anyone, add_image_encoder, add_vae, tiny_unet_config
+
+    add_animate_anyone(extra, models_dir)
+    add_image_encoder(extra / "clip_vision" / "tiny-image-encoder", tiny_unet_config(models_dir)["cross_attention_dim"], seed=3)
+    add_vae(extra)
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -200,6 +207,20 @@ def talk_classic(env: PinEnv) -> dict[str, Any]:
                     voice=env.storage.put(encode_wav(voice, 16000), content_type="audio/wav"),
                     backend="classic", size=128, seed=3, sticker_seconds=0.5)  # fmt: skip
     return _pixels(env, _run(env, spec), "still", _grid(128, 128))
+# a standing figure (OpenPose-18 body) on the 64 x 48 result canvas
+REPOSE_BODY = [(32, 6), (32, 13), (27, 13), (25, 21), (24, 28), (37, 13), (39, 21), (40, 28), (29, 28), (28, 36),
+               (28, 44), (35, 28), (36, 36), (36, 44), (31, 5), (33, 5), (29, 6), (35, 6)]  # fmt: skip
+
+
+def repose_animate_anyone(env: PinEnv) -> dict[str, Any]:
+    """Pose change, AnimateAnyone on the tiny parts (reference + denoising UNet, PoseGuider, CLIP image
+    encoder, VAE): the 64x48 photo re-posed to a JSON skeleton, 3 DDIM v-prediction steps, CFG 3.5."""
+    skeleton = {"people": [{"pose_keypoints_2d": [v for x, y in REPOSE_BODY for v in (x, y, 1.0)]}],
+                "canvas_width": 64, "canvas_height": 48}  # fmt: skip
+    raw = {"kind": "repose", "character": env.refs["photo_64x48"], "skeleton": skeleton, "method": "animate_anyone",
+           "backend": "neural", "image_encoder": "tiny-image-encoder", "vae": "tiny-vae", "size": 64,
+           "diffusion": {"checkpoint": "tiny-sd15", "sampler": "DDIM", "steps": 3, "cfg_scale": 3.5, "seed": 13}}  # fmt: skip
+    return _pixels(env, _run(env, parse_job_spec(raw)), "image", _grid(64, 48))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

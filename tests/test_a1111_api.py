@@ -247,7 +247,7 @@ BAD = [
     ("init image not an image", "img2img", {"init_images": [b64(b"not an image, really")]}, "init_images.0"),
     ("ControlNet model unknown", "img2img", {"alwayson_scripts": {"ControlNet": {"args": [{"module": "canny", "model": "nope"}]}}}, "alwayson_scripts.ControlNet.args.0.model"),
     ("ControlNet bool garbage", "img2img", {"alwayson_scripts": {"ControlNet": {"args": [{"enabled": "perhaps", "model": "tiny-sdxl-canny"}]}}}, "alwayson_scripts.ControlNet.args.0.enabled"),
-    ("ControlNet module unknown", "img2img", {"alwayson_scripts": {"ControlNet": {"args": [{"module": "openpose_full", "model": "tiny-sdxl-canny"}]}}}, "alwayson_scripts.ControlNet.args.0.module"),
+    ("ControlNet module unknown", "img2img", {"alwayson_scripts": {"ControlNet": {"args": [{"module": "depth_zoe", "model": "tiny-sdxl-canny"}]}}}, "alwayson_scripts.ControlNet.args.0.module"),
     ("denoising out of range", "img2img", {"denoising_strength": 1.5}, "denoising_strength"),
     ("body not an object", "txt2img", None, "body"),
 ]  # fmt: skip

@@ -269,6 +269,7 @@ def models_make_tiny(
     """Write a complete tiny random-weight model set (SDXL + SD1.5 checkpoints, ControlNets, LoRAs,
     embeddings, config folders) so every command and the server run without real weights."""
     from ..models.tiny import make_tiny_set
+    from ..nets.tiny_pose import make_tiny_pose_set
 
     if directory.exists() and not directory.is_dir():
         fail(InputError("directory", f"not a folder: {directory}", str(directory)))
@@ -276,6 +277,7 @@ def models_make_tiny(
     from ..nets.talk_tiny import write_tiny_talk_set  # talking emoticon: LivePortrait, JoyVASA, HuBERT
 
     written.update(write_tiny_talk_set(directory))
+    written.update(make_tiny_pose_set(directory))  # the pose studio: DWPose pair, AnimateAnyone, IP-Adapter
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"tiny model set written to {directory}; use it with --models-dir {directory}")
@@ -305,6 +307,10 @@ from .talk import register as _register_talk  # noqa: E402
 
 _register_talk(app)
 
+# --- pose change: repose, pose detect, models convert (cli/repose.py) --- added by the webtoon-pose helper
+from .repose import register as _register_repose  # noqa: E402
+
+_register_repose(app, models_app)
 
 # --- personalization training commands (cli/train.py) --- added by the training helper
 from .train import register as _register_train  # noqa: E402

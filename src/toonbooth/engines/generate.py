@@ -31,6 +31,10 @@ and sd-webui-controlnet (https://github.com/Mikubill/sd-webui-controlnet), on di
   block) (soft injection); "ControlNet is more important" also removes the control from the unconditional
   half of classifier-free guidance (cfg injection) — applied per unit with forward hooks on the
   ControlNet models, so units can differ. Several units run as a diffusers MultiControlNetModel.
+* Pose modules `openpose` (body), `openpose_full` and `dw_openpose_full` (body, hands, face): DWPose (the
+  `dwpose` ONNX pair) at the preprocessor resolution, drawn in the ControlNet-openpose convention
+  (`nets.openpose_detect.unit_pose_map`), then fitted like any map; nobody found = a black map (as the
+  extension) and a warning.
 * Every image gets A1111 infotext; `GenerateOutput` carries the typed facts A1111's `Processed.js()` is made
   of (the A1111 adapter builds that dict), plus `ignored`: the request fields that were accepted but not
   honoured (their reasons are in `warnings`).
@@ -47,7 +51,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from ..core.artifacts import ImageArtifact
-from ..core.errors import InputError
+from ..core.errors import BackendUnavailableError, InputError
 from ..core.settings import Settings
 from ..core.specs import ControlNetUnit, GenerateSpec
 from ..models import sd
@@ -65,7 +69,7 @@ from ..vision.a1111_image import (
     paste_region,
     resize_image,
 )
-from ..vision.control import canny_thresholds, control_map, unit_text
+from ..vision.control import POSE_MODULES, canny_thresholds, control_map, unit_text
 from .base import Engine, EngineContext, EngineOutput, JobCost, resolve_or_field_error
 
 SUPPORTED_ARCHS = ("sd15", "sdxl")
@@ -222,6 +226,11 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
             )
         if unit.module == "canny":
             canny_thresholds(unit, i)
+        if unit.module in POSE_MODULES and (missing := models.missing([_pose_ref(i)], owner)):
+            raise BackendUnavailableError(
+                f"`controlnet_units.{i}.module` {unit.module} runs DWPose, whose ONNX pair is not installed "
+                f"({'; '.join(missing)}): `toonbooth models pull dwpose`"
+            )
         units.append(_Unit(i, unit, cn))
     # steps and strength
     strength = spec.used_strength()
@@ -260,6 +269,10 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
         ignored,
         warnings,
     )
+
+
+def _pose_ref(index: int) -> ModelRef:
+    return ModelRef("dwpose", "dwpose", f"controlnet_units.{index}.module")
 
 
 @dataclass
@@ -360,6 +373,7 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
             ModelRef("controlnet", u.model, f"controlnet_units.{i}.model")
             for i, u in enumerate(spec.controlnet_units) if u.enabled
         ]  # fmt: skip
+        refs += [_pose_ref(i) for i, u in enumerate(spec.controlnet_units) if u.enabled and u.module in POSE_MODULES]
         return refs
 
     def check_inputs(self, spec: GenerateSpec, models: ModelManager, owner: str | None) -> None:
@@ -421,7 +435,15 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
             assert source is not None  # the spec refuses txt2img units without an image
             if prep.region is not None and prep.original is not None:  # "only masked": the same box of the map
                 source = source.resize(prep.original.size, Image.Resampling.LANCZOS).crop(prep.region)
-            controls.append(control_map(source, unit.spec, unit.index, w, h))
+            drawn = None
+            if unit.spec.module in POSE_MODULES:
+                from ..nets.openpose_detect import unit_pose_map
+
+                pose = unit_pose_map(models, ctx.owner, source, unit.spec, unit.index, w, h)
+                drawn = pose.image
+                if not pose.found:
+                    warnings.append(f"ControlNet unit {unit.index}: no person found, the pose map is empty")
+            controls.append(control_map(source, unit.spec, unit.index, w, h, precomputed=drawn))
         tis, staged = sd.job_prompts(
             models, base, arch, checked.prompt_text, spec.negative_prompt, ctx.owner, clip_skip=spec.clip_skip
         )

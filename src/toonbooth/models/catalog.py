@@ -36,14 +36,18 @@ from pydantic import BaseModel, Field, field_validator
 from ..core.errors import ModelNotFoundError
 
 CatalogKind = Literal[
-    "checkpoint", "controlnet", "lora", "embedding", "vae", "config", "sam", "lama", "liveportrait", "joyvasa",
-    "hubert",
-]
-CatalogArch = Literal["sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert"]
+    "checkpoint", "controlnet", "lora", "embedding", "vae", "config", "sam", "lama",
+    "liveportrait", "joyvasa", "hubert",  # talking emoticon
+    "dwpose", "animate_anyone", "clip_vision", "ip_adapter",  # pose change
+]  # fmt: skip
+CatalogArch = Literal[
+    "sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert", "dwpose",
+]  # fmt: skip
 A1111Folder = Literal[
     "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa",
-    "LivePortrait", "JoyVASA", "HuBERT",
-]
+    "LivePortrait", "JoyVASA", "HuBERT",  # talking emoticon
+    "DWPose", "AnimateAnyone", "clip_vision", "IP-Adapter",  # pose change
+]  # fmt: skip
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -444,12 +448,154 @@ _TALK_CATALOG: tuple[CatalogEntry, ...] = (
     ),
 )
 CATALOG = CATALOG + _TALK_CATALOG
+CATALOG += (
+    # --- webtoon: pose change (DWPose, AnimateAnyone, the light ControlNet-openpose + IP-Adapter path) ---
+    CatalogEntry(
+        name="dwpose",
+        kind="dwpose",
+        arch="dwpose",
+        repo_id="yzd-v/DWPose",
+        files=[
+            CatalogFile(filename="yolox_l.onnx"),
+            CatalogFile(
+                filename="dw-ll_ucoco_384.onnx",
+                sha256="724f4ff2439ed61afb86fb8a1951ec39c6220682803b4a8bd4f598cd913b1843",
+                size=134399116,
+            ),
+        ],
+        a1111_folder="DWPose",
+        aliases=["dw-openpose", "dwpose-l"],
+        licence="Apache-2.0 (yzd-v/DWPose model card; DWPose and YOLOX code are Apache-2.0).",
+        source_note=(
+            "DWPose ONNX pair (Yang et al., ICCV 2023 workshops): yolox_l.onnx (YOLOX-L person detector, about "
+            "217 MB, input 1x3x640x640 -> 1x8400x85) and dw-ll_ucoco_384.onnx (RTMPose-l whole-body SimCC, 133 "
+            "keypoints, input 1x3x384x288). sha256 and size of dw-ll_ucoco_384.onnx from the LFS pointer in the "
+            "repo's commit f7c16a3 ('support all dwpose models'); yolox_l.onnx's hash was not readable there "
+            "(not verified). Installed as <models>/DWPose/ (the pair is one model, `dwpose`), identified by the "
+            "ONNX graphs' input/output signatures."
+        ),
+        homepage="https://github.com/IDEA-Research/DWPose",
+    ),
+    CatalogEntry(
+        name="animate-anyone",
+        kind="animate_anyone",
+        arch="sd15",
+        repo_id="patrolli/AnimateAnyone",
+        files=[
+            CatalogFile(filename="reference_unet.pth"),
+            CatalogFile(filename="denoising_unet.pth"),
+            CatalogFile(filename="pose_guider.pth"),
+        ],
+        a1111_folder="AnimateAnyone",
+        aliases=["moore-animate-anyone", "animateanyone"],
+        licence="Apache-2.0 (patrolli/AnimateAnyone model card; MooreThreads/Moore-AnimateAnyone LICENSE).",
+        source_note=(
+            "Moore-AnimateAnyone stage-1 weights: reference_unet.pth and denoising_unet.pth (3.44 GB each, SD1.5 "
+            "UNet layout; the reference UNet lacks conv_norm_out/conv_out) and pose_guider.pth (4.35 MB), as "
+            "listed on the repo's file page (pickle imports OrderedDict / FloatStorage / _rebuild_tensor_v2 only, "
+            "so torch.load(weights_only=True) reads them). motion_module.pth is deliberately not fetched: with one "
+            "image it turns the result into noise (Moore-AnimateAnyone issues #12, #59). No hashes were readable. "
+            "`toonbooth models convert <models>/AnimateAnyone` writes .safetensors copies once. Needs sd15-config "
+            "(UNet config), sd-image-variations-diffusers (CLIP image encoder) and sd-vae-ft-mse."
+        ),
+        homepage="https://github.com/MooreThreads/Moore-AnimateAnyone",
+    ),
+    CatalogEntry(
+        name="sd-image-variations-diffusers",
+        kind="clip_vision",
+        arch="sd15",
+        repo_id="lambdalabs/sd-image-variations-diffusers",
+        files=[
+            CatalogFile(filename="config.json", subfolder="image_encoder"),
+            CatalogFile(filename="pytorch_model.bin", subfolder="image_encoder"),
+        ],
+        a1111_folder="clip_vision",
+        install_subdir="sd-image-variations-diffusers",
+        aliases=["sd-image-variations-image-encoder"],
+        licence="CreativeML OpenRAIL-M (lambdalabs/sd-image-variations-diffusers model card).",
+        source_note=(
+            "The CLIP ViT-L/14 image encoder with its 768-d projection (CLIPVisionModelWithProjection) that "
+            "AnimateAnyone conditions on: image_encoder/config.json (703 bytes) and pytorch_model.bin (1.22 GB; "
+            "pickle imports OrderedDict / FloatStorage / LongStorage / _rebuild_tensor_v2 only, read with "
+            "weights_only=True). A model.safetensors exists only in the repo's pull requests (refs/pr/8, "
+            "refs/pr/20). Installed as <models>/clip_vision/sd-image-variations-diffusers/image_encoder/."
+        ),
+        homepage="https://huggingface.co/lambdalabs/sd-image-variations-diffusers",
+    ),
+    CatalogEntry(
+        name="sd-vae-ft-mse",
+        kind="vae",
+        arch="sd15",
+        repo_id="stabilityai/sd-vae-ft-mse",
+        files=[CatalogFile(filename="config.json"), CatalogFile(filename="diffusion_pytorch_model.safetensors")],
+        allow_patterns=["config.json", "diffusion_pytorch_model.safetensors"],
+        a1111_folder="diffusers",
+        install_subdir="sd-vae-ft-mse",
+        aliases=["vae-ft-mse"],
+        licence="MIT (stabilityai/sd-vae-ft-mse model card).",
+        source_note=(
+            "The SD1.x VAE decoder fine-tuned with MSE (about 335 MB), the VAE AnimateAnyone was trained with; "
+            "diffusers folder layout under <models>/diffusers/sd-vae-ft-mse/. No hash was readable."
+        ),
+        homepage="https://huggingface.co/stabilityai/sd-vae-ft-mse",
+    ),
+    CatalogEntry(
+        name="control_v11p_sd15_openpose",
+        kind="controlnet",
+        arch="sd15",
+        repo_id="lllyasviel/control_v11p_sd15_openpose",
+        files=[
+            CatalogFile(filename="config.json"),
+            CatalogFile(
+                filename="diffusion_pytorch_model.safetensors",
+                sha256="46b10abb28f3750aba7eea208e188539f7945d9256de9a248cbb9902f2276988",
+            ),
+        ],
+        allow_patterns=["config.json", "diffusion_pytorch_model.safetensors"],
+        a1111_folder="diffusers",
+        install_subdir="control_v11p_sd15_openpose",
+        aliases=["sd15-openpose"],
+        licence="OpenRAIL (model card of lllyasviel/control_v11p_sd15_openpose).",
+        source_note=(
+            "ControlNet 1.1 openpose for SD1.5 (1.45 GB fp32), trained on the OpenPose / DWPose drawing "
+            "convention toonbooth draws; diffusers folder under <models>/diffusers/. sha256 from the LFS details "
+            "of a clone of the repo (Manojb/control_v11p_sd15_openpose, 'Cloned from lllyasviel/...'); the "
+            "download is verified against it."
+        ),
+        homepage="https://huggingface.co/lllyasviel/control_v11p_sd15_openpose",
+    ),
+    CatalogEntry(
+        name="ip-adapter_sd15",
+        kind="ip_adapter",
+        arch="sd15",
+        repo_id="h94/IP-Adapter",
+        files=[
+            CatalogFile(filename="ip-adapter_sd15.safetensors", subfolder="models"),
+            CatalogFile(filename="config.json", subfolder="models/image_encoder"),
+            CatalogFile(filename="model.safetensors", subfolder="models/image_encoder"),
+        ],
+        a1111_folder="IP-Adapter",
+        aliases=["ip-adapter"],
+        licence="Apache-2.0 (h94/IP-Adapter model card).",
+        source_note=(
+            "IP-Adapter for SD1.5 (global image embedding, 4 tokens) and its image encoder (OpenCLIP ViT-H/14, "
+            "632 M parameters), in the layout diffusers' load_ip_adapter(<models>/IP-Adapter, subfolder='models', "
+            "image_encoder_folder='image_encoder') reads. No hashes were readable."
+        ),
+        homepage="https://huggingface.co/h94/IP-Adapter",
+    ),
+)
 
 RECIPES: dict[str, list[str]] = {
     "memoji": ["samaritan-3d-cartoon-sdxl", "diffusers_xl_canny_full", "memoji", "sdxl-base-config"],
     "sd15": ["stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
     "anime": ["sam-vit-base", "big-lama", "stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
     "talk": ["liveportrait", "joyvasa", "chinese-hubert-base"],
+    # webtoon: pose change (the background helper adds its translation model to this recipe)
+    "webtoon": [
+        "dwpose", "animate-anyone", "sd-image-variations-diffusers", "sd-vae-ft-mse", "sd15-config",
+        "stable-diffusion-v1-5", "control_v11p_sd15_openpose", "ip-adapter_sd15",
+    ],
 }
 
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from ..core.errors import InputError, ModelError, ModelNotFoundError
+from ..models.families import ModelFamily
 from ..vision.pose_draw import BODY_POINTS, FACE_POINTS, SCORE_THRESHOLD, PosePerson, PoseSkeleton
 
 WHOLEBODY_POINTS = 133
@@ -614,3 +615,125 @@ def parse_openpose_json(
         for body, face, left, right in parsed
     )
     return PoseSkeleton(people, width, height)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The DWPose model family: the ONNX pair in `<models>/DWPose/` (or one pair per sub-folder)
+# ---------------------------------------------------------------------------------------------------
+
+DWPOSE_FOLDERS: tuple[str, ...] = ("DWPose", "dwpose")
+DWPOSE_NAME = "dwpose"
+PREFERRED_FILES = {"detector": "yolox_l.onnx", "pose": "dw-ll_ucoco_384.onnx"}
+_SIGNATURES: dict[tuple[str, int, int], Any] = {}
+
+
+def onnx_role(path: Path) -> str | None:
+    """'detector' (YOLOX raw output), 'pose' (RTMPose SimCC, 133 points) or None, read from the file's graph
+    inputs and outputs only (no session, no weights read); cached per file version."""
+    from ..models.onnx_header import read_onnx_signature
+
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _SIGNATURES:
+        if len(_SIGNATURES) > 256:
+            _SIGNATURES.clear()
+        try:
+            _SIGNATURES[key] = read_onnx_signature(path)
+        except ModelError as exc:
+            _SIGNATURES[key] = exc
+    sig = _SIGNATURES[key]
+    if isinstance(sig, Exception):
+        return None
+    if looks_like_rtmpose_wholebody(sig):
+        return "pose"
+    if looks_like_yolox(sig):
+        return "detector"
+    return None
+
+
+def _pick(role: str, files: list[Path], folder: Path) -> tuple[Path | None, str | None]:
+    if len(files) == 1:
+        return files[0], None
+    if not files:
+        return None, None
+    preferred = [f for f in files if f.name.lower() == PREFERRED_FILES[role]]
+    if len(preferred) == 1:
+        return preferred[0], None
+    names = ", ".join(f.name for f in files)
+    return None, f"{folder} holds several {role} models ({names}): keep one pair per folder"
+
+
+def dwpose_folder_entry(folder: Path, name: str, top_folder: str, relpath: str) -> Any:
+    """An entry for a folder holding `.onnx` files: usable when exactly one YOLOX detector and one RTMPose
+    whole-body model are identified by their signatures; refused (saying what is missing) otherwise; None
+    when the folder has no `.onnx` file."""
+    from ..models.registry import ModelEntry
+
+    onnx_files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".onnx")
+    if not onnx_files:
+        return None
+    roles: dict[str, list[Path]] = {"detector": [], "pose": []}
+    others = []
+    for f in onnx_files:
+        role = onnx_role(f)
+        (roles[role] if role else others).append(f)
+    det, det_problem = _pick("detector", roles["detector"], folder)
+    pose, pose_problem = _pick("pose", roles["pose"], folder)
+    refused = det_problem or pose_problem
+    if refused is None and (det is None or pose is None):
+        lacking = [what for what, f in (("YOLOX person detector (e.g. yolox_l.onnx)", det),
+                                        ("RTMPose whole-body model (e.g. dw-ll_ucoco_384.onnx)", pose)) if f is None]  # fmt: skip
+        unknown = f"; not recognised: {', '.join(f.name for f in others)}" if others else ""
+        refused = f"{folder}: the DWPose pair is incomplete: no {' and no '.join(lacking)} found{unknown}"
+    details: dict[str, Any] = {}
+    if det is not None:
+        details["detector"] = det.name
+    if pose is not None:
+        details["pose"] = pose.name
+    size = sum(f.stat().st_size for f in (det, pose) if f is not None)
+    return ModelEntry(
+        name=name, path=folder, kind="dwpose", layout="onnx", source="folder", folder=top_folder,
+        relpath=relpath, size=size, refused=refused, details=details,
+    )  # fmt: skip
+
+
+def scan_dwpose(top: Path, folder: str) -> list[Any]:
+    """The pair directly in `<models>/DWPose/` (named `dwpose`) and one pair per sub-folder (named after it)."""
+    out = []
+    entry = dwpose_folder_entry(top, DWPOSE_NAME, folder, "")
+    if entry is not None:
+        out.append(entry)
+    for sub in sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        entry = dwpose_folder_entry(sub, sub.name, folder, sub.name)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def onnx_providers(device: Any) -> list[str]:
+    """onnxruntime execution providers for a torch device: CUDA first when the device is CUDA and this
+    onnxruntime build has it, always CPU as the fallback."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    want = ["CUDAExecutionProvider"] if str(device).startswith("cuda") else []
+    return [p for p in want if p in available] + ["CPUExecutionProvider"]
+
+
+def load_dwpose_entry(entry: Any, env: Any) -> DWPoseModels:
+    folder = Path(entry.location)
+    return load_dwpose(folder / entry.details["detector"], folder / entry.details["pose"],
+                       providers=onnx_providers(env.device))  # fmt: skip
+
+
+DWPOSE_FAMILY = ModelFamily(
+    kind="dwpose",
+    description="DWPose ONNX pair: YOLOX person detector + RTMPose whole-body (133 keypoints), onnxruntime",
+    folders=DWPOSE_FOLDERS,
+    suffixes=("/",),
+    scan=scan_dwpose,
+    load=load_dwpose_entry,
+    approx_bytes=351_000_000,
+    shared_only=True,
+    licence_note="Apache-2.0 (DWPose, YOLOX)",
+)

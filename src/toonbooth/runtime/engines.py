@@ -9,7 +9,9 @@ from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
 from ..engines.anime import AnimeEngine
 from ..engines.avatar import AvatarEngine
 from ..engines.base import EngineRegistry
+from ..engines.control_detect import ControlDetectEngine
 from ..engines.generate import GenerateEngine
+from ..engines.repose import ReposeEngine
 from ..engines.talk import TalkEngine
 from ..training.job import TrainEngine
 
@@ -23,4 +25,6 @@ def default_engines() -> EngineRegistry:
         TrainEngine(TrainLoraSpec),
         TrainEngine(TrainDreamBoothSpec),
         TrainEngine(TrainTISpec),
+        ReposeEngine(),
+        ControlDetectEngine(),
     ])  # fmt: skip

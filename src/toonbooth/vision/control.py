@@ -1,5 +1,6 @@
 """ControlNet preprocessing as sd-webui-controlnet does it (https://github.com/Mikubill/sd-webui-controlnet):
-the unit's module (canny, invert, none; the pose modules join here), the preprocessor resolution
+the unit's module (canny, invert, none; the pose modules `openpose`, `openpose_full`, `dw_openpose_full`
+arrive as a map drawn by the caller — DWPose lives in `nets`, above this layer), the preprocessor resolution
 (`processor_res`, or pixel perfect: the resolution whose map is exactly the generation size), and the
 map fitted to the generation size by the unit's resize mode (binary maps stay binary)."""
 
@@ -13,6 +14,7 @@ from ..core.errors import InputError
 from ..core.images import from_array, to_rgb_array
 from ..core.specs import ControlNetUnit
 
+POSE_MODULES = ("openpose", "openpose_full", "dw_openpose_full")
 CANNY_DEFAULTS = (100, 200)  # sd-webui-controlnet slider defaults (threshold_a / threshold_b = -1)
 DEFAULT_PROCESSOR_RES = 512
 
@@ -68,12 +70,26 @@ def canny_thresholds(unit: ControlNetUnit, index: int) -> tuple[int, int]:
     return low, high
 
 
+def preprocessor_resolution(source_w: int, source_h: int, unit: ControlNetUnit, width: int, height: int) -> int:
+    """The short side the unit's preprocessor runs at: pixel perfect, else `processor_res` (-1 = 512)."""
+    if unit.pixel_perfect:
+        return pixel_perfect_resolution(source_w, source_h, width, height, unit.resize_mode)
+    return DEFAULT_PROCESSOR_RES if unit.processor_res == -1 else unit.processor_res
+
+
 def control_map(
-    source: Image.Image, unit: ControlNetUnit, index: int, width: int, height: int
+    source: Image.Image, unit: ControlNetUnit, index: int, width: int, height: int,
+    precomputed: np.ndarray | None = None,
 ) -> Image.Image:
-    """The unit's control image at width x height: preprocess (`module`), then fit (`resize_mode`)."""
+    """The unit's control image at width x height: preprocess (`module`), then fit (`resize_mode`). The
+    pose modules take their map drawn at `preprocessor_resolution` as `precomputed`."""
     from .edges import canny_control_image
 
+    if unit.module in POSE_MODULES:
+        if precomputed is None:
+            raise InputError(f"controlnet_units.{index}.module", f"{unit.module} needs the pose map drawn first "
+                             "(DWPose)", unit.module)  # fmt: skip
+        return from_array(fit_map(precomputed, width, height, unit.resize_mode, binary=False))
     rgb = to_rgb_array(source)
     if unit.module == "none":
         return from_array(fit_map(rgb, width, height, unit.resize_mode, binary=False))
@@ -81,10 +97,7 @@ def control_map(
         return from_array(fit_map(255 - rgb, width, height, unit.resize_mode, binary=False))
     if unit.module == "canny":
         low, high = canny_thresholds(unit, index)
-        if unit.pixel_perfect:
-            res = pixel_perfect_resolution(source.width, source.height, width, height, unit.resize_mode)
-        else:
-            res = DEFAULT_PROCESSOR_RES if unit.processor_res == -1 else unit.processor_res
+        res = preprocessor_resolution(source.width, source.height, unit, width, height)
         k = res / min(source.width, source.height)
         scaled = _cv_resize(rgb, int(round(source.width * k)), int(round(source.height * k)))
         edges = to_rgb_array(canny_control_image(from_array(scaled), low, high))

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from ... import __version__
 from ...core.errors import InputError, ModelError
 from ...core.specs import CONTROLNET_MODULES, parse_job_spec
+from ...core.specs.repose import POSE_MODULES
 from ...engines.generate import GenerateFacts
 from ...models.samplers import list_samplers, list_schedule_types
 from ..a1111_schema import (
@@ -394,6 +395,7 @@ _MODULE_SLIDERS: dict[str, list[dict[str, Any]]] = {
         {"name": "Canny Low Threshold", "value": 100, "min": 1, "max": 255},
         {"name": "Canny High Threshold", "value": 200, "min": 1, "max": 255},
     ],
+    **{m: [{"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048}] for m in POSE_MODULES},
 }
 
 
@@ -414,6 +416,64 @@ def controlnet_module_list(
         "module_list": modules,
         "module_detail": {m: {"model_free": False, "sliders": _MODULE_SLIDERS.get(m, [])} for m in modules},
     }
+
+
+_DETECT_FIELDS = {
+    "module": "controlnet_module", "images": "controlnet_input_images", "processor_res": "controlnet_processor_res",
+    "threshold_a": "controlnet_threshold_a", "threshold_b": "controlnet_threshold_b",
+}  # fmt: skip
+
+
+def _detect_field(exc: InputError) -> InputError:
+    head, _, rest = exc.field.partition(".")
+    return exc.renamed(_DETECT_FIELDS.get(head, head) + (f".{rest}" if rest else ""))
+
+
+@router.post("/controlnet/detect")
+async def controlnet_detect(
+    controlnet_module: str = Body("none"),
+    controlnet_input_images: list[str] = Body(default_factory=list),
+    controlnet_processor_res: int = Body(512),
+    controlnet_threshold_a: float = Body(-1),
+    controlnet_threshold_b: float = Body(-1),
+    low_vram: bool = Body(False),
+    state: ApiState = Depends(api_state),
+    user: str = Depends(current_user_a1111),
+) -> dict[str, Any]:
+    """sd-webui-controlnet's preprocessor route: the control map of each input image (base64 PNGs in
+    `images`) for `controlnet_module` (canny, invert, none, openpose, openpose_full, dw_openpose_full — the
+    pose modules run DWPose) and, for the pose modules, the OpenPose JSON of each image in `poses`.
+    Thresholds -1 take the module's defaults (canny 100 / 200). Runs as a `control_detect` job."""
+    raw = {
+        "kind": "control_detect", "module": controlnet_module, "images": controlnet_input_images,
+        "processor_res": controlnet_processor_res, "threshold_a": controlnet_threshold_a,
+        "threshold_b": controlnet_threshold_b,
+    }  # fmt: skip
+    try:
+        spec = parse_job_spec(raw)
+        record = await run_in_threadpool(state.service.submit, spec, user)
+    except InputError as exc:
+        raise _detect_field(exc) from None
+    record = await _wait(state, record.id, user)
+    if record.state == "failed":
+        raise job_failure(record)
+    if record.state != "completed" or record.output is None:
+        return {"info": "Interrupted", "images": [], "job_id": record.id}
+    outputs = record.output.outputs
+
+    def ordered(prefix: str) -> list[str]:
+        names = [o.name for o in outputs if o.name.startswith(prefix)]
+        return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
+
+    images = [base64.b64encode(await run_in_threadpool(state.service.read_output, record.id, user, n)).decode("ascii")
+              for n in ordered("image-")]  # fmt: skip
+    answer: dict[str, Any] = {"info": "Success", "images": images, "job_id": record.id}
+    if controlnet_module.strip().lower() in POSE_MODULES:
+        answer["poses"] = [json.loads(await run_in_threadpool(state.service.read_output, record.id, user, n))
+                           for n in ordered("pose-")]  # fmt: skip
+    if record.output.warnings:
+        answer["warnings"] = list(record.output.warnings)
+    return answer
 
 
 @router.get("/controlnet/version")

@@ -22,6 +22,7 @@ from .generate import (
     ControlNetUnit,
     GenerateSpec,
 )
+from .repose import ControlDetectSpec, ReposeSpec
 from .talk import TALK_FPS, TalkSpec
 from .training import (
     STYLE_NAME_RE,
@@ -52,6 +53,7 @@ __all__ = [
     "AudioRef",
     "AvatarSpec",
     "Backend",
+    "ControlDetectSpec",
     "ControlNetUnit",
     "Expression",
     "Gender",
@@ -59,6 +61,7 @@ __all__ = [
     "ImageRef",
     "JobSpec",
     "LoraRef",
+    "ReposeSpec",
     "SpecBase",
     "TalkSpec",
     "TrainDreamBoothSpec",
@@ -72,7 +75,9 @@ __all__ = [
 ]
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
-JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec, TalkSpec)
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES += (TalkSpec,)  # talking emoticon
+JOB_SPEC_TYPES += (ReposeSpec, ControlDetectSpec)  # webtoon: pose change + ControlNet preprocessing
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 

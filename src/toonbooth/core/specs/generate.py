@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from .base import ImageRef, SpecBase
 
-CONTROLNET_MODULES: tuple[str, ...] = ("none", "canny", "invert")
+CONTROLNET_MODULES: tuple[str, ...] = ("none", "canny", "invert", "openpose", "openpose_full", "dw_openpose_full")
 _MODULE_ALIASES = {"invert (from white bg & black line)": "invert"}
 CONTROLNET_RESIZE_MODES: tuple[str, ...] = ("Just Resize", "Crop and Resize", "Resize and Fill")
 CONTROLNET_CONTROL_MODES: tuple[str, ...] = (
@@ -39,7 +39,9 @@ class ControlNetUnit(SpecBase):
     module: str = Field(
         "none",
         description="Preprocessor: `canny` (OpenCV Canny, thresholds `threshold_a`/`threshold_b`), `invert` "
-        "(255 - image: black lines on white -> white on black), `none` (the image already is the control map).",
+        "(255 - image: black lines on white -> white on black), `none` (the image already is the control map), "
+        "`openpose` (body), `openpose_full` / `dw_openpose_full` (body, hands, face): DWPose skeleton drawn as "
+        "ControlNet-openpose expects (needs the DWPose ONNX pair).",
     )
     model: str = Field(
         min_length=1, max_length=400,

@@ -77,6 +77,28 @@ def load_embedding_file(entry: ModelEntry, env: LoadEnv) -> Any:
     return load_embedding(entry.path, entry.name)
 
 
+def load_vae(entry: ModelEntry, env: LoadEnv) -> Any:
+    """An AutoencoderKL on its own (studios that assemble their own pipeline, e.g. AnimateAnyone with
+    sd-vae-ft-mse): a diffusers folder or hub id, or a single file in the models folder (original layout
+    with the SD1.5 config folder's `vae/`, or diffusers layout built from that config)."""
+    from diffusers import AutoencoderKL
+
+    try:
+        if entry.source == "diffusers-folder":
+            vae = AutoencoderKL.from_pretrained(entry.location, local_files_only=True, torch_dtype=env.dtype)
+        elif entry.source == "hub":
+            vae = AutoencoderKL.from_pretrained(entry.location, local_files_only=env.offline, torch_dtype=env.dtype)
+        else:
+            config = env.registry.config_folder("sdxl" if entry.arch == "sdxl" else "sd15")
+            vae = AutoencoderKL.from_single_file(entry.location, config=str(config), subfolder="vae",
+                                                 local_files_only=True, torch_dtype=env.dtype)  # fmt: skip
+    except ModelError:
+        raise
+    except Exception as exc:  # diffusers raises OSError / ValueError / EnvironmentError
+        raise ModelError(f"VAE {entry.name!r} ({entry.location}) does not load: {exc}") from exc
+    return vae.to(env.device).eval().requires_grad_(False)
+
+
 CHECKPOINT = ModelFamily(
     kind="checkpoint",
     description="Stable Diffusion 1.5 / SDXL checkpoint (UNet + VAE + text encoders)",
@@ -110,9 +132,10 @@ EMBEDDING = ModelFamily(
 )
 VAE = ModelFamily(
     kind="vae",
-    description="VAE (listed; used by checkpoints that bundle it)",
+    description="VAE (loaded on its own by studios that assemble their pipeline; checkpoints bundle theirs)",
     folders=("VAE",),
     suffixes=SD_SUFFIXES,
+    load=load_vae,
     approx_bytes=335_000_000,
 )
 
