@@ -283,6 +283,11 @@ from .anime import register as _register_anime  # noqa: E402
 
 _register_anime(app)
 
+# --- makeup command + models convert (cli/makeup.py) --- added by the makeup helper
+from .makeup import register as _register_makeup  # noqa: E402
+
+_register_makeup(app, models_app)
+
 
 # --- personalization training commands (cli/train.py) --- added by the training helper
 from .train import register as _register_train  # noqa: E402

@@ -10,6 +10,7 @@ from ..engines.anime import AnimeEngine
 from ..engines.avatar import AvatarEngine
 from ..engines.base import EngineRegistry
 from ..engines.generate import GenerateEngine
+from ..engines.makeup import MakeupEngine
 from ..training.job import TrainEngine
 
 
@@ -18,6 +19,7 @@ def default_engines() -> EngineRegistry:
         AvatarEngine(),
         GenerateEngine(),
         AnimeEngine(),
+        MakeupEngine(),
         TrainEngine(TrainLoraSpec),
         TrainEngine(TrainDreamBoothSpec),
         TrainEngine(TrainTISpec),

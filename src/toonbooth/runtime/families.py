@@ -9,12 +9,14 @@ from __future__ import annotations
 from ..core.settings import Settings
 from ..models.families import SD_FAMILIES, FamilySet
 from ..models.manager import ModelManager
+from ..nets.face_parsing import FACE_PARSING_FAMILY
 from ..nets.lama import LAMA_FAMILY
+from ..nets.stable_makeup import STABLE_MAKEUP_FAMILY
 from ..vision.segment import SAM_FAMILY
 
 
 def default_families() -> FamilySet:
-    return FamilySet([*SD_FAMILIES, SAM_FAMILY, LAMA_FAMILY])
+    return FamilySet([*SD_FAMILIES, SAM_FAMILY, LAMA_FAMILY, FACE_PARSING_FAMILY, STABLE_MAKEUP_FAMILY])
 
 
 def model_manager(settings: Settings, *, allow_paths: bool = True, **kwargs) -> ModelManager:

@@ -22,6 +22,7 @@ from .generate import (
     ControlNetUnit,
     GenerateSpec,
 )
+from .makeup import MakeupIntensity, MakeupSpec
 from .training import (
     STYLE_NAME_RE,
     TRAIN_PRESETS,
@@ -57,6 +58,8 @@ __all__ = [
     "ImageRef",
     "JobSpec",
     "LoraRef",
+    "MakeupIntensity",
+    "MakeupSpec",
     "SpecBase",
     "TrainDreamBoothSpec",
     "TrainLoraSpec",
@@ -69,7 +72,7 @@ __all__ = [
 ]
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
-JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec, MakeupSpec)
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
