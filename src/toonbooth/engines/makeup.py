@@ -218,7 +218,7 @@ class MakeupEngine(Engine[MakeupSpec, MakeupOutput]):
         ctx.progress(total - 1, total, stage="describe")
 
         # 4. Describe: what changed, before/after, the overlay, parameters
-        changes = change_report(source, result, faces.source.regions)
+        changes = change_report(source, result, faces.source.regions, levels)
         changed = changed_regions(changes)
         warnings = [q["message"] for q in faces.quality]
         for w in warnings:

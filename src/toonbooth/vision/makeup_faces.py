@@ -91,14 +91,22 @@ def labels_to_photo(labels: np.ndarray, photo_from_aligned: np.ndarray, image_si
 # ---------------------------------------------------------------------------------------------------
 
 
-def region_weights(regions: FaceRegions, intensity: Mapping[str, float]) -> np.ndarray:
-    """W = max over the makeup regions of intensity x feathered mask (float32, image-sized, 0..1.5)."""
-    weight = np.zeros(regions.shape, np.float32)
+def region_weight_maps(regions: FaceRegions, intensity: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Per makeup region with intensity > 0: intensity x its feathered mask (float32, image-sized)."""
+    maps: dict[str, np.ndarray] = {}
     for name in MAKEUP_REGIONS:
         level = float(intensity.get(name, 0.0))
         if level <= 0.0 or not regions.available.get(REGION_MASK[name], True):
             continue
-        np.maximum(weight, level * regions.soft(REGION_MASK[name]), out=weight)
+        maps[name] = level * regions.soft(REGION_MASK[name])
+    return maps
+
+
+def region_weights(regions: FaceRegions, intensity: Mapping[str, float]) -> np.ndarray:
+    """W = max over the makeup regions of intensity x feathered mask (float32, image-sized, 0..1.5)."""
+    weight = np.zeros(regions.shape, np.float32)
+    for m in region_weight_maps(regions, intensity).values():
+        np.maximum(weight, m, out=weight)
     return weight
 
 
@@ -130,27 +138,32 @@ def blend_regions(
 
 
 def change_report(
-    source: Image.Image | np.ndarray, result: Image.Image | np.ndarray, regions: FaceRegions
+    source: Image.Image | np.ndarray,
+    result: Image.Image | np.ndarray,
+    regions: FaceRegions,
+    intensity: Mapping[str, float],
 ) -> dict[str, dict[str, float | int]]:
-    """Per makeup region: `pixels` changed in its mask and the mean CIE76 colour difference `delta_e` there."""
+    """Per makeup region: `pixels` changed because of it and the mean CIE76 colour difference `delta_e` over the
+    pixels it drives. A pixel belongs to the region with the largest intensity x feathered mask there (the one
+    that moved it); regions at intensity 0 drive none."""
     src = _rgb(source, "source")
     out = _rgb(result, "result")
+    report: dict[str, dict[str, float | int]] = {name: {"pixels": 0, "delta_e": 0.0} for name in MAKEUP_REGIONS}
+    maps = region_weight_maps(regions, intensity)
     diff = np.any(src != out, axis=2)
-    report: dict[str, dict[str, float | int]] = {}
-    if not diff.any():
-        return {name: {"pixels": 0, "delta_e": 0.0} for name in MAKEUP_REGIONS}
-    ys, xs = np.nonzero(diff)
+    if not maps or not diff.any():
+        return report
+    names = list(maps)
+    stack = np.stack([maps[n] for n in names])
+    owner = np.where(stack.max(axis=0) > 0.0, stack.argmax(axis=0), -1)
+    ys, xs = np.nonzero(owner >= 0)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     delta = np.linalg.norm(rgb_to_lab(out[y0:y1, x0:x1]) - rgb_to_lab(src[y0:y1, x0:x1]), axis=2)
-    for name in MAKEUP_REGIONS:
-        hard = regions.masks[REGION_MASK[name]]
-        changed = int((diff & hard).sum())
-        if changed:
-            inside = hard[y0:y1, x0:x1]
-            total = float(delta[inside].sum())  # pixels of the region outside the box did not change
-            report[name] = {"pixels": changed, "delta_e": round(total / max(int(hard.sum()), 1), 3)}
-        else:
-            report[name] = {"pixels": 0, "delta_e": 0.0}
+    own, changed = owner[y0:y1, x0:x1], diff[y0:y1, x0:x1]
+    for i, name in enumerate(names):
+        mine = own == i
+        if mine.any():
+            report[name] = {"pixels": int((changed & mine).sum()), "delta_e": round(float(delta[mine].mean()), 3)}
     return report
 
 
