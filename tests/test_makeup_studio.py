@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from toonbooth.core.errors import BackendUnavailableError, InputError
@@ -308,7 +307,7 @@ def test_auto_without_weights_runs_classic_and_says_why(env, tmp_path):
 
 def test_bad_inputs_name_the_field(env):
     storage = env["storage"]
-    yy, xx = np.mgrid[0:160, 0:160]
+    yy, xx = np.mgrid[0:72, 0:72] * 3
     plain = np.stack([xx, yy, (xx + yy) // 2], axis=2).astype(np.uint8)  # a gradient: no face
     no_face = storage.put(image_to_png_bytes(Image.fromarray(plain)))
     tiny = storage.put(image_to_png_bytes(env["photo"].resize((40, 40))))
@@ -340,30 +339,97 @@ def test_bad_inputs_name_the_field(env):
     assert err.value.field == "size"
 
 
-def test_through_the_service(env):
+@pytest.fixture(scope="module")
+def service(env):
+    """A Service (runner thread, SQLite queue) over the same models, sharing the module's model cache and engine."""
     from toonbooth.models.manager import ModelManager
     from toonbooth.runtime.service import Service
 
     settings = Settings(home=env["home"] / "svc", models_dir=env["settings"].models_dir,
                         data_dir=env["home"] / "svc-data", device="cpu")  # fmt: skip
-    with Service(settings, models=ModelManager(settings, allow_paths=False,
-                                               families=env["models"].families)) as service:  # fmt: skip
-        photo = service.put_upload(image_to_png_bytes(env["photo"]), "ann", field="source")
-        ref = service.put_upload(image_to_png_bytes(env["reference"]), "ann", field="reference")
-        record = service.submit({"kind": "makeup", "source": photo, "reference": ref, "backend": "classic"}, "ann")
-        record = service.wait(record.id, "ann", timeout=120)
-        assert record.state == "completed", record.error
-        assert record.output.outputs[0].name == "result" and record.output.info["changed"]
-        with pytest.raises(InputError) as err:  # refused at submit, before anything runs
-            service.submit({"kind": "makeup", "source": photo}, "ann")
-        assert err.value.field == "reference"
+    models = ModelManager(settings, cache=env["models"].cache, allow_paths=False, families=env["models"].families)
+    with Service(settings, models=models, engines=env["engines"]) as svc:
+        yield svc
 
 
-def test_ssr_scale_and_weights_reach_the_loop(env):
-    """`makeup_scale=0` removes the makeup attention: a different image from the default on the same seed."""
+def test_through_the_service(env, service):
+    photo = service.put_upload(image_to_png_bytes(env["photo"]), "ann", field="source")
+    ref = service.put_upload(image_to_png_bytes(env["reference"]), "ann", field="reference")
+    record = service.submit({"kind": "makeup", "source": photo, "reference": ref, "backend": "classic"}, "ann")
+    record = service.wait(record.id, "ann", timeout=120)
+    assert record.state == "completed", record.error
+    assert record.output.outputs[0].name == "result" and record.output.info["changed"]
+    with pytest.raises(InputError) as err:  # refused at submit, before anything runs
+        service.submit({"kind": "makeup", "source": photo}, "ann")
+    assert err.value.field == "reference"
+
+
+def test_makeup_scale_and_controlnet_weights_reach_the_loop(env):
+    """`makeup_scale=0` (no makeup attention) or a structure weight of 0 change the image (same seed; that the
+    same settings give the same pixels is what the numeric pin checks)."""
     a = run(env, backend="neural", size=64, diffusion={"strength": 0.3})
     b = run(env, backend="neural", size=64, makeup_scale=0.0, diffusion={"strength": 0.3})
     assert not np.array_equal(image(env, a, "neural_layer"), image(env, b, "neural_layer"))
-    c = run(env, backend="neural", size=64, diffusion={"strength": 0.3})
-    assert np.array_equal(image(env, a, "neural_layer"), image(env, c, "neural_layer"))  # same seed, same pixels
-    assert torch.get_num_threads() >= 1
+    d = run(env, backend="neural", size=64, structure_weight=0.0, diffusion={"strength": 0.3})
+    assert not np.array_equal(image(env, a, "neural_layer"), image(env, d, "neural_layer"))
+
+
+def test_ui_tab_preview_apply_and_reblend(env, service):
+    """The Makeup tab's actions through a real Service: a classic preview, Apply
+    (neural) with progress, then a slider change re-blends the neural layer instead of running diffusion."""
+    import gradio as gr
+
+    from toonbooth.ui.makeup_tab import MakeupTabActions, before_after_html, build_makeup_tab
+
+    settings = service.settings
+    with gr.Blocks():
+        assert isinstance(build_makeup_tab(service, settings, owner_of=lambda _r: "bea"), gr.Tab)
+    ui = MakeupTabActions(service, settings, owner_of=lambda _r: "bea", wait_s=120)
+    src, layer, _ = ui.upload_source(env["photo"])
+    ref, _, _ = ui.upload_reference(env["reference"])
+    levels = (1.0, 1.0, 0.7, 0.15, 0.8)
+    page, overlay, status = ui.preview(src, ref, layer, *levels)
+    assert "tb-ba-range" in page and overlay is not None and "classic preview" in status
+    steps = list(ui.apply(src, ref, "neural", False, 0.5, 4, 7, "tiny-sd15", *levels))
+    job_id, final, page, overlay, state = steps[-1]
+    assert "Done" in final and state["layer"].startswith("blob:") and "tb-ba-after" in page
+    assert any("running" in str(s[1]) for s in steps[:-1])
+    page, overlay, status = ui.preview(src, ref, state, 1.0, 0.0, 0.0, 0.0, 0.0)  # "lips only"
+    assert "re-blend" in status and "Lips" in status
+    assert "No result yet" in before_after_html(None, None)
+
+
+def test_loop_equals_a_plain_diffusers_loop(env):
+    """`run_stable_makeup` gives the pixels of the same img2img loop written with plain diffusers calls."""
+    import torch
+
+    from makeup_plain_loop import plain_makeup_loop
+    from toonbooth.models import sd
+    from toonbooth.models.samplers import make_scheduler
+    from toonbooth.nets.makeup_encoder import clip_pixel_values
+    from toonbooth.nets.stable_makeup import run_stable_makeup
+
+    base = sd.base_pipeline(env["models"], "tiny-sd15", "sd15")[0]
+    bundle = env["models"].load_entry(env["models"].entry("stable-makeup", "stable_makeup"), unet=base.unet,
+                                      unet_key="tiny")  # fmt: skip
+    src = env["photo"].resize((64, 64))
+    struct = env["reference"].resize((64, 64)).transpose(Image.Transpose.ROTATE_90)
+    ref = env["reference"].resize((64, 64))
+    kw = {"steps": 8, "strength": 0.5, "seed": 4}
+
+    def sched():
+        return make_scheduler("DDIM", base._toonbooth_scheduler_config)
+
+    ours = run_stable_makeup(bundle, unet=base.unet, vae=base.vae, text_encoder=base.text_encoder,
+                             tokenizer=base.tokenizer, scheduler=sched(), source=src, structure=struct, reference=ref,
+                             steps=kw["steps"], strength=kw["strength"], cfg_scale=1.6,
+                             generator=torch.Generator().manual_seed(kw["seed"]))  # fmt: skip
+    enc = bundle.detail_encoder
+    plain, n = plain_makeup_loop(
+        unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, scheduler=sched(),
+        identity_cn=bundle.identity, structure_cn=bundle.structure, image_encoder=enc.image_encoder,
+        resampler=enc.resampler, ssr_processors=dict(zip(bundle.processor_names, enc.SSR_layers, strict=True)),
+        source=src, structure=struct, reference_pixels=clip_pixel_values(ref, size=bundle.clip_size), cfg=1.6, **kw,
+    )  # fmt: skip
+    assert ours.steps_run == n == 4
+    assert np.array_equal(np.asarray(ours.image), np.asarray(plain))
