@@ -44,6 +44,7 @@ from ..models.refs import ModelRef
 from ..vision.makeup_faces import (
     AnalysisCache,
     FaceAnalysis,
+    MemoRegions,
     before_after,
     blend_regions,
     change_report,
@@ -267,8 +268,10 @@ class MakeupEngine(Engine[MakeupSpec, MakeupOutput]):
             return _Faces(src, None, None)
         ref_key = _image_key(spec.reference or "")
         ref = self._analyse(ctx, plan, landmarker, reference, (ref_key,), "reference")
-        quality = [{"code": q.code, "message": q.message, "value": q.value}
-                   for q in reference_quality(reference, ref.landmarks)]  # fmt: skip
+        if ref.quality is None:  # once per reference photo (kept with its analysis)
+            ref.quality = [{"code": q.code, "message": q.message, "value": q.value}
+                           for q in reference_quality(reference, ref.landmarks)]  # fmt: skip
+        quality = ref.quality
         ref_image = reference
         if spec.align_reference:
             ref_image, moved = align_reference(reference, ref.landmarks, src.landmarks, source.size)
@@ -298,7 +301,7 @@ class MakeupEngine(Engine[MakeupSpec, MakeupOutput]):
             regions = regions_from_parsing(labels_to_photo(labels, crop.transform.matrix, image.size), lm)
         else:
             regions = regions_from_landmarks(lm, (image.height, image.width))
-        analysis = FaceAnalysis(lm, regions, plan.regions)
+        analysis = FaceAnalysis(lm, MemoRegions.of(regions), plan.regions)
         self.analyses.put(full_key, analysis)
         return analysis
 

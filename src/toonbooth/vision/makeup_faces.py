@@ -154,12 +154,17 @@ def change_report(
     if not maps or not diff.any():
         return report
     names = list(maps)
-    stack = np.stack([maps[n] for n in names])
-    owner = np.where(stack.max(axis=0) > 0.0, stack.argmax(axis=0), -1)
-    ys, xs = np.nonzero(owner >= 0)
+    support = np.zeros(src.shape[:2], bool)
+    for m in maps.values():
+        support |= m > 0.0
+    if not support.any():
+        return report
+    ys, xs = np.nonzero(support)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    stack = np.stack([maps[n][y0:y1, x0:x1] for n in names])
+    own = np.where(support[y0:y1, x0:x1], stack.argmax(axis=0), -1)
     delta = np.linalg.norm(rgb_to_lab(out[y0:y1, x0:x1]) - rgb_to_lab(src[y0:y1, x0:x1]), axis=2)
-    own, changed = owner[y0:y1, x0:x1], diff[y0:y1, x0:x1]
+    changed = diff[y0:y1, x0:x1]
     for i, name in enumerate(names):
         mine = own == i
         if mine.any():
@@ -189,12 +194,18 @@ def region_overlay(result: Image.Image | np.ndarray, regions: FaceRegions, names
     return Image.fromarray(img)
 
 
-def before_after(source: Image.Image, result: Image.Image, gap: int = 4) -> Image.Image:
-    """Source and result side by side (white gap between them)."""
-    w, h = source.size
+def before_after(source: Image.Image, result: Image.Image, gap: int = 4, max_side: int = 768) -> Image.Image:
+    """Source and result side by side (white gap between them), each at most `max_side` on its long side."""
+    scale = min(1.0, max_side / max(source.size))
+    w, h = max(1, round(source.width * scale)), max(1, round(source.height * scale))
+
+    def fit(img: Image.Image) -> Image.Image:
+        img = img.convert("RGB")
+        return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.LANCZOS)
+
     canvas = Image.new("RGB", (2 * w + gap, h), (255, 255, 255))
-    canvas.paste(source.convert("RGB"), (0, 0))
-    canvas.paste(result.convert("RGB").resize((w, h)) if result.size != (w, h) else result.convert("RGB"), (w + gap, 0))
+    canvas.paste(fit(source), (0, 0))
+    canvas.paste(fit(result), (w + gap, 0))
     return canvas
 
 
@@ -203,18 +214,42 @@ def before_after(source: Image.Image, result: Image.Image, gap: int = 4) -> Imag
 # ---------------------------------------------------------------------------------------------------
 
 
+class MemoRegions(FaceRegions):
+    """`FaceRegions` whose feathered masks are computed once (a preview or re-blend reuses them)."""
+
+    @classmethod
+    def of(cls, regions: FaceRegions) -> MemoRegions:
+        return cls(regions.masks, regions.source, regions.protect, regions.feather_px, regions.available)
+
+    def soft(self, name: str, radius: float | None = None) -> np.ndarray:
+        memo: dict = self.__dict__.setdefault("_memo", {})
+        key = (name, radius)
+        if key not in memo:
+            memo[key] = super().soft(name, radius)
+            memo[key].setflags(write=False)
+        return memo[key]
+
+    @property
+    def nbytes(self) -> int:
+        memo = self.__dict__.get("_memo", {})
+        return (sum(int(m.nbytes) for m in self.masks.values()) + int(self.protect.nbytes)
+                + sum(int(m.nbytes) for m in memo.values()))  # fmt: skip
+
+
 @dataclass
 class FaceAnalysis:
     """One photo's main face: its landmarks and makeup regions (and how they were made)."""
 
     landmarks: FaceLandmarks
-    regions: FaceRegions
+    regions: MemoRegions
     method: str
     """`parsing` or `landmarks`."""
+    quality: list[dict[str, Any]] | None = None
+    """Reference-photo warnings (filled for references)."""
 
     @property
     def nbytes(self) -> int:
-        return sum(int(m.nbytes) for m in self.regions.masks.values()) + int(self.regions.protect.nbytes)
+        return self.regions.nbytes
 
 
 class AnalysisCache:
