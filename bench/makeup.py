@@ -1,7 +1,7 @@
 """Makeup studio timings, printed as JSON.
 
 - `classic`: a ~1-megapixel face (the shared photo upscaled to 1024 x 1024) and a made-up reference of the same
-  size (purple lips, blue eye shadow, pink blush painted on the mirrored photo):
+  size (`assets/sample_makeup_reference.png`: purple lips, blue eye shadow, pink blush on the mirrored photo):
   - `transfer_s`: the per-region Lab transfer alone (`vision.makeup_classic.transfer_makeup`, regions given);
   - `job_cold_s`: the whole classic job through `runtime.execute` (landmarks + regions of both photos, transfer,
     change report, PNG encoding and storage of result / before-after / overlay), first run of a fresh engine;
@@ -40,19 +40,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 PHOTO = ROOT / "assets" / "sample_face.png"
+REFERENCE = ROOT / "assets" / "sample_makeup_reference.png"
 
 
 def made_up_reference(photo: Image.Image) -> Image.Image:
-    from toonbooth.vision.face_regions import regions_from_landmarks
-    from toonbooth.vision.makeup_faces import packaged_landmarker
-
-    face = packaged_landmarker().main_face(photo)
-    regions = regions_from_landmarks(face, (photo.height, photo.width))
-    out = np.asarray(photo).astype(np.float32)
-    for name, colour, k in (("lips", (150, 20, 90), 0.75), ("eye_shadow", (40, 60, 200), 0.5), ("blush", (240, 90, 120), 0.3)):
-        m = regions.soft(name)[:, :, None] * k
-        out = out * (1 - m) + np.array(colour, np.float32) * m
-    return Image.fromarray(np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8)[:, ::-1]))
+    """`assets/sample_makeup_reference.png` (the mirrored sample with makeup painted in) at `photo`'s size."""
+    return Image.open(REFERENCE).convert("RGB").resize(photo.size, Image.Resampling.LANCZOS)
 
 
 def _runtime(home: Path, models_dir: Path):
