@@ -433,3 +433,27 @@ def test_loop_equals_a_plain_diffusers_loop(env):
     )  # fmt: skip
     assert ours.steps_run == n == 4
     assert np.array_equal(np.asarray(ours.image), np.asarray(plain))
+
+
+def test_cli_classic_and_errors(env, tmp_path, sample_photo_path):
+    """`toonbooth makeup` without weights: classic, the README's outputs; a missing reference is named."""
+    from typer.testing import CliRunner
+
+    from toonbooth.cli.main import app
+
+    reference = tmp_path / "reference.png"
+    env["reference"].save(reference)
+    cli = CliRunner()
+    run_env = {"TOONBOOTH_HOME": str(tmp_path / "home")}
+    res = cli.invoke(app, ["makeup", str(sample_photo_path), "-r", str(reference), "--lips", "1.2", "--eyes", "0",
+                           "--out-dir", str(tmp_path / "out"), "--quiet"], env=run_env)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "backend: classic" in res.output and "toonbooth models pull makeup" in res.output
+    assert "changed regions: " in res.output
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["sample_face-makeup-comparison.png", "sample_face-makeup-overlay.png",
+                     "sample_face-makeup-result.png"]  # fmt: skip
+    res = cli.invoke(app, ["makeup", str(sample_photo_path), "--out-dir", str(tmp_path / "o2")], env=run_env)
+    assert res.exit_code == 2 and "`--reference`" in res.output
+    res = cli.invoke(app, ["makeup", str(sample_photo_path), "-r", str(reference), "--lips", "2"], env=run_env)
+    assert res.exit_code == 2 and "intensity.lips" in res.output
