@@ -457,3 +457,26 @@ def test_cli_classic_and_errors(env, tmp_path, sample_photo_path):
     assert res.exit_code == 2 and "`--reference`" in res.output
     res = cli.invoke(app, ["makeup", str(sample_photo_path), "-r", str(reference), "--lips", "2"], env=run_env)
     assert res.exit_code == 2 and "intensity.lips" in res.output
+
+
+def test_cancel_between_steps_restores_the_shared_unet(env):
+    """Cancel during denoising: the job stops at the next step and the checkpoint's UNet gets its own attention
+    processors back (other studios share it through the model cache)."""
+    from toonbooth.core.errors import JobCanceledError
+    from toonbooth.nets.makeup_encoder import SSRAttnProcessor
+
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def on_event(event):
+        if isinstance(event, ProgressEvent) and event.stage == "denoise":
+            seen.append(event.step)
+            cancel.set()
+
+    spec = parse_job_spec({"kind": "makeup", "source": env["refs"]["photo"], "reference": env["refs"]["reference"],
+                           "backend": "neural", "size": 64, "diffusion": NEURAL})  # fmt: skip
+    ctx = JobContext(env["settings"], env["models"], env["storage"], on_event=on_event, cancel_event=cancel)
+    with pytest.raises(JobCanceledError):
+        execute(spec, ctx, env["engines"])
+    assert len(seen) == 1
+    assert not any(isinstance(p, SSRAttnProcessor) for p in unet(env).attn_processors.values())
