@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..models.manager import ModelManager
     from ..runtime.storage_base import Storage
 
-IMAGE_FIELDS = ("image", "mask")
+IMAGE_FIELDS = ("image", "mask", "source", "reference", "reblend_from")  # makeup: source, reference, reblend_from
 IMAGE_LIST_FIELDS = ("images", "init_images", "class_images")
 
 

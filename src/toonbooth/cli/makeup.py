@@ -89,7 +89,7 @@ def makeup(
         raw["intensity"] = {k: v for k, v in levels.items() if v is not None}
         diffusion = {"strength": strength, "steps": steps, "cfg_scale": cfg, "sampler": sampler, "seed": seed,
                      "checkpoint": checkpoint}  # fmt: skip
-        raw["diffusion"] = {**_D.model_dump(), **{k: v for k, v in diffusion.items() if v is not None}}
+        raw["diffusion"] = {k: v for k, v in diffusion.items() if v is not None}  # over the recipe's defaults
         optional = {"backend": backend, "regions": regions, "makeup_model": makeup_model, "face_parser": face_parser,
                     "size": size, "align_reference": align_reference or None}  # fmt: skip
         raw.update({k: v for k, v in optional.items() if v is not None})

@@ -179,9 +179,7 @@ class MakeupTabActions:
         diffusion = {"strength": float(strength), "steps": int(steps), "seed": int(seed)}
         if checkpoint and checkpoint.strip():
             diffusion["checkpoint"] = checkpoint.strip()
-        from ..core.specs import MakeupSpec
-
-        spec["diffusion"] = {**MakeupSpec.model_fields["diffusion"].default_factory().model_dump(), **diffusion}  # type: ignore[misc]
+        spec["diffusion"] = diffusion  # over the makeup recipe's defaults
         try:
             record = self.service.submit(spec, owner)
         except ToonboothError as exc:

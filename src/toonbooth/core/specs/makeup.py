@@ -91,6 +91,14 @@ class MakeupSpec(SpecBase):
         "it with these intensities, without running diffusion again.",
     )  # fmt: skip
 
+    @field_validator("diffusion", mode="before")
+    @classmethod
+    def _over_makeup_defaults(cls, v: object) -> object:
+        # a partial `diffusion` object overrides the makeup recipe's values, not DiffusionParams' generic ones
+        if isinstance(v, dict):
+            return {**_default_diffusion().model_dump(), **v}
+        return v
+
     @field_validator("size")
     @classmethod
     def _multiple_of_64(cls, v: int) -> int:
