@@ -48,6 +48,7 @@ STUDIOS = (
     "train_lora",
     "talk_classic",
     "repose_animate_anyone",
+    "makeup_neural",
 )
 
 
@@ -86,6 +87,11 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     add_animate_anyone(extra, models_dir)
     add_image_encoder(extra / "clip_vision" / "tiny-image-encoder", tiny_unet_config(models_dir)["cross_attention_dim"], seed=3)
     add_vae(extra)
+    from toonbooth.nets.face_parsing import write_tiny_face_parser
+    from toonbooth.nets.stable_makeup import write_tiny_stable_makeup
+
+    write_tiny_stable_makeup(extra / "StableMakeup" / "tiny-stable-makeup")
+    write_tiny_face_parser(extra / "FaceParsing" / "tiny-face-parser.pth")
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -94,6 +100,8 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
         "photo_80x64": storage.put(_png(photo.resize((80, 64)))),
         "photo_64x48": storage.put(_png(photo.resize((64, 48)))),
         "photo_256": storage.put(_png(photo.resize((256, 256), Image.Resampling.LANCZOS))),
+        "photo_256_mirrored": storage.put(_png(photo.resize((256, 256), Image.Resampling.LANCZOS).transpose(
+            Image.Transpose.FLIP_LEFT_RIGHT))),
     }
     return PinEnv(settings, model_manager(settings), storage, refs)
 
@@ -221,6 +229,22 @@ def repose_animate_anyone(env: PinEnv) -> dict[str, Any]:
            "backend": "neural", "image_encoder": "tiny-image-encoder", "vae": "tiny-vae", "size": 64,
            "diffusion": {"checkpoint": "tiny-sd15", "sampler": "DDIM", "steps": 3, "cfg_scale": 3.5, "seed": 13}}  # fmt: skip
     return _pixels(env, _run(env, parse_job_spec(raw)), "image", _grid(64, 48))
+# on the lips, the cheeks, the eye-shadow ring and the brows of the 256 px photo's face, and in the background
+MAKEUP_POINTS = [(112, 96), (96, 82), (130, 82), (97, 60), (110, 52), (122, 108), (20, 20), (230, 200)]
+
+
+def makeup_neural(env: PinEnv) -> dict[str, Any]:
+    """Makeup, neural: tiny Stable-Makeup (makeup encoder + identity / structure ControlNets) on tiny SD1.5,
+    img2img DDIM 10 steps at strength 0.5, face crop 64 px, tiny BiSeNet regions; the mirrored photo as the
+    reference; the blended result."""
+    spec = parse_job_spec({
+        "kind": "makeup", "source": env.refs["photo_256"], "reference": env.refs["photo_256_mirrored"],
+        "backend": "neural", "makeup_model": "tiny-stable-makeup", "face_parser": "tiny-face-parser", "size": 64,
+        "intensity": {"lips": 1.0, "eyes": 1.0, "brows": 0.7, "skin": 0.5, "blush": 0.8},
+        "diffusion": {"checkpoint": "tiny-sd15", "sampler": "DDIM", "steps": 10, "strength": 0.5, "cfg_scale": 1.6,
+                      "seed": 21},
+    })  # fmt: skip
+    return _pixels(env, _run(env, spec), "result", MAKEUP_POINTS)
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

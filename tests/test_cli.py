@@ -25,6 +25,7 @@ def invoke(args, tmp_path, **kw):
         ["train"], ["train", "lora"], ["train", "dreambooth"], ["train", "ti"], ["train", "list"],
         ["train", "delete"], ["train", "presets"],
         ["repose"], ["pose"], ["pose", "detect"], ["models", "convert"],
+        ["makeup"], ["models", "make-tiny-makeup"],
     ],
 )  # fmt: skip
 def test_help_on_every_command(cmd, tmp_path):

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..models.manager import ModelManager
     from ..runtime.storage_base import Storage
 
-IMAGE_FIELDS = ("image", "mask", "character", "pose_image", "background_image")
+IMAGE_FIELDS = ("image", "mask", "character", "pose_image", "background_image", "source", "reference", "reblend_from")
 IMAGE_LIST_FIELDS = ("images", "init_images", "class_images")
 
 

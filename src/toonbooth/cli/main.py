@@ -301,6 +301,11 @@ from .anime import register as _register_anime  # noqa: E402
 
 _register_anime(app)
 
+# --- makeup command + models convert (cli/makeup.py) --- added by the makeup helper
+from .makeup import register as _register_makeup  # noqa: E402
+
+_register_makeup(app, models_app)
+
 
 # --- talking emoticon command (cli/talk.py) --- added by the talk helper
 from .talk import register as _register_talk  # noqa: E402

@@ -39,14 +39,16 @@ CatalogKind = Literal[
     "checkpoint", "controlnet", "lora", "embedding", "vae", "config", "sam", "lama",
     "liveportrait", "joyvasa", "hubert",  # talking emoticon
     "dwpose", "animate_anyone", "clip_vision", "ip_adapter",  # pose change
+    "face_parsing", "stable_makeup",  # makeup
 ]  # fmt: skip
 CatalogArch = Literal[
-    "sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert", "dwpose",
+    "sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert", "dwpose", "bisenet",
 ]  # fmt: skip
 A1111Folder = Literal[
     "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa",
     "LivePortrait", "JoyVASA", "HuBERT",  # talking emoticon
     "DWPose", "AnimateAnyone", "clip_vision", "IP-Adapter",  # pose change
+    "FaceParsing", "StableMakeup",  # makeup
 ]  # fmt: skip
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -370,6 +372,88 @@ CATALOG: tuple[CatalogEntry, ...] = (
         ),
         homepage="https://github.com/advimman/lama",
     ),
+    # --- makeup studio (seed 004) ---
+    CatalogEntry(
+        name="face-parsing-bisenet",
+        kind="face_parsing",
+        arch="bisenet",
+        repo_id="waveydaveygravy/swap-mukham",
+        revision="2d866362d6f11df19b46925c9b5d955979830d16",
+        files=[
+            CatalogFile(
+                filename="79999_iter.pth",
+                sha256="468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567",
+                size=53289463,
+            )
+        ],
+        a1111_folder="FaceParsing",
+        aliases=["79999_iter", "bisenet", "face-parsing"],
+        licence=(
+            "Code MIT (zllrunning/face-parsing.PyTorch LICENSE). The weights were trained on CelebAMask-HQ, whose "
+            "images are for non-commercial research use: treat the weights as non-commercial."
+        ),
+        source_note=(
+            "BiSeNet face parsing (19 CelebAMask-HQ classes), the authors' `79999_iter.pth` (a plain state dict, "
+            "read with torch.load(weights_only=True); 13.3 M parameters) from zllrunning/face-parsing.PyTorch, whose "
+            "README links it on Google Drive. Hub copy: the commit of waveydaveygravy/swap-mukham that uploaded it; "
+            "sha256 and size from that commit's LFS pointer (53 289 463 bytes = 13 300 416 float32 parameters plus "
+            "the pickle index). Installed as <models>/FaceParsing/79999_iter.pth; `toonbooth models convert "
+            "79999_iter` writes a .safetensors copy next to it."
+        ),
+        homepage="https://github.com/zllrunning/face-parsing.PyTorch",
+    ),
+    CatalogEntry(
+        name="stable-makeup",
+        kind="stable_makeup",
+        arch="sd15",
+        repo_id="kigy1/Stable-Makeup",
+        files=[
+            CatalogFile(filename="pytorch_model.bin"),
+            CatalogFile(filename="pytorch_model_1.bin"),
+            CatalogFile(filename="pytorch_model_2.bin"),
+        ],
+        allow_patterns=["pytorch_model.bin", "pytorch_model_1.bin", "pytorch_model_2.bin"],
+        a1111_folder="StableMakeup",
+        install_subdir="stable-makeup",
+        aliases=["stablemakeup"],
+        licence=(
+            "Not stated: the authors' repository (Xiaojiu-z/Stable-Makeup) has no LICENSE file and the hub copy "
+            "says `unknown`. Ask the authors before any commercial use. The makeup encoder contains CLIP ViT-L/14 "
+            "image-encoder weights (OpenAI, MIT)."
+        ),
+        source_note=(
+            "Stable-Makeup (Zhang et al., arXiv:2403.07764) for SD1.5: `pytorch_model.bin` = makeup encoder (CLIP "
+            "ViT-L/14 vision tower + Resampler + the SSR cross-attention layers, ~1.37 GB), `pytorch_model_1.bin` = "
+            "identity ControlNet, `pytorch_model_2.bin` = structure ControlNet (~1.45 GB each), all plain state dicts "
+            "read with torch.load(weights_only=True). The authors publish them on Google Drive (README of "
+            "Xiaojiu-z/Stable-Makeup, to be saved in models/stablemakeup/); the hub copy kigy1/Stable-Makeup has the "
+            "three files with these sizes. No public hash: not verified after download. Installed as "
+            "<models>/StableMakeup/stable-makeup/; `toonbooth models convert stable-makeup` writes .safetensors "
+            "copies (then preferred)."
+        ),
+        homepage="https://github.com/Xiaojiu-z/Stable-Makeup",
+    ),
+    CatalogEntry(
+        name="revanimated-v122",
+        kind="checkpoint",
+        arch="sd15",
+        repo_id="hanafuusen2001/ReVAnimated",
+        files=[CatalogFile(filename="revAnimated_v122.safetensors")],
+        a1111_folder="Stable-diffusion",
+        aliases=["revAnimated_v122", "revanimated"],
+        licence=(
+            "Not verified here: ReV Animated (Civitai model 7371) is an SD1.5 merge, expected to carry CreativeML "
+            "OpenRAIL-M; check its Civitai page before use."
+        ),
+        source_note=(
+            "The SD1.5 checkpoint of the seed project's makeup demo (seed 004 README: danbrown/RevAnimated-v1-2-2, "
+            "a diffusers-format copy). This entry is the single-file v1.2.2 (`revAnimated_v122.safetensors`, "
+            "5.51 GB) from the hub copy hanafuusen2001/ReVAnimated; no public hash. Optional: the makeup recipe "
+            "uses stable-diffusion-v1-5 (the base Stable-Makeup was trained on); pass `--checkpoint "
+            "revAnimated_v122` to use this one."
+        ),
+        homepage="https://civitai.com/models/7371",
+    ),
 )
 
 # --- talking emoticon (issue 13): LivePortrait renderer, JoyVASA motion generator, HuBERT ---
@@ -596,6 +680,7 @@ RECIPES: dict[str, list[str]] = {
         "dwpose", "animate-anyone", "sd-image-variations-diffusers", "sd-vae-ft-mse", "sd15-config",
         "stable-diffusion-v1-5", "control_v11p_sd15_openpose", "ip-adapter_sd15",
     ],
+    "makeup": ["stable-makeup", "face-parsing-bisenet", "stable-diffusion-v1-5", "sd15-config"],
 }
 
 

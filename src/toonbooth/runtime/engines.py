@@ -11,6 +11,7 @@ from ..engines.avatar import AvatarEngine
 from ..engines.base import EngineRegistry
 from ..engines.control_detect import ControlDetectEngine
 from ..engines.generate import GenerateEngine
+from ..engines.makeup import MakeupEngine
 from ..engines.repose import ReposeEngine
 from ..engines.talk import TalkEngine
 from ..training.job import TrainEngine
@@ -22,6 +23,7 @@ def default_engines() -> EngineRegistry:
         GenerateEngine(),
         AnimeEngine(),
         TalkEngine(),
+        MakeupEngine(),
         TrainEngine(TrainLoraSpec),
         TrainEngine(TrainDreamBoothSpec),
         TrainEngine(TrainTISpec),

@@ -12,16 +12,19 @@ from ..models.manager import ModelManager
 from ..nets.animate_anyone import ANIMATE_ANYONE_FAMILY
 from ..nets.clip_vision import CLIP_VISION_FAMILY
 from ..nets.dwpose import DWPOSE_FAMILY
+from ..nets.face_parsing import FACE_PARSING_FAMILY
 from ..nets.ip_adapter import IP_ADAPTER_FAMILY
 from ..nets.joyvasa import HUBERT_FAMILY, JOYVASA_FAMILY
 from ..nets.lama import LAMA_FAMILY
 from ..nets.liveportrait import LIVEPORTRAIT_FAMILY
+from ..nets.stable_makeup import STABLE_MAKEUP_FAMILY
 from ..vision.segment import SAM_FAMILY
 
 # one group per studio; a new studio adds its group (and nothing else) here
 ANIME_FAMILIES = (SAM_FAMILY, LAMA_FAMILY)
 TALK_FAMILIES = (LIVEPORTRAIT_FAMILY, JOYVASA_FAMILY, HUBERT_FAMILY)
 POSE_FAMILIES = (DWPOSE_FAMILY, ANIMATE_ANYONE_FAMILY, CLIP_VISION_FAMILY, IP_ADAPTER_FAMILY)
+MAKEUP_FAMILIES = (FACE_PARSING_FAMILY, STABLE_MAKEUP_FAMILY)
 
 
 def default_families() -> FamilySet:
@@ -30,6 +33,7 @@ def default_families() -> FamilySet:
         *ANIME_FAMILIES,
         *TALK_FAMILIES,
         *POSE_FAMILIES,
+        *MAKEUP_FAMILIES,
     ])  # fmt: skip
 
 

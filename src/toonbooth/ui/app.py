@@ -21,6 +21,7 @@ from ..core.fs import atomic_write_bytes
 from ..core.settings import Settings
 from .anime_tab import build_anime_tab
 from .common import follow_job, progress_html
+from .makeup_tab import build_makeup_tab  # issue 14: makeup tab
 from .talk_tab import build_talk_tab  # issue 13: talking emoticon tab
 from .train_tab import build_train_tab  # issue 5: training tab
 
@@ -199,6 +200,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
             )
         build_anime_tab(service, settings, owner_of=ui._user)
         build_talk_tab(service, settings, owner_of=ui._user)  # issue 13: talking emoticon tab
+        build_makeup_tab(service, settings, owner_of=ui._user)  # issue 14: makeup tab
         build_train_tab(service, settings, owner_of=ui._user)  # issue 5: training tab
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")

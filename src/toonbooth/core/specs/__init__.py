@@ -22,6 +22,7 @@ from .generate import (
     ControlNetUnit,
     GenerateSpec,
 )
+from .makeup import MakeupIntensity, MakeupSpec
 from .repose import ControlDetectSpec, ReposeSpec
 from .talk import TALK_FPS, TalkSpec
 from .training import (
@@ -62,6 +63,8 @@ __all__ = [
     "JobSpec",
     "LoraRef",
     "ReposeSpec",
+    "MakeupIntensity",
+    "MakeupSpec",
     "SpecBase",
     "TalkSpec",
     "TrainDreamBoothSpec",
@@ -78,6 +81,7 @@ __all__ = [
 JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
 JOB_SPEC_TYPES += (TalkSpec,)  # talking emoticon
 JOB_SPEC_TYPES += (ReposeSpec, ControlDetectSpec)  # webtoon: pose change + ControlNet preprocessing
+JOB_SPEC_TYPES += (MakeupSpec,)  # makeup
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
