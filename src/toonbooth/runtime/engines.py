@@ -10,7 +10,9 @@ from ..engines.anime import AnimeEngine
 from ..engines.avatar import AvatarEngine
 from ..engines.base import EngineRegistry
 from ..engines.generate import GenerateEngine
+from ..engines.toon import ToonEngine
 from ..training.job import TrainEngine
+from ..training.toon_job import TrainToonEngine
 
 
 def default_engines() -> EngineRegistry:
@@ -21,4 +23,6 @@ def default_engines() -> EngineRegistry:
         TrainEngine(TrainLoraSpec),
         TrainEngine(TrainDreamBoothSpec),
         TrainEngine(TrainTISpec),
+        ToonEngine(),
+        TrainToonEngine(),
     ])  # fmt: skip

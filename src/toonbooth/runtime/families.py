@@ -10,11 +10,12 @@ from ..core.settings import Settings
 from ..models.families import SD_FAMILIES, FamilySet
 from ..models.manager import ModelManager
 from ..nets.lama import LAMA_FAMILY
+from ..nets.toon_models import FAMILIES as TOON_FAMILIES
 from ..vision.segment import SAM_FAMILY
 
 
 def default_families() -> FamilySet:
-    return FamilySet([*SD_FAMILIES, SAM_FAMILY, LAMA_FAMILY])
+    return FamilySet([*SD_FAMILIES, SAM_FAMILY, LAMA_FAMILY, *TOON_FAMILIES])
 
 
 def model_manager(settings: Settings, *, allow_paths: bool = True, **kwargs) -> ModelManager:

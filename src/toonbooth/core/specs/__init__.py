@@ -22,6 +22,7 @@ from .generate import (
     ControlNetUnit,
     GenerateSpec,
 )
+from .toon import TOON_MIN_IMAGES, TOON_STYLE_RE, ToonSpec, TrainToonSpec
 from .training import (
     STYLE_NAME_RE,
     TRAIN_PRESETS,
@@ -45,6 +46,8 @@ __all__ = [
     "TRAIN_PRESETS",
     "TRAIN_SPEC_TYPES",
     "TRIGGER_RE",
+    "TOON_MIN_IMAGES",
+    "TOON_STYLE_RE",
     "AnimePoint",
     "AnimeSpec",
     "AudioRef",
@@ -61,6 +64,8 @@ __all__ = [
     "TrainDreamBoothSpec",
     "TrainLoraSpec",
     "TrainTISpec",
+    "TrainToonSpec",
+    "ToonSpec",
     "VideoRef",
     "input_error_from_validation",
     "job_kinds",
@@ -69,7 +74,9 @@ __all__ = [
 ]
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
-JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (
+    AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec, ToonSpec, TrainToonSpec,
+)  # fmt: skip
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
