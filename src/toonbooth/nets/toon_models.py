@@ -89,9 +89,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")  # core.specs.STYLE_NAME_RE
 
 FFHQ_NC = (
-    "NON-COMMERCIAL when derived from NVIDIA's FFHQ StyleGAN2 (NVIDIA Source Code License-NC: research or "
-    "evaluation only) — this covers the FFHQ model, Toonify and other fine-tunes of it, and toon styles "
-    "trained or blended from them"
+    "non-commercial when derived from NVIDIA's FFHQ StyleGAN2 (NVIDIA Source Code License-NC): the FFHQ model, "
+    "Toonify and other fine-tunes, pSp/e4e decoders and the toon styles trained or blended from them"
 )
 
 
@@ -305,8 +304,8 @@ PSP_FAMILY = ModelFamily(
     load=load_psp_entry,
     approx_bytes=1_190_000_000,
     shared_only=True,
-    licence_note="pSp / e4e code MIT; the released encoders were trained with (and carry) NVIDIA's FFHQ "
-    "StyleGAN2 decoder: " + FFHQ_NC + ".",
+    licence_note="pSp / e4e code MIT; the released encoders carry NVIDIA's FFHQ StyleGAN2 as decoder: "
+    + FFHQ_NC + ".",
 )
 VGG16_FAMILY = ModelFamily(
     kind="vgg16",

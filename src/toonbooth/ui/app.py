@@ -21,6 +21,7 @@ from ..core.fs import atomic_write_bytes
 from ..core.settings import Settings
 from .anime_tab import build_anime_tab
 from .common import follow_job, progress_html
+from .toon_tab import build_toon_tab  # issue 12: toon studio tab
 from .train_tab import build_train_tab  # issue 5: training tab
 
 GENDERS = ["unspecified", "male", "female"]
@@ -198,6 +199,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
             )
         build_anime_tab(service, settings, owner_of=ui._user)
         build_train_tab(service, settings, owner_of=ui._user)  # issue 5: training tab
+        build_toon_tab(service, settings, owner_of=ui._user)  # issue 12: toon studio tab
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")
             gallery = gr.Gallery(label="My results", columns=4, elem_id="tb-gallery")
