@@ -195,7 +195,7 @@ def prepare_images(
         ctx.check_canceled()
         img = img.convert("RGB")
         pts = None
-        face = landmarker.main_face(img) if landmarker is not None else None
+        face = landmarker.main_face(img, detector=spec.face_detector) if landmarker is not None else None
         if landmarker is not None and face is None:
             if spec.require_faces:
                 raise InputError(f"images[{i}]", f"no face found in {name}: remove it or turn off require_faces", name)
@@ -203,7 +203,7 @@ def prepare_images(
         if spec.align and face is not None:
             from ..vision.ffhq_align import align_face
 
-            work = max(size, min(1024, min(img.size)))
+            work = max(size, min(1024, min(img.size)))  # the source's detail, up to FFHQ's 1024
             aligned = align_face(img, face, output_size=work)
             img, pts = aligned.image, aligned.landmarks
             stats["aligned"] += 1

@@ -24,6 +24,8 @@ __all__ = ["compare_strip", "head_prior", "sticker_mask", "sticker_rgba"]
 
 # CelebAMask-HQ / BiSeNet labels that are not part of a head sticker: background, clothes
 _NOT_HEAD = (0, 16)
+GRABCUT_SIDE = 160
+"""GrabCut runs on a copy of at most this side (its cost grows with the pixel count); the mask is scaled back."""
 HEAD_GROW = 1.75
 """Half-width of the head ellipse, in eye distances (the hair and ears lie inside it)."""
 
@@ -64,7 +66,7 @@ def sticker_mask(
     *,
     parsing: np.ndarray | None = None,
     grabcut: bool = True,
-    feather: float = 0.01,
+    feather: float = 0.006,
 ) -> np.ndarray:
     """Float32 alpha in [0, 1] (H, W) of the head in a square aligned `image`.
 
@@ -83,20 +85,7 @@ def sticker_mask(
         face, head = head_prior(landmarks, h)
         mask = head
         if grabcut and h >= 16:
-            gc = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-            gc[head] = cv2.GC_PR_FGD
-            inner = cv2.erode(face.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, h // 128))
-            gc[inner.astype(bool)] = cv2.GC_FGD
-            border = max(1, h // 64)
-            gc[:border, :] = gc[-border:, :] = cv2.GC_BGD
-            gc[:, :border] = gc[:, -border:] = cv2.GC_BGD
-            gc[(gc == cv2.GC_BGD) & face] = cv2.GC_FGD
-            if (gc == cv2.GC_FGD).any() and ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).any():
-                bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-                cv2.setRNGSeed(0)
-                cv2.grabCut(np.ascontiguousarray(rgb), gc, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
-                cut = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
-                mask = (cut & head) | face  # GrabCut may drop, never add beyond the head prior
+            mask = (_grabcut(rgb, face, head) & head) | face  # GrabCut may drop, never add beyond the head prior
     else:
         raise InputError("landmarks", "a sticker mask needs landmarks or a parsing map", None)
     mask = _largest_component(mask)
@@ -105,6 +94,36 @@ def sticker_mask(
     if sigma > 0.3:
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
     return np.clip(alpha, 0.0, 1.0)
+
+
+def _grabcut(rgb: np.ndarray, face: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """GrabCut seeded by the head prior, on a copy at most `GRABCUT_SIDE` px (the mask is scaled back)."""
+    h = rgb.shape[0]
+    scale = min(1.0, GRABCUT_SIDE / h)
+    side = max(16, int(round(h * scale)))
+    small = rgb if side == h else cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+
+    def down(m: np.ndarray) -> np.ndarray:
+        return m if side == h else cv2.resize(m.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    f, hd = down(face), down(head)
+    gc = np.full((side, side), cv2.GC_PR_BGD, np.uint8)
+    gc[hd] = cv2.GC_PR_FGD
+    inner = cv2.erode(f.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, side // 128))
+    gc[inner.astype(bool)] = cv2.GC_FGD
+    border = max(1, side // 64)
+    gc[:border, :] = gc[-border:, :] = cv2.GC_BGD
+    gc[:, :border] = gc[:, -border:] = cv2.GC_BGD
+    gc[(gc == cv2.GC_BGD) & f] = cv2.GC_FGD
+    if not (gc == cv2.GC_FGD).any() or not ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).any():
+        return head
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(np.ascontiguousarray(small), gc, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+    cut = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.float32)
+    if side != h:
+        cut = cv2.resize(cut, (h, h), interpolation=cv2.INTER_LINEAR)
+    return cut >= 0.5
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
