@@ -26,7 +26,7 @@ from toonbooth.core.specs import parse_job_spec
 from toonbooth.nets.blend import blend_state_dicts
 from toonbooth.nets.stylegan2 import load_generator, tiny_discriminator, tiny_generator
 from toonbooth.nets.toon_models import PSPModel, StyleGAN2Model, write_tiny_toon_set
-from toonbooth.nets.toonify import blend_generators, invert, synthesize, toonify_photo
+from toonbooth.nets.toonify import invert, synthesize, toonify_photo
 from toonbooth.runtime.context import JobContext
 from toonbooth.runtime.execute import execute
 from toonbooth.runtime.families import model_manager

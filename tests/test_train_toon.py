@@ -152,7 +152,7 @@ def test_alignment_background_removal_and_required_faces(env, sample_photo_path)
     photo = Image.open(sample_photo_path).convert("RGB")
     rng = np.random.default_rng(5)
     faces = []
-    for i in range(TOON_MIN_IMAGES):  # crops around the face with shifted colours: distinct images, one face each
+    for _i in range(TOON_MIN_IMAGES):  # crops around the face with shifted colours: distinct images, one face each
         dx, dy = int(rng.integers(-30, 30)), int(rng.integers(-20, 20))
         crop = photo.crop((130 + dx, 40 + dy, 310 + dx, 220 + dy))
         tint = np.asarray(crop, np.float32) * (0.7 + 0.6 * rng.random(3))[None, None, :]
