@@ -46,6 +46,7 @@ STUDIOS = (
     "generate_img2img",
     "anime_full",
     "train_lora",
+    "toon_neural",
 )
 
 
@@ -78,6 +79,9 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     (extra / "LaMa").mkdir(parents=True)
     weights = {f"generator.{k}": v.contiguous() for k, v in lama.generator.state_dict().items()}
     save_file(weights, str(extra / "LaMa" / "tiny-lama.safetensors"))
+    from toonbooth.nets.toon_models import write_tiny_toon_set
+
+    write_tiny_toon_set(extra, size=32)  # the toon studio's tiny StyleGAN2 / e4e / VGG16 / LPIPS
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -86,6 +90,7 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
         "photo_80x64": storage.put(_png(photo.resize((80, 64)))),
         "photo_64x48": storage.put(_png(photo.resize((64, 48)))),
         "photo_256": storage.put(_png(photo.resize((256, 256), Image.Resampling.LANCZOS))),
+        "photo_512": storage.put(PHOTO.read_bytes()),
     }
     return PinEnv(settings, model_manager(settings), storage, refs)
 
@@ -183,6 +188,16 @@ def train_lora(env: PinEnv) -> dict[str, Any]:
     # free the name again (a second run in the same process trains from scratch under the same name)
     delete_style(env.models.registry, env.settings.resolved_models_dir, "pins", "pinstyle")
     return {"key": key, "down": down, "up": up}
+
+
+def toon_neural(env: PinEnv) -> dict[str, Any]:
+    """Toon me, neural, on the tiny 32 px StyleGAN2 pair: dlib landmarks + FFHQ alignment of the 512 px photo, e4e
+    inversion refined by 2 projector steps (MSE, seed 0), a hard blend at 16 px, strength 0.9, truncation 0.8;
+    the toon face."""
+    raw = {"kind": "toon", "image": env.refs["photo_512"], "backend": "neural", "style": "tiny-toonify",
+           "base_model": "tiny-ffhq", "encoder": "tiny-e4e", "inversion": "encoder+projector", "projector_steps": 2,
+           "perceptual": "mse", "blend_resolutions": [16], "strength": 0.9, "truncation": 0.8, "seed": 0}  # fmt: skip
+    return _pixels(env, _run(env, parse_job_spec(raw)), "toon", _grid(32, 32))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}
