@@ -58,7 +58,13 @@ def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[di
 
 
 def build(size: int, full: bool, device: torch.device) -> dict[str, Any]:
-    from toonbooth.nets.psp import EncoderConfig, PSPInverter, build_encoder, n_styles_for, tiny_encoder_config
+    from toonbooth.nets.psp import (
+        EncoderConfig,
+        PSPInverter,
+        build_encoder,
+        n_styles_for,
+        tiny_encoder_config,
+    )
     from toonbooth.nets.stylegan2 import (
         Discriminator,
         DiscriminatorConfig,

@@ -360,6 +360,30 @@ def test_ui_toon_tab_actions(env, tmp_path, sample_photo_path):
         record = service.submit({"kind": "toon", "image": ref, "backend": "classic", "detector": "hog"}, "carol")
         record = service.wait(record.id, "carol", timeout=120)
         assert record.state == "failed" and record.error_type == "InputError" and "`image`" in record.error
+        # REST: /v1/jobs takes the toon kinds; a bad option is a 422 naming the field
+        from fastapi.testclient import TestClient
+
+        from toonbooth.api.app import create_app
+
+        app = create_app(env.settings, service, allow_anonymous=True, mount_ui=False)
+        with TestClient(app, base_url="http://127.0.0.1:7860") as client:
+            photo = ui_data_url(sample_photo_path)
+            job = client.post("/v1/jobs", json={"kind": "toon", "image": photo, "backend": "classic", "output_size": 64})
+            assert job.status_code == 201, job.text
+            done = service.wait(job.json()["id"], job.json()["owner"], timeout=120)
+            assert done.state == "completed" and [o.name for o in done.output.outputs][:3] == ["toon", "pasted", "sticker"]
+            bad = client.post("/v1/jobs", json={"kind": "toon", "image": photo, "strength": 0.5, "base_model": None})
+            assert bad.status_code == 422 and "strength" in bad.text
+            few = client.post("/v1/jobs", json={"kind": "train_toon", "style_name": "x", "images": [photo] * 3})
+            assert few.status_code == 422 and "got 3" in few.text
+            schema = client.get("/openapi.json").text
+            assert "ToonSpec" in schema and "TrainToonSpec" in schema
+
+
+def ui_data_url(path: Path) -> str:
+    from toonbooth.core.images import image_to_data_url
+
+    return image_to_data_url(Image.open(path).convert("RGB"))
 
 
 # ---------------------------------------------------------------------------------------------------
