@@ -24,6 +24,7 @@ def invoke(args, tmp_path, **kw):
         ["users"], ["users", "add"], ["users", "token"], ["users", "list"], ["users", "revoke"],
         ["train"], ["train", "lora"], ["train", "dreambooth"], ["train", "ti"], ["train", "list"],
         ["train", "delete"], ["train", "presets"],
+        ["toon"], ["train", "toon"], ["models", "convert"], ["models", "make-tiny-toon"],
     ],
 )  # fmt: skip
 def test_help_on_every_command(cmd, tmp_path):
