@@ -251,6 +251,28 @@ def test_bad_options_are_refused_naming_the_field(env, raw, field):
     assert err.value.field == field
 
 
+def test_cancel_between_projector_steps(env):
+    import threading
+
+    from toonbooth.core.errors import JobCanceledError
+
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def on_event(e):
+        if isinstance(e, ProgressEvent):
+            seen.append(e.stage)
+            if e.stage.startswith("project step 2/"):
+                cancel.set()
+
+    ctx = JobContext(env.settings, env.models, env.storage, on_event=on_event, cancel_event=cancel)
+    spec = parse_job_spec({"kind": "toon", "image": env.photo_ref, **TINY, "backend": "neural",
+                           "inversion": "projector", "projector_steps": 50, "perceptual": "mse"})  # fmt: skip
+    with pytest.raises(JobCanceledError):
+        execute(spec, ctx)
+    assert seen[-1].startswith("project step 2/50") and not any(s.startswith("synthesised") for s in seen)
+
+
 def test_no_face_and_missing_weights(env, tmp_path):
     flat = Image.new("RGB", (200, 160), (128, 140, 150))
     buf = io.BytesIO()
@@ -296,6 +318,9 @@ def test_models_convert_a_pickle_built_here_and_a_psp_pt(tmp_path, marker, fake_
     res = runner.invoke(app, ["--models-dir", str(models), "models", "convert", str(env.models_dir / "pSp" / "tiny-e4e.pt")])
     assert res.exit_code == 0, res.output
     assert (models / "pSp" / "tiny-e4e.safetensors").is_file() and (models / "StyleGAN2" / "tiny-e4e.safetensors").is_file()
+    for src, folder in (("VGG16/tiny-vgg16.pth", "VGG16"), ("LPIPS/tiny-lpips.pth", "LPIPS")):
+        res = runner.invoke(app, ["--models-dir", str(models), "models", "convert", str(env.models_dir / src)])
+        assert res.exit_code == 0 and (models / folder / (Path(src).stem + ".safetensors")).is_file(), res.output
     # the same name twice is refused; nothing is overwritten
     res = runner.invoke(app, ["--models-dir", str(models), "models", "convert", str(pkl), "--name", "my-ffhq"])
     assert res.exit_code == 2 and "already exists" in res.output
