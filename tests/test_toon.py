@@ -85,7 +85,7 @@ def test_families_identify_and_load_the_public_layouts(env):
     toon_entry = found[("stylegan2", "tiny-toonify")]
     assert toon_entry.layout == "safetensors" and toon_entry.refused is None
     assert toon_entry.details["size"] == SIZE and toon_entry.details["n_latent"] == 8 and toon_entry.details["has_d"]
-    assert {("psp", "tiny-e4e"), ("vgg16", "tiny-vgg16"), ("lpips", "tiny-lpips")} <= set(found)
+    assert {("psp", "tiny-e4e"), ("vgg16", "tiny-vgg16"), ("lpips", "tiny-lpips"), ("ir_se50", "tiny-ir-se50")} <= set(found)
 
     base = env.models.load("stylegan2", "tiny-ffhq")
     assert isinstance(base, StyleGAN2Model) and base.size == SIZE and base.latent_avg is not None
@@ -97,6 +97,8 @@ def test_families_identify_and_load_the_public_layouts(env):
     assert isinstance(enc, PSPModel) and enc.kind == "e4e" and enc.n_styles == base.generator.n_latent
     assert type(env.models.load("vgg16", "tiny-vgg16")).__name__ == "VGG16Features"
     assert len(env.models.load("lpips", "tiny-lpips")) == 5
+    ident = env.models.load("ir_se50", "tiny-ir-se50")
+    assert ident.embed_face(torch.zeros(1, 3, 256, 256)).shape == (1, 512)
     # a pSp checkpoint dropped into StyleGAN2/ is listed as refused, with where it belongs
     from safetensors.torch import save_file
 
@@ -192,7 +194,8 @@ def test_classic_toon_job_end_to_end(env, face):
 
 def test_neural_toon_job_compares_blends_with_progress_per_step(env):
     out = env.run({**TINY, "backend": "neural", "blend_resolutions": [8, 16], "inversion": "encoder+projector",
-                   "projector_steps": 3, "truncation": 0.7, "strength": 0.8, "output_size": 64})  # fmt: skip
+                   "projector_steps": 3, "truncation": 0.7, "strength": 0.8, "output_size": 64,
+                   "identity_model": "tiny-ir-se50", "identity_weight": 0.5})  # fmt: skip
     names = [o.name for o in out.outputs]
     assert names == ["toon", "pasted", "sticker", "aligned", "reconstruction", "blend-r8", "blend-r16", "compare"]
     assert out.backend == "neural" and out.info["inversion"] == "encoder+projector"

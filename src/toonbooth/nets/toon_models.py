@@ -591,9 +591,10 @@ def write_tiny_toon_set(directory: str | Path, size: int = 64, seed: int = 0) ->
     - `StyleGAN2/tiny-toonify.safetensors`: its "cartoon fine-tune" (every weight moved a little), with `d`;
     - `pSp/tiny-e4e.pt`: an e4e checkpoint (`state_dict` = `encoder.*` + `decoder.*` (the base), `opts`,
       `latent_avg`) for the base's W+;
-    - `VGG16/tiny-vgg16.pth` (torchvision `features.*` keys) and `LPIPS/tiny-lpips.pth` (`lin{i}.model.1.weight`).
+    - `VGG16/tiny-vgg16.pth` (torchvision `features.*` keys) and `LPIPS/tiny-lpips.pth` (`lin{i}.model.1.weight`);
+    - `IR-SE50/tiny-ir-se50.pth`: an identity network with the keys of `model_ir_se50.pth`.
     Returns name -> path. Deterministic for a seed."""
-    from .psp import build_encoder, n_styles_for, tiny_encoder_config
+    from .psp import EncoderConfig, IdentityBackbone, build_encoder, n_styles_for, tiny_encoder_config
     from .stylegan2 import tiny_discriminator, tiny_generator
     from .vgg import tiny_vgg16
 
@@ -621,6 +622,7 @@ def write_tiny_toon_set(directory: str | Path, size: int = 64, seed: int = 0) ->
         "tiny-e4e": root / PSP_FOLDER / "tiny-e4e.pt",
         "tiny-vgg16": root / VGG16_FOLDER / "tiny-vgg16.pth",
         "tiny-lpips": root / LPIPS_FOLDER / "tiny-lpips.pth",
+        "tiny-ir-se50": root / IR_SE50_FOLDER / "tiny-ir-se50.pth",
     }
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -640,4 +642,8 @@ def write_tiny_toon_set(directory: str | Path, size: int = 64, seed: int = 0) ->
     widths = tiny_vgg16().config.widths
     lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=rng) for i, c in enumerate(widths)}
     torch.save(lins, paths["tiny-lpips"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 5)
+        ident = IdentityBackbone(EncoderConfig(stage_units=(1, 1, 1, 1), stage_depths=(16, 20, 24, 32), input_size=112))
+    torch.save(ident.eval().state_dict(), paths["tiny-ir-se50"])
     return paths
