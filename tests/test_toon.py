@@ -380,6 +380,20 @@ def test_ui_toon_tab_actions(env, tmp_path, sample_photo_path):
         assert [c for _p, c in gallery] == ["blend-r8", "blend-r16", "side by side"] and "neural" in text
         bad = list(ui.toon(str(sample_photo_path), "tiny-toonify", NONE, NONE, "auto", 2, [], 0, 0.5, 1.0, "auto", ""))
         assert "strength" in bad[-1][-1]
+        # training a toon style from the tab: progress with the losses and p, sample grids, then listed
+        from test_train_toon import cartoon
+        from toonbooth.ui.toon_tab import parse_train_stage
+
+        files = []
+        for i in range(16):
+            cartoon(i).save(tmp_path / f"c{i:02d}.png")
+            files.append(str(tmp_path / f"c{i:02d}.png"))
+        updates = list(ui.train(files, "dave-toon", "tiny-ffhq", 2, 1, False, False, 1))
+        job, _bar, grid, losses, text = updates[-1]
+        assert text.startswith("**Done:** toon style `dave-toon`") and Path(grid).is_file(), text
+        assert list(losses["loss"].unique()) == ["D", "G"] and len(losses) == 4
+        assert parse_train_stage("training step 3/8 loss 2.5 d 1.25 g 1.25 p 0.012") == (3, 1.25, 1.25, 0.012)
+        assert [row[0] for row in ui.styles()] == ["dave-toon"]
         # through the service, a photo without a face fails the job with an error naming `image`
         flat = Image.new("RGB", (96, 96), (90, 90, 90))
         buf = io.BytesIO()

@@ -31,7 +31,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..core.errors import InputError, ModelError
@@ -356,9 +355,3 @@ def toonify_photo(
         reconstruction=tensor_to_image(inversion.image, out_size) if inversion.image is not None else None,
         padded=aligned.padded, timings=timings,
     )  # fmt: skip
-
-
-def downsample_mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pixel MSE of two images in [-1, 1] after area-resizing both to the smaller size (a quick fit measure)."""
-    s = min(a.shape[-1], b.shape[-1])
-    return float(F.mse_loss(F.adaptive_avg_pool2d(a, s), F.adaptive_avg_pool2d(b, s)))
