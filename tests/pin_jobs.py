@@ -49,6 +49,7 @@ STUDIOS = (
     "talk_classic",
     "repose_animate_anyone",
     "makeup_neural",
+    "toon_neural",
 )
 
 
@@ -92,6 +93,9 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
 
     write_tiny_stable_makeup(extra / "StableMakeup" / "tiny-stable-makeup")
     write_tiny_face_parser(extra / "FaceParsing" / "tiny-face-parser.pth")
+    from toonbooth.nets.toon_models import write_tiny_toon_set
+
+    write_tiny_toon_set(extra, size=32)  # the toon studio's tiny StyleGAN2 / e4e / VGG16 / LPIPS
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -102,6 +106,7 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
         "photo_256": storage.put(_png(photo.resize((256, 256), Image.Resampling.LANCZOS))),
         "photo_256_mirrored": storage.put(_png(photo.resize((256, 256), Image.Resampling.LANCZOS).transpose(
             Image.Transpose.FLIP_LEFT_RIGHT))),
+        "photo_512": storage.put(PHOTO.read_bytes()),
     }
     return PinEnv(settings, model_manager(settings), storage, refs)
 
@@ -245,6 +250,14 @@ def makeup_neural(env: PinEnv) -> dict[str, Any]:
                       "seed": 21},
     })  # fmt: skip
     return _pixels(env, _run(env, spec), "result", MAKEUP_POINTS)
+def toon_neural(env: PinEnv) -> dict[str, Any]:
+    """Toon me, neural, on the tiny 32 px StyleGAN2 pair: dlib landmarks + FFHQ alignment of the 512 px photo, e4e
+    inversion refined by 2 projector steps (MSE, seed 0), a hard blend at 16 px, strength 0.9, truncation 0.8;
+    the toon face."""
+    raw = {"kind": "toon", "image": env.refs["photo_512"], "backend": "neural", "style": "tiny-toonify",
+           "base_model": "tiny-ffhq", "encoder": "tiny-e4e", "inversion": "encoder+projector", "projector_steps": 2,
+           "perceptual": "mse", "blend_resolutions": [16], "strength": 0.9, "truncation": 0.8, "seed": 0}  # fmt: skip
+    return _pixels(env, _run(env, parse_job_spec(raw)), "toon", _grid(32, 32))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

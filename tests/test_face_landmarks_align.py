@@ -136,7 +136,8 @@ def _yaw_squeeze(photo: Image.Image, k: float, cx: float = 224.0) -> Image.Image
 
 def test_rolled_face_haar_misses_landmarker_finds(landmarker: FaceLandmarker, photo: Image.Image) -> None:
     rolled = _rotate(photo, 35.0)  # head tilted 35 degrees
-    assert detect_faces(rolled) == []  # the frontal/profile Haar cascades find nothing
+    assert detect_faces(rolled, fallback="none") == []  # the frontal/profile Haar cascades find nothing
+    assert detect_faces(rolled)[0].method == "dlib_hog"  # ... the default falls back to dlib's HOG
     face = landmarker.main_face(rolled)
     assert face is not None and face.detector == "dlib_hog" and face.view.startswith("front_rotated")
     # the eyes come out rotated by ~35 degrees, where the rotation put them

@@ -178,7 +178,7 @@ def run_job_file(
 def models_list(
     kind: Annotated[
         str | None,
-        typer.Option(help="Only this kind: checkpoint | controlnet | lora | embedding | vae | sam | lama"),
+        typer.Option(help="Only this kind, e.g. checkpoint | controlnet | lora | sam | lama | stylegan2 | psp"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
 ) -> None:
@@ -211,6 +211,10 @@ def models_list(
         typer.echo("refused (not loaded):")
     for e in refused:
         typer.echo(f"  {e.path}: {e.refused}")
+    from .toon import licence_lines  # toon studio: licences of the listed models and the packaged ones
+
+    for line in licence_lines(manager, usable):
+        typer.echo(line)
     typer.echo("recipes (toonbooth models pull NAME):")
     for name, members in recipes().items():
         typer.echo(f"  {name}: {', '.join(members)}")
@@ -322,6 +326,16 @@ from .train import register as _register_train  # noqa: E402
 
 _register_train(app)
 
+# --- toon studio commands (cli/toon.py): toon, train toon, models convert / make-tiny-toon --- toonify helper
+from .toon import register as _register_toon  # noqa: E402
+
+_register_toon(app, models_app)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+# --- models convert: one operator command for every family (cli/convert.py) ---
+from .convert import register as _register_convert  # noqa: E402
+
+_register_convert(models_app)

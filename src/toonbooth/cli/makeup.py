@@ -2,7 +2,7 @@
 makeup, per-region intensities as options; the result, before/after, the changed regions and (neural) the
 neural layer written as PNGs. Builds a `MakeupSpec` and runs it through the one execution path.
 
-Also `toonbooth models convert NAME` (torch `.bin` / `.pth` weights of a Stable-Makeup set or a face-parsing
+`toonbooth models convert NAME` (cli/convert.py) converts (torch `.bin` / `.pth` weights of a Stable-Makeup set or a face-parsing
 model -> `.safetensors` next to them, read with `weights_only`) and `toonbooth models make-tiny-makeup DIR` (the
 tiny random-weight Stable-Makeup set and face parser, added to a tiny model set)."""
 
@@ -21,7 +21,6 @@ from .common import (
     read_image_file,
     run_job,
     runtime,
-    settings,
     spec_option,
     write_outputs,
 )
@@ -105,32 +104,6 @@ def makeup(
     write_outputs(result, storage, out_dir, lambda name: f"{source.stem}-makeup-{name}")
 
 
-def models_convert(
-    name: Annotated[str, typer.Argument(help="A Stable-Makeup set (stable-makeup) or face-parsing model (79999_iter).")],
-) -> None:
-    """Write .safetensors copies of a model's torch weight files (read with weights_only) next to them."""
-    from ..runtime.families import model_manager
-
-    manager = model_manager(settings())
-    kinds = [f for f in manager.families if "convert" in f.extra]
-    done = False
-    for family in kinds:
-        try:
-            entry = manager.registry.get(name, kind=family.kind)
-        except ToonboothError:
-            continue
-        try:
-            for path in family.extra["convert"](entry):
-                typer.echo(f"wrote {path}")
-        except ToonboothError as exc:
-            fail(exc)
-        done = True
-    if not done:
-        known = ", ".join(f.kind for f in kinds)
-        fail(InputError("name", f"no installed model {name!r} of a convertible kind ({known})", name))
-    manager.registry.scan()
-
-
 def models_make_tiny_makeup(
     directory: Annotated[Path, typer.Argument(help="A tiny model set (toonbooth models make-tiny DIR).")],
 ) -> None:
@@ -147,7 +120,6 @@ def models_make_tiny_makeup(
 
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
-    """Add `makeup`, `models convert` and `models make-tiny-makeup` to the toonbooth CLI."""
+    """Add `makeup` and `models make-tiny-makeup` to the toonbooth CLI."""
     app.command("makeup")(makeup)
-    models_app.command("convert")(models_convert)
     models_app.command("make-tiny-makeup")(models_make_tiny_makeup)

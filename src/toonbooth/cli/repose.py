@@ -1,4 +1,4 @@
-"""`toonbooth repose`, `toonbooth pose detect` and `toonbooth models convert`: the pose-change job (webtoon
+"""`toonbooth repose` and `toonbooth pose detect`: the pose-change job (webtoon
 seed 001) from the shell. Builds a `ReposeSpec` and runs it through the one execution path."""
 
 from __future__ import annotations
@@ -149,41 +149,7 @@ def pose_detect(
     write_outputs(result, storage, out_dir, lambda name: f"{photo.stem}-{names.get(name, name)}")
 
 
-def models_convert(
-    paths: Annotated[list[Path], typer.Argument(help="Weight files (.pth/.pt/.bin) or folders of them.")],
-) -> None:
-    """Convert PyTorch weight files (AnimateAnyone's .pth, ...) to .safetensors.
-
-    Each file is read as tensors only (torch.load with weights_only=True) and written next to it as <name>.safetensors, which the model folders then prefer."""
-    from ..core.fs import atomic_path
-    from ..nets.pose_guider import read_state_dict
-
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in (".pth", ".pt", ".bin"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            fail(InputError("paths", f"no such file or folder: {p}", str(p)))
-    if not files:
-        fail(InputError("paths", "no .pth / .pt / .bin file found", [str(p) for p in paths]))
-    from safetensors.torch import save_file
-
-    for f in files:
-        try:
-            state = read_state_dict(f)
-        except ToonboothError as exc:
-            fail(exc)
-        target = f.with_suffix(".safetensors")
-        tensors = {k: v.contiguous() for k, v in state.items()}
-        with atomic_path(target) as tmp:  # streamed from the memory-mapped source, renamed when complete
-            save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": f.name})
-        typer.echo(f"wrote {target} ({len(tensors)} tensors)")
-
-
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
-    """Add `repose`, `pose detect` and `models convert` to the toonbooth CLI."""
+    """Add `repose` and `pose detect` to the toonbooth CLI (`models convert` is cli/convert.py)."""
     app.command("repose")(repose)
     app.add_typer(pose_app, name="pose")
-    models_app.command("convert")(models_convert)

@@ -40,15 +40,18 @@ CatalogKind = Literal[
     "liveportrait", "joyvasa", "hubert",  # talking emoticon
     "dwpose", "animate_anyone", "clip_vision", "ip_adapter",  # pose change
     "face_parsing", "stable_makeup",  # makeup
+    "stylegan2", "psp", "vgg16", "lpips", "ir_se50", "landmarks",  # toon
 ]  # fmt: skip
 CatalogArch = Literal[
     "sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert", "dwpose", "bisenet",
+    "stylegan2", "psp", "vgg16", "lpips", "ir_se50", "dlib",
 ]  # fmt: skip
 A1111Folder = Literal[
     "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa",
     "LivePortrait", "JoyVASA", "HuBERT",  # talking emoticon
     "DWPose", "AnimateAnyone", "clip_vision", "IP-Adapter",  # pose change
     "FaceParsing", "StableMakeup",  # makeup
+    "StyleGAN2", "pSp", "VGG16", "LPIPS", "IR-SE50", "dlib",  # toon
 ]  # fmt: skip
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -670,6 +673,106 @@ CATALOG += (
     ),
 )
 
+# --- the toon studio (seed 003): StyleGAN2, pSp / e4e, LPIPS, identity, landmarks (toonify helper) ---------
+_FFHQ_NC = (
+    "NON-COMMERCIAL: derived from NVIDIA's FFHQ StyleGAN2, NVIDIA Source Code License-NC (\"research or "
+    "evaluation purposes only\", stylegan2-ada-pytorch LICENSE.txt)."
+)
+_CONVERT = "Not on the model hub: download it by hand, then `toonbooth models convert FILE --name {name}`."
+_DLIB_LICENCES = {  # as vision.landmarks.LICENCES (davisking/dlib-models README)
+    "shape_predictor_68_face_landmarks.dat": (
+        "NON-COMMERCIAL: trained on iBUG 300-W, whose licence excludes commercial use; the dlib-models README "
+        "says the model therefore can't be used in a commercial product."
+    ),
+    "mmod_human_face_detector.dat": "Public domain (CC0-style dedication in the dlib-models README).",
+    "shape_predictor_5_face_landmarks.dat": "Public domain (CC0-style dedication in the dlib-models README).",
+}
+
+
+def _toon_entry(name: str, kind: str, folder: str, licence: str, note: str, homepage: str,
+                aliases: list[str] | None = None) -> CatalogEntry:  # fmt: skip
+    return CatalogEntry(
+        name=name, kind=kind, arch=kind if kind != "landmarks" else "dlib", repo_id=None,  # type: ignore[arg-type]
+        files=[CatalogFile(filename=f"{name}.safetensors" if kind != "landmarks" else name)],
+        a1111_folder=folder, aliases=aliases or [], licence=licence,  # type: ignore[arg-type]
+        source_note=note + " " + (_CONVERT.format(name=name) if kind != "landmarks" else ""), homepage=homepage,
+    )  # fmt: skip
+
+
+TOON_CATALOG: tuple[CatalogEntry, ...] = (
+    _toon_entry(
+        "stylegan2-ffhq-config-f", "stylegan2", "StyleGAN2", _FFHQ_NC,
+        "StyleGAN2 config-f trained on FFHQ, 1024 px (Karras et al. 2020): the base of Toonify blends and the "
+        "space the FFHQ encoders invert into. Sources: rosinality's converted `stylegan2-ffhq-config-f.pt` "
+        "(g_ema + latent_avg; linked from the pSp README as 'FFHQ StyleGAN', Google Drive id "
+        "1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT), or NVIDIA's `ffhq.pkl` "
+        "(https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl), which also holds the "
+        "discriminator that `train_toon` needs for FreezeD. No public sha256.",
+        "https://github.com/NVlabs/stylegan2-ada-pytorch", aliases=["ffhq", "stylegan2-ffhq"],
+    ),
+    _toon_entry(
+        "toonify", "stylegan2", "StyleGAN2", _FFHQ_NC + " The Toonify weights' own licence is not stated.",
+        "Toonify (Pinkney & Adler 2020, arXiv:2010.05334): FFHQ config-f fine-tuned on ~300 cartoon faces, "
+        "released as TensorFlow StyleGAN2 `.pkl` files via the authors' blog and Colab notebooks "
+        "(justinpinkney/toonify); the legacy TF pickle converts with `models convert` (allow-list unpickler, "
+        "nothing from the pickle runs). The pSp toonify checkpoint's decoder is the same kind of model.",
+        "https://github.com/justinpinkney/toonify", aliases=["toonify-cartoon"],
+    ),
+    _toon_entry(
+        "psp_ffhq_toonify", "psp", "pSp",
+        "pSp code MIT (eladrich/pixel2style2pixel); " + _FFHQ_NC,
+        "pSp encoder trained to reconstruct real faces inside the toonified generator (pSp README: "
+        "`psp_ffhq_toonify.pt`, Google Drive id 1YKoiVuFaqdvzDP5CZaqa3k5phL-VDmyz); `models convert` also writes "
+        "its decoder (the toonify generator) as StyleGAN2/psp_ffhq_toonify.safetensors. Use it with "
+        "`--encoder psp_ffhq_toonify --style psp_ffhq_toonify --base-model none`.",
+        "https://github.com/eladrich/pixel2style2pixel",
+    ),
+    _toon_entry(
+        "psp_ffhq_encode", "psp", "pSp", "pSp code MIT; " + _FFHQ_NC,
+        "pSp encoder for FFHQ inversion (pSp README 'StyleGAN Inversion', `psp_ffhq_encode.pt`, Google Drive id "
+        "1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0); its decoder is the FFHQ generator.",
+        "https://github.com/eladrich/pixel2style2pixel",
+    ),
+    _toon_entry(
+        "e4e_ffhq_encode", "psp", "pSp", "e4e code MIT (omertov/encoder4editing); " + _FFHQ_NC,
+        "e4e encoder for FFHQ inversion (`e4e_ffhq_encode.pt`, Google Drive id 1cUv_reLE6k3604or78EranS7XzuVMWeO "
+        "as listed by the e4e download script): the default encoder of `toon` jobs.",
+        "https://github.com/omertov/encoder4editing",
+    ),
+    _toon_entry(
+        "vgg16", "vgg16", "VGG16",
+        "torchvision code BSD-3-Clause; the ImageNet VGG16 weights follow the VGG release (CC BY 4.0 per the "
+        "Oxford VGG page; not verified here).",
+        "torchvision's ImageNet VGG16 `vgg16-397923af.pth` (https://download.pytorch.org/models/vgg16-397923af.pth; "
+        "a plain state dict, read with weights_only): the features of the projector's LPIPS loss.",
+        "https://pytorch.org/vision/stable/models/generated/torchvision.models.vgg16.html",
+    ),
+    _toon_entry(
+        "lpips-vgg", "lpips", "LPIPS", "BSD-2-Clause (richzhang/PerceptualSimilarity).",
+        "LPIPS v0.1 linear layers for VGG (`lpips/weights/v0.1/vgg.pth` in richzhang/PerceptualSimilarity; also "
+        "shipped by rosinality/stylegan2-pytorch).",
+        "https://github.com/richzhang/PerceptualSimilarity",
+    ),
+    _toon_entry(
+        "model_ir_se50", "ir_se50", "IR-SE50",
+        "Code MIT (TreB1eN/InsightFace_Pytorch); the weights (MS-Celeb-1M-derived training data) carry no stated "
+        "licence: research use only (not verified).",
+        "IR-SE50 face recognition (`model_ir_se50.pth`, pSp README 'IR-SE50 Model', Google Drive id "
+        "1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn): optional identity loss of the projector.",
+        "https://github.com/TreB1eN/InsightFace_Pytorch", aliases=["ir_se50"],
+    ),
+    *(
+        _toon_entry(
+            fname, "landmarks", "dlib", lic,
+            f"dlib model `{fname}`, shipped inside the pip package face_recognition_models (installed with "
+            "toonbooth); used by the face landmark stack (vision.landmarks) for FFHQ alignment and detection.",
+            "https://github.com/davisking/dlib-models",
+        )
+        for fname, lic in _DLIB_LICENCES.items()
+    ),
+)
+CATALOG = CATALOG + TOON_CATALOG
+
 RECIPES: dict[str, list[str]] = {
     "memoji": ["samaritan-3d-cartoon-sdxl", "diffusers_xl_canny_full", "memoji", "sdxl-base-config"],
     "sd15": ["stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
@@ -681,6 +784,7 @@ RECIPES: dict[str, list[str]] = {
         "stable-diffusion-v1-5", "control_v11p_sd15_openpose", "ip-adapter_sd15",
     ],
     "makeup": ["stable-makeup", "face-parsing-bisenet", "stable-diffusion-v1-5", "sd15-config"],
+    "toon": ["stylegan2-ffhq-config-f", "toonify", "e4e_ffhq_encode", "vgg16", "lpips-vgg"],
 }
 
 

@@ -133,12 +133,15 @@ def project(
     identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     rng: torch.Generator | None = None,
+    init_latent: torch.Tensor | None = None,
 ) -> ProjectionResult:
     """Find the latent (and noise maps) whose image matches `target` (B, 3, S, S) in [-1, 1].
 
     `perceptual(x, y) -> (B,)`: e.g. `nets.vgg.LPIPS`; None = pixel MSE as the main term. `identity(x) ->
     (B, E)` embeddings for the identity term (weight `config.identity`). `rng` makes the run reproducible.
-    The generator's own parameters are not changed (their `requires_grad` flags are restored)."""
+    `init_latent`: start here instead of the mean W (e.g. an encoder's W+ to refine: (B, n_latent, D) with
+    `w_plus`, else (B, D)). The generator's own parameters are not changed (their `requires_grad` flags are
+    restored)."""
     if target.ndim != 4 or target.shape[1] != 3:
         raise InputError(
             "target", f"expected (B, 3, S, S) in [-1, 1], got {tuple(target.shape)}", tuple(target.shape)
@@ -170,6 +173,14 @@ def project(
         latent_in = latent_mean.detach().clone().unsqueeze(0).repeat(batch, 1)
         if config.w_plus:
             latent_in = latent_in.unsqueeze(1).repeat(1, generator.n_latent, 1)
+        if init_latent is not None:
+            if tuple(init_latent.shape) != tuple(latent_in.shape):
+                raise InputError(
+                    "init_latent",
+                    f"expected shape {tuple(latent_in.shape)}, got {tuple(init_latent.shape)}",
+                    tuple(init_latent.shape),
+                )
+            latent_in = init_latent.detach().to(device=device, dtype=latent_in.dtype).clone()
         latent_in.requires_grad_(True)
         optimizer = torch.optim.Adam([latent_in, *noises], lr=config.lr)
 

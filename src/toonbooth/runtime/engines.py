@@ -14,7 +14,9 @@ from ..engines.generate import GenerateEngine
 from ..engines.makeup import MakeupEngine
 from ..engines.repose import ReposeEngine
 from ..engines.talk import TalkEngine
+from ..engines.toon import ToonEngine
 from ..training.job import TrainEngine
+from ..training.toon_job import TrainToonEngine
 
 
 def default_engines() -> EngineRegistry:
@@ -29,4 +31,6 @@ def default_engines() -> EngineRegistry:
         TrainEngine(TrainTISpec),
         ReposeEngine(),
         ControlDetectEngine(),
+        ToonEngine(),
+        TrainToonEngine(),
     ])  # fmt: skip

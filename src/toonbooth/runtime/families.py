@@ -18,6 +18,7 @@ from ..nets.joyvasa import HUBERT_FAMILY, JOYVASA_FAMILY
 from ..nets.lama import LAMA_FAMILY
 from ..nets.liveportrait import LIVEPORTRAIT_FAMILY
 from ..nets.stable_makeup import STABLE_MAKEUP_FAMILY
+from ..nets.toon_models import FAMILIES as TOON_FAMILIES
 from ..vision.segment import SAM_FAMILY
 
 # one group per studio; a new studio adds its group (and nothing else) here
@@ -34,6 +35,7 @@ def default_families() -> FamilySet:
         *TALK_FAMILIES,
         *POSE_FAMILIES,
         *MAKEUP_FAMILIES,
+        *TOON_FAMILIES,
     ])  # fmt: skip
 
 

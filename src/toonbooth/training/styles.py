@@ -34,8 +34,8 @@ class StyleFields(BaseModel):
     """What every view of a trained style shows (the API's `StyleOut` adds download URLs)."""
 
     name: str
-    model_kind: Literal["lora", "embedding"] = Field(description="Registry kind of the usable file.")
-    training_kind: str = Field(description="train_lora | train_dreambooth | train_ti")
+    model_kind: Literal["lora", "embedding", "stylegan2"] = Field(description="Registry kind of the usable file.")
+    training_kind: str = Field(description="train_lora | train_dreambooth | train_ti | train_toon | blend")
     arch: str
     trigger: str
     usage: str = Field(description="How to use it in a prompt.")

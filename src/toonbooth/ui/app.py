@@ -23,6 +23,7 @@ from .anime_tab import build_anime_tab
 from .common import follow_job, progress_html
 from .makeup_tab import build_makeup_tab  # issue 14: makeup tab
 from .talk_tab import build_talk_tab  # issue 13: talking emoticon tab
+from .toon_tab import build_toon_tab  # issue 12: toon studio tab
 from .train_tab import build_train_tab  # issue 5: training tab
 
 GENDERS = ["unspecified", "male", "female"]
@@ -202,6 +203,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
         build_talk_tab(service, settings, owner_of=ui._user)  # issue 13: talking emoticon tab
         build_makeup_tab(service, settings, owner_of=ui._user)  # issue 14: makeup tab
         build_train_tab(service, settings, owner_of=ui._user)  # issue 5: training tab
+        build_toon_tab(service, settings, owner_of=ui._user)  # issue 12: toon studio tab
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")
             gallery = gr.Gallery(label="My results", columns=4, elem_id="tb-gallery")

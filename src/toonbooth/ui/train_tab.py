@@ -246,6 +246,8 @@ class TrainTabActions:
         if not name or name not in infos:
             return None, "Pick one of your styles first."
         style = infos[name]
+        if style.model_kind == "stylegan2":  # toon studio styles (issue 12)
+            return None, f"{_code(name)} is a toon style (StyleGAN2): use it in the Toon me tab."
         if style.model_kind != "lora":
             return None, (
                 f"{_code(name)} is a textual-inversion style: generate jobs do not load embeddings yet; "

@@ -10,6 +10,13 @@ Detection runs on a downscaled, histogram-equalized grayscale copy; boxes are ma
 resolution. Detections of the cascades are merged by overlap; a box's `score` is the number of raw
 cascade hits (neighbours, summed over cascades) that support it. A frontal box that only one cascade
 found needs many neighbours to be kept (this drops e.g. the default cascade's weak hits on collars).
+
+Fallback to the landmark stack (`vision.landmarks`, dlib): when the cascades find nothing, dlib's HOG
+detector (five filters: frontal, looking left / right, rolled left / right; ~0.1 s) runs next, and with
+`fallback="cnn"` also dlib's CNN detector, which finds three-quarter and near-profile faces the cascades
+miss (~1-3 s on the CPU). Their boxes (method `dlib_hog` / `dlib_cnn`; score = the detector's score) are
+about the size of a Haar box (eyebrows to chin), so the head-and-shoulders crop below fits both. Without
+the `face_recognition_models` package (dlib's model files) the fallback is skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -37,6 +45,10 @@ _SCALE_FACTOR = 1.1
 _MERGE_IOU = 0.3
 _LONE_HIT_MIN_NEIGHBORS = 15
 """A frontal box found by only one of the two cascades is kept only with this many neighbours."""
+FALLBACK_MIN_SCORE = {"dlib_hog": 0.2, "dlib_cnn": 0.3}
+"""Weakest dlib detection the fallback keeps (HOG: SVM margin; CNN: MMOD confidence)."""
+
+Fallback = Literal["none", "hog", "cnn"]
 
 
 class Box(BaseModel):
@@ -154,15 +166,19 @@ def _merge(rects: list[tuple]) -> list[tuple]:
     return merged
 
 
-def detect_faces(img: Image.Image, min_size_frac: float = 0.08) -> list[FaceBox]:
+def detect_faces(img: Image.Image, min_size_frac: float = 0.08, *, fallback: Fallback = "hog") -> list[FaceBox]:
     """Faces in `img`, largest first, in full-resolution pixel coordinates.
 
     `min_size_frac`: the smallest face side searched for, as a fraction of the image's short side.
-    The frontal cascades run first; the profile cascade (and its mirror image) only when they find nothing.
+    The frontal cascades run first; the profile cascade (and its mirror image) only when they find nothing;
+    then, when still nothing was found, the landmark stack's dlib detectors: `fallback="hog"` (default) the
+    HOG detector, `"cnn"` HOG and then the CNN detector (three-quarter faces), `"none"` neither.
     """
     # 1. Check inputs
     if not (0.0 < min_size_frac <= 1.0):
         raise InputError("min_size_frac", f"must be in (0, 1], got {min_size_frac!r}", min_size_frac)
+    if fallback not in ("none", "hog", "cnn"):
+        raise InputError("fallback", f"must be none, hog or cnn, got {fallback!r}", fallback)
     width, height = img.size
     if width < 1 or height < 1:
         raise InputError("image", f"is empty ({width}x{height})", img.size)
@@ -205,13 +221,31 @@ def detect_faces(img: Image.Image, min_size_frac: float = 0.08) -> list[FaceBox]
         x1 = int(np.clip(round((x + w) / scale), x0 + 1, width))
         y1 = int(np.clip(round((y + h) / scale), y0 + 1, height))
         faces.append(FaceBox(x0=x0, y0=y0, x1=x1, y1=y1, score=n, method=method))
+    if not faces and fallback != "none":
+        faces = _landmark_stack_faces(img, fallback, min_size_frac)
     faces.sort(key=lambda f: (-f.area, -f.score, f.x0, f.y0))
     return faces
 
 
-def largest_face(img: Image.Image, min_size_frac: float = 0.08) -> FaceBox | None:
-    """The largest face in `img`, or None when there is none."""
-    faces = detect_faces(img, min_size_frac=min_size_frac)
+def _landmark_stack_faces(img: Image.Image, fallback: Fallback, min_size_frac: float) -> list[FaceBox]:
+    """dlib's HOG (and, for `cnn`, CNN) detections of `img` as FaceBoxes; [] without the dlib model files."""
+    from toonbooth.vision.landmarks import packaged_landmarker  # lazy: landmarks imports this module
+
+    landmarker = packaged_landmarker()
+    if landmarker is None or min(img.size) < 8:
+        return []
+    detector = "auto" if fallback == "cnn" else "hog"
+    min_side = min_size_frac * min(img.size)
+    return [
+        f.box
+        for f in landmarker.detect(img, detector=detector)
+        if f.score >= FALLBACK_MIN_SCORE.get(f.detector, 0.0) and min(f.box.width, f.box.height) >= min_side
+    ]
+
+
+def largest_face(img: Image.Image, min_size_frac: float = 0.08, *, fallback: Fallback = "hog") -> FaceBox | None:
+    """The largest face in `img`, or None when there is none (`fallback`: see `detect_faces`)."""
+    faces = detect_faces(img, min_size_frac=min_size_frac, fallback=fallback)
     return faces[0] if faces else None
 
 

@@ -446,6 +446,20 @@ class FaceLandmarker:
         return out
 
 
+_PACKAGED: list[FaceLandmarker | None] = []
+_PACKAGED_LOCK = threading.Lock()
+
+
+def packaged_landmarker() -> FaceLandmarker | None:
+    """The landmarker of the `face_recognition_models` package's files, loaded once per process (~2 s, shared
+    by every caller); None when that package is not installed."""
+    with _PACKAGED_LOCK:
+        if not _PACKAGED:
+            files = packaged_model_files()
+            _PACKAGED.append(FaceLandmarker.load(files) if files is not None else None)
+        return _PACKAGED[0]
+
+
 def _as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
     """A C-contiguous uint8 RGB array (what dlib accepts)."""
     if isinstance(image, Image.Image):

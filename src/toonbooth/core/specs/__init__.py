@@ -25,6 +25,7 @@ from .generate import (
 from .makeup import MakeupIntensity, MakeupSpec
 from .repose import ControlDetectSpec, ReposeSpec
 from .talk import TALK_FPS, TalkSpec
+from .toon import TOON_MIN_IMAGES, TOON_STYLE_RE, ToonSpec, TrainToonSpec
 from .training import (
     STYLE_NAME_RE,
     TRAIN_PRESETS,
@@ -49,6 +50,8 @@ __all__ = [
     "TRAIN_SPEC_TYPES",
     "TALK_FPS",
     "TRIGGER_RE",
+    "TOON_MIN_IMAGES",
+    "TOON_STYLE_RE",
     "AnimePoint",
     "AnimeSpec",
     "AudioRef",
@@ -70,6 +73,8 @@ __all__ = [
     "TrainDreamBoothSpec",
     "TrainLoraSpec",
     "TrainTISpec",
+    "TrainToonSpec",
+    "ToonSpec",
     "VideoRef",
     "input_error_from_validation",
     "job_kinds",
@@ -82,6 +87,7 @@ JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_S
 JOB_SPEC_TYPES += (TalkSpec,)  # talking emoticon
 JOB_SPEC_TYPES += (ReposeSpec, ControlDetectSpec)  # webtoon: pose change + ControlNet preprocessing
 JOB_SPEC_TYPES += (MakeupSpec,)  # makeup
+JOB_SPEC_TYPES += (ToonSpec, TrainToonSpec)  # toon studio
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
