@@ -254,3 +254,29 @@ def test_readme_command_classic_without_weights(tmp_path, sample_photo_path):
     bad = CliRunner().invoke(app, ["talk", str(sample_photo_path), "--voice", str(sample_photo_path), "--quiet"],
                              env={"TOONBOOTH_HOME": str(tmp_path / "home")})  # fmt: skip
     assert bad.exit_code == 2 and "`voice`" in bad.output
+
+
+def test_neural_toon_then_classic_talk_in_the_same_frame(env, tmp_path):
+    """toon="neural": the toon studio's StyleGAN2 toonify (tiny weights in their public layouts) makes the face
+    a toon in the photo's own frame (pasted back with the alignment's transform), then it talks; without those
+    weights the request is refused at submit (409) naming what to fetch."""
+    from toonbooth.core.errors import BackendUnavailableError
+    from toonbooth.engines.talk import TalkEngine as Engine
+    from toonbooth.nets.toon_models import write_tiny_toon_set
+    from toonbooth.runtime.execute import execute
+
+    settings, models, storage, refs = env
+    spec = _spec(env, toon="neural", toon_style="tiny-toonify", toon_base="tiny-ffhq", toon_encoder="tiny-e4e")
+    with pytest.raises(BackendUnavailableError, match="toon=neural needs"):
+        Engine().check_inputs(spec, models, "alice")
+    write_tiny_toon_set(settings.resolved_models_dir, size=32)
+    models.registry.scan()
+    plain = execute(spec.model_copy(update={"toon": "none"}), _ctx(env))
+    toon = execute(spec, _ctx(env))
+    assert toon.info["reasons"]["toon"] == "neural toonify (tiny-toonify)"
+    still_plain = np.asarray(Image.open(io.BytesIO(storage.get(plain.output("still").ref))).convert("RGB"))
+    still_toon = np.asarray(Image.open(io.BytesIO(storage.get(toon.output("still").ref))).convert("RGB"))
+    assert still_plain.shape == still_toon.shape
+    diff = np.abs(still_plain.astype(int) - still_toon.astype(int)).sum(axis=2) > 30
+    h, w = diff.shape
+    assert diff[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3].mean() > 0.5  # the face was redrawn by the toon G

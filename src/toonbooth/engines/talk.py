@@ -93,6 +93,18 @@ def neural_refs(spec: TalkSpec) -> list[ModelRef]:
     return refs
 
 
+def toon_refs(spec: TalkSpec) -> list[ModelRef]:
+    """The toon studio's models that `toon="neural"` needs (required whatever the talking backend)."""
+    if spec.toon != "neural":
+        return []
+    refs = [ModelRef("stylegan2", spec.toon_style, "toon_style")]
+    if spec.toon_base:
+        refs.append(ModelRef("stylegan2", spec.toon_base, "toon_base"))
+    if spec.toon_encoder:
+        refs.append(ModelRef("psp", spec.toon_encoder, "toon_encoder"))
+    return refs
+
+
 def choose_backend(spec: TalkSpec, models: ModelManager, owner: str | None) -> tuple[str, str]:
     """(backend, why): neural when asked (409 without weights) or, for auto, when its weights are here."""
     if spec.backend == "classic":
@@ -231,9 +243,36 @@ def toon_stage(spec: TalkSpec, face: WorkFace, ctx: EngineContext | None = None)
         if arr.shape != face.rgb.shape:
             arr = cv2.resize(arr, (face.rgb.shape[1], face.rgb.shape[0]), interpolation=cv2.INTER_AREA)
         return replace(face, rgb=np.ascontiguousarray(arr)), "classic cartoon filter"
+    if spec.toon == "neural":
+        assert ctx is not None
+        return _neural_toon(spec, face, ctx)
     raise InputError(
         "toon", f"unknown toon mode {spec.toon!r}", spec.toon
     )  # pragma: no cover - spec checks it
+
+
+def _neural_toon(spec: TalkSpec, face: WorkFace, ctx: EngineContext) -> tuple[WorkFace, str]:
+    """The toon studio's StyleGAN2 toonify (`nets.toonify.toonify_photo`) on the face: aligned FFHQ-style from
+    the known landmarks, inverted (encoder), synthesised with the toon generator, pasted back into this frame
+    with the alignment's transform — so the landmarks of the frame stay valid for the talking head."""
+    from ..nets.toonify import toonify_photo
+
+    models, owner = ctx.models, ctx.owner
+    style = models.load("stylegan2", spec.toon_style, owner)
+    base = models.load("stylegan2", spec.toon_base, owner) if spec.toon_base else None
+    encoder = models.load("psp", spec.toon_encoder, owner) if spec.toon_encoder else None
+
+    def on_step(_stage: str, _i: int, _n: int, _loss: float | None) -> None:
+        ctx.check_canceled()
+
+    photo = Image.fromarray(face.rgb)
+    result = toonify_photo(
+        photo, face.landmarks, generator=style.generator, base_generator=base.generator if base else None,
+        encoder=encoder.inverter if encoder else None, seed=max(spec.seed, 0), on_step=on_step,
+    )  # fmt: skip
+    pasted = result.transform.paste_back(result.toon, photo)
+    arr = np.asarray(pasted.convert("RGB"))
+    return replace(face, rgb=np.ascontiguousarray(arr)), f"neural toonify ({spec.toon_style})"
 
 
 def cutout_alpha(face: WorkFace) -> np.ndarray:
@@ -259,11 +298,17 @@ class TalkEngine(Engine[TalkSpec, TalkOutput]):
     Output = TalkOutput
 
     def required_models(self, spec: TalkSpec) -> list[ModelRef]:
-        return neural_refs(spec)
+        return neural_refs(spec) + toon_refs(spec)
 
     def check_inputs(self, spec: TalkSpec, models: ModelManager, owner: str | None) -> None:
         check_model_names(self.required_models(spec), models)
         choose_backend(spec, models, owner)  # backend="neural" without weights: 409 here
+        missing = models.missing(toon_refs(spec), owner)
+        if missing:  # toon="neural" is an explicit request for the toon studio's weights
+            raise BackendUnavailableError(
+                "toon=neural needs the toon studio's weights: " + "; ".join(missing)
+                + " (`toonbooth models pull toon`, or toon=classic)"
+            )
 
     def run(self, spec: TalkSpec, ctx: EngineContext) -> TalkOutput:
         return _run(spec, ctx)

@@ -18,7 +18,7 @@ from .base import AudioRef, Backend, ImageRef, SpecBase, validate_email
 TALK_FPS = 25
 """Frames per second of every talking video (the rate JoyVASA's motion is generated at)."""
 
-ToonMode = Literal["none", "classic"]
+ToonMode = Literal["none", "classic", "neural"]
 """How the face is turned into a toon before it talks: `none` (the image as given: a photo, or a toon made
 elsewhere) or `classic` (the no-weights cartoon filter of `vision.toon`). The neural StyleGAN2 toonify
 (`nets.toonify.toonify_photo`) becomes a third value `neural` where `engines.talk.toon_stage` says."""
@@ -52,8 +52,21 @@ class TalkSpec(SpecBase):
     )
     toon: ToonMode = Field(
         "classic",
-        description="Make the face a toon before it talks: classic = the cartoon filter (no weights); "
-        "none = animate the image as given (a toon already, or a photo).",
+        description="Make the face a toon before it talks: neural = the toon studio's StyleGAN2 toonify "
+        "(`toon_style`, weights needed); classic = the cartoon filter (no weights); none = animate the image as "
+        "given (a toon already, or a photo).",
+    )
+    toon_style: str = Field(
+        "toonify", min_length=1, max_length=400,
+        description="toon=neural: the toon generator (StyleGAN2 family: a cartoon fine-tune, a saved blend or "
+        "one of your toon styles).",
+    )  # fmt: skip
+    toon_base: str | None = Field(
+        "stylegan2-ffhq-config-f", max_length=400,
+        description="toon=neural: the FFHQ generator the photo is inverted in (None: straight into the style).",
+    )  # fmt: skip
+    toon_encoder: str | None = Field(
+        "e4e_ffhq_encode", max_length=400, description="toon=neural: pSp / e4e encoder for the inversion."
     )
     framing: Framing = Field(
         "face",
