@@ -164,6 +164,12 @@ class MakeupEngine(Engine[MakeupSpec, MakeupOutput]):
         return Plan("classic", why, *where)
 
     # --- the job --------------------------------------------------------------------------------
+    def cost(self, spec, settings):  # type: ignore[override]
+        from .base import JobCost
+
+        px = spec.size * spec.size
+        return JobCost(pixels=(px, "size"), pixel_steps=(px * spec.diffusion.steps_run(), "diffusion.steps"))
+
     def run(self, spec: MakeupSpec, ctx: EngineContext) -> MakeupOutput:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()

@@ -264,6 +264,13 @@ class ReposeEngine(Engine[ReposeSpec, ReposeOutput]):
         check_model_names(self.required_models(spec), models)
         check_repose(spec, models, owner)
 
+    def cost(self, spec, settings):  # type: ignore[override]
+        from .base import JobCost
+
+        w, h = spec.width or spec.size, spec.height or spec.size
+        steps = spec.diffusion.steps
+        return JobCost(pixels=(w * h, "size"), pixel_steps=(w * h * steps, "diffusion.steps"))
+
     def run(self, spec: ReposeSpec, ctx: EngineContext) -> ReposeOutput:
         return _run(spec, ctx)
 

@@ -310,6 +310,12 @@ class TalkEngine(Engine[TalkSpec, TalkOutput]):
                 + " (`toonbooth models pull toon`, or toon=classic)"
             )
 
+    def cost(self, spec, settings):  # type: ignore[override]
+        from .base import JobCost
+
+        frames = int(settings.max_audio_seconds * 25) + 1  # the voice is bounded by the audio limits
+        return JobCost(pixels=(spec.size * spec.size, "size"), frames=(frames, "voice"))
+
     def run(self, spec: TalkSpec, ctx: EngineContext) -> TalkOutput:
         return _run(spec, ctx)
 
