@@ -289,6 +289,11 @@ from .train import register as _register_train  # noqa: E402
 
 _register_train(app)
 
+# --- webtoon background command (cli/background.py) --- added by the webtoon helper
+from .background import register as _register_background  # noqa: E402
+
+_register_background(app)
+
 
 if __name__ == "__main__":  # pragma: no cover
     app()

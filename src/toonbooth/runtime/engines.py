@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
 from ..engines.anime import AnimeEngine
 from ..engines.avatar import AvatarEngine
+from ..engines.background import BackgroundEngine
 from ..engines.base import EngineRegistry
 from ..engines.generate import GenerateEngine
 from ..training.job import TrainEngine
@@ -21,4 +22,5 @@ def default_engines() -> EngineRegistry:
         TrainEngine(TrainLoraSpec),
         TrainEngine(TrainDreamBoothSpec),
         TrainEngine(TrainTISpec),
+        BackgroundEngine(),  # webtoon backgrounds
     ])  # fmt: skip

@@ -22,6 +22,7 @@ from ..core.settings import Settings
 from .anime_tab import build_anime_tab
 from .common import follow_job, progress_html
 from .train_tab import build_train_tab  # issue 5: training tab
+from .webtoon_tab import build_webtoon_tab  # issue 11: webtoon studio
 
 GENDERS = ["unspecified", "male", "female"]
 EXPRESSIONS = ["smiling", "crying", "neutral", "angry", "laughing", "sad"]
@@ -198,6 +199,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
             )
         build_anime_tab(service, settings, owner_of=ui._user)
         build_train_tab(service, settings, owner_of=ui._user)  # issue 5: training tab
+        build_webtoon_tab(service, settings, owner_of=ui._user)  # issue 11: webtoon studio
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")
             gallery = gr.Gallery(label="My results", columns=4, elem_id="tb-gallery")

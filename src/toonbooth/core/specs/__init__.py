@@ -14,6 +14,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 from ..errors import InputError
 from .anime import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT, AnimePoint, AnimeSpec
 from .avatar import MEMOJI_NEGATIVE_PROMPT, MEMOJI_SEED, AvatarSpec, Expression, Gender
+from .background import (
+    BACKGROUND_PRESETS,
+    PANEL_SIZES,
+    BackgroundSpec,
+    ClassicBackgroundParams,
+    StyleRef,
+)
 from .base import AudioRef, Backend, ImageRef, LoraRef, SpecBase, VideoRef, validate_email
 from .generate import (
     CONTROLNET_CONTROL_MODES,
@@ -34,6 +41,11 @@ from .training import (
 
 __all__ = [
     "ANIME_NEGATIVE_PROMPT",
+    "BACKGROUND_PRESETS",
+    "PANEL_SIZES",
+    "BackgroundSpec",
+    "ClassicBackgroundParams",
+    "StyleRef",
     "ANIME_PROMPT",
     "CONTROLNET_CONTROL_MODES",
     "CONTROLNET_MODULES",
@@ -69,7 +81,10 @@ __all__ = [
 ]
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
-JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (
+    AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec,
+    BackgroundSpec,  # webtoon backgrounds
+)  # fmt: skip
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
