@@ -23,7 +23,7 @@ def invoke(args, tmp_path, **kw):
         ["models"], ["models", "list"], ["models", "add"], ["models", "pull"], ["models", "make-tiny"],
         ["users"], ["users", "add"], ["users", "token"], ["users", "list"], ["users", "revoke"],
         ["train"], ["train", "lora"], ["train", "dreambooth"], ["train", "ti"], ["train", "list"],
-        ["train", "delete"], ["train", "presets"],
+        ["train", "delete"], ["train", "presets"], ["background"],
     ],
 )  # fmt: skip
 def test_help_on_every_command(cmd, tmp_path):

@@ -185,7 +185,7 @@ def _prompt_loras(
 def photo_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """The photo's aspect at long side `max_side` (smaller photos keep their size), multiples of 8."""
     scale = min(1.0, max_side / max(width, height))
-    return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ SIZES = [
     (f"wide 16:9 ({PANEL_SIZES['sd15']['wide'][0]}x{PANEL_SIZES['sd15']['wide'][1]} SD1.5)", "wide"),
     (f"square ({PANEL_SIZES['sd15']['square'][0]}x{PANEL_SIZES['sd15']['square'][1]} SD1.5)", "square"),
 ]
+DEFAULT_CHECKPOINT = "stable-diffusion-v1-5"
 POSE_HOOK = "build_pose_section"
 """Name of the function `ui/webtoon_pose.py` provides; `build_webtoon_tab` marks where its call goes."""
 
@@ -99,6 +100,17 @@ class BackgroundActions:
         choices = self.style_choices(request)
         return tuple(gr.update(choices=choices) for _ in range(STYLE_SLOTS))
 
+    def checkpoints(self, request: gr.Request | None = None) -> Any:
+        """The SD1.5 / SDXL checkpoints this user may use (no inpainting ones); the spec's default first."""
+        owner = self._owner(request)
+        names = sorted(
+            {e.name for e in self.service.models.registry.list(kind="checkpoint", owner=owner)
+             if e.arch in ("sd15", "sdxl") and not e.inpainting},
+            key=str.lower,
+        )  # fmt: skip
+        preferred = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in names else (names[0] if names else DEFAULT_CHECKPOINT)
+        return gr.update(choices=names or [DEFAULT_CHECKPOINT], value=preferred)
+
     @staticmethod
     def preset_negative(preset: str) -> str:
         """The negative prompt of a preset (fills the editable box when the preset changes)."""
@@ -137,6 +149,7 @@ class BackgroundActions:
         steps: int,
         seed: int,
         backend: str,
+        checkpoint: str | None = None,
         request: gr.Request | None = None,
     ) -> Iterator[tuple[Any, ...]]:  # fmt: skip
         """Run a background job, streaming its progress.
@@ -145,7 +158,8 @@ class BackgroundActions:
         spec: dict[str, Any] = {
             "kind": "background", "prompt": prompt or "", "negative_prompt": negative, "preset": preset,
             "size": size, "backend": backend, "styles": style_list([s1, s2, s3], [w1, w2, w3]),
-            "diffusion": {"strength": float(strength), "steps": int(steps), "seed": int(seed)},
+            "diffusion": {"strength": float(strength), "steps": int(steps), "seed": int(seed),
+                          "checkpoint": (checkpoint or DEFAULT_CHECKPOINT).strip()},
         }  # fmt: skip
         # the user's edit of the translation counts while the prompt it was made from is unchanged
         edited = (english or "").strip()
@@ -225,6 +239,7 @@ class BackgroundSection(NamedTuple):
     actions: BackgroundActions
     pickers: list[Any]
     gallery: Any
+    checkpoint: Any
 
 
 def build_background_section(
@@ -265,6 +280,8 @@ def build_background_section(
                 seed = gr.Number(-1, precision=0, label="Seed (-1 = random)")
                 backend = gr.Radio(["auto", "neural", "classic"], value="auto", label="Backend",
                                    info="classic: a no-weights filter for photos")  # fmt: skip
+                checkpoint = gr.Dropdown([DEFAULT_CHECKPOINT], value=DEFAULT_CHECKPOINT, label="Checkpoint",
+                                         info="SD1.5 or SDXL; the panel sizes follow it", allow_custom_value=True)
             with gr.Row():
                 gen_btn = gr.Button("Generate", variant="primary")
                 cancel_btn = gr.Button("Cancel")
@@ -280,11 +297,12 @@ def build_background_section(
     refresh_btn.click(actions.refresh_styles, None, pickers)
     gen_btn.click(
         actions.generate,
-        [photo, prompt, english, translated_from, negative, *sliders, preset, size, strength, steps, seed, backend],
+        [photo, prompt, english, translated_from, negative, *sliders, preset, size, strength, steps, seed, backend,
+         checkpoint],
         [job_id, status, result, english, translated_from, gallery],
     )
     cancel_btn.click(actions.cancel, [job_id], [status])
-    return BackgroundSection(actions, pickers, gallery)
+    return BackgroundSection(actions, pickers, gallery, checkpoint)
 
 
 def build_webtoon_tab(
@@ -300,4 +318,5 @@ def build_webtoon_tab(
             #         build_pose_section(service, settings, owner_of=owner_of)
     tab.select(section.actions.refresh_styles, None, section.pickers)
     tab.select(section.actions.gallery, None, section.gallery)
+    tab.select(section.actions.checkpoints, None, section.checkpoint)
     return tab

@@ -118,12 +118,12 @@ class BackgroundSpec(SpecBase):
                                    "its strength (LoRA or textual inversion; yours or shared).")  # fmt: skip
     size: PanelSize = Field("tall", description="Panel size of a prompt-only background (tall 5:8, wide 16:9, "
                             "square), per architecture; a photo keeps its own aspect.")  # fmt: skip
-    width: int | None = Field(None, ge=64, le=2048, description="Explicit width (multiple of 8), with height.")
+    width: int | None = Field(None, ge=8, le=2048, description="Explicit width (multiple of 8), with height.")
     height: int | None = Field(
-        None, ge=64, le=2048, validate_default=True, description="Explicit height (multiple of 8), with width."
+        None, ge=8, le=2048, validate_default=True, description="Explicit height (multiple of 8), with width."
     )
     max_side: int | None = Field(
-        None, ge=64, le=2048, description="Photo: long side of the result; default the panel long side of the "
+        None, ge=8, le=2048, description="Photo: long side of the result; default the panel long side of the "
         "architecture (1280 SD1.5, 1344 SDXL) for neural, the photo's own size up to 2048 for classic.",
     )  # fmt: skip
     backend: Backend = Field("auto", description="auto | neural | classic (classic needs a photo).")
