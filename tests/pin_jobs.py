@@ -46,6 +46,8 @@ STUDIOS = (
     "generate_img2img",
     "anime_full",
     "train_lora",
+    "background_neural",
+    "background_classic",
 )
 
 
@@ -78,6 +80,9 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     (extra / "LaMa").mkdir(parents=True)
     weights = {f"generator.{k}": v.contiguous() for k, v in lama.generator.state_dict().items()}
     save_file(weights, str(extra / "LaMa" / "tiny-lama.safetensors"))
+    from toonbooth.nets.translate import save_tiny_marian
+
+    save_tiny_marian(extra / "MarianMT" / "opus-mt-ko-en")  # the webtoon studio's Korean prompts
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -183,6 +188,22 @@ def train_lora(env: PinEnv) -> dict[str, Any]:
     # free the name again (a second run in the same process trains from scratch under the same name)
     delete_style(env.models.registry, env.settings.resolved_models_dir, "pins", "pinstyle")
     return {"key": key, "down": down, "up": up}
+
+
+def background_neural(env: PinEnv) -> dict[str, Any]:
+    """Webtoon background from a Korean prompt: tiny MarianMT translation, tiny SD1.5 txt2img at 64x96 with a
+    style LoRA at 0.8 and the clean-lineart preset, DPM++ 2M Karras, 3 steps."""
+    spec = parse_job_spec({"kind": "background", "prompt": "비 오는 날의 골목, (벚꽃:1.2)", "width": 64, "height": 96,
+                           "styles": [{"name": "tiny-sd15-style", "weight": 0.8}],
+                           "diffusion": {"checkpoint": "tiny-sd15", "steps": 3, "seed": 21}})  # fmt: skip
+    return _pixels(env, _run(env, spec), "background", _grid(64, 96))
+
+
+def background_classic(env: PinEnv) -> dict[str, Any]:
+    """The classic webtoon-background filter (flat-color preset) on the 256 x 256 photo."""
+    spec = parse_job_spec({"kind": "background", "image": env.refs["photo_256"], "backend": "classic",
+                           "preset": "flat-color"})  # fmt: skip
+    return _pixels(env, _run(env, spec), "background", _grid(256, 256))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

@@ -11,7 +11,7 @@ import typer
 from ..core.errors import ToonboothError
 from ..core.specs import BackgroundSpec
 from ..core.specs.diffusion import DiffusionParams
-from .common import echo_summary, fail, read_image_file, run_job, runtime, spec_option, write_outputs
+from .common import fail, read_image_file, run_job, runtime, spec_option, write_outputs
 
 _S = BackgroundSpec
 _D = DiffusionParams
@@ -119,7 +119,12 @@ def background(
     _echo_translations(result.info)
     if translate_only:
         return
-    echo_summary(result)
+    reason = f" — {result.backend_reason}" if result.backend_reason else ""
+    typer.echo(f"backend: {result.backend}{reason}")
+    for w in result.warnings:
+        typer.secho(f"warning: {w}", fg=typer.colors.YELLOW)
+    if result.info.get("seed") is not None:
+        typer.echo(f"seed: {result.info['seed']}")
     stem = photo.stem if photo is not None else "prompt"
     write_outputs(result, storage, out_dir, lambda name: f"{stem}-{name}")
 

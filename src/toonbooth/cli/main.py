@@ -260,6 +260,9 @@ def models_make_tiny(
     if directory.exists() and not directory.is_dir():
         fail(InputError("directory", f"not a folder: {directory}", str(directory)))
     written = make_tiny_set(directory)
+    from ..nets.translate import save_tiny_marian  # webtoon: a tiny Korean -> English translator
+
+    written["translate-ko-en"] = save_tiny_marian(directory / "MarianMT" / "tiny-marian-ko-en")
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"tiny model set written to {directory}; use it with --models-dir {directory}")

@@ -48,7 +48,7 @@ from ..nets.prompt_translate import (
 from .base import Engine, EngineContext, EngineOutput, resolve_or_field_error
 
 SUPPORTED_ARCHS = ("sd15", "sdxl")
-PULL_HINT = "fetch them with `toonbooth models pull webtoon` (SD1.5 + the Korean translator)"
+PULL_HINT = "fetch them with `toonbooth models pull webtoon`, which also brings the Korean translator"
 CLASSIC_MAX_SIDE = 2048
 PIPELINES = {
     ("sd15", "txt2img"): "StableDiffusionPipeline",
@@ -139,7 +139,7 @@ def make_plan(spec: BackgroundSpec, models: ModelManager, owner: str | None) -> 
                 f"a background from a prompt needs Stable Diffusion weights ({why}) — {PULL_HINT}; or give a "
                 "photo (the classic filter needs no weights)"
             )
-        return Plan("classic", f"classic because {why} ({PULL_HINT})")
+        return Plan("classic", f"classic because {why}; {PULL_HINT}")
     entry = resolve_or_field_error(models, checkpoint_ref(spec), owner)
     if entry.arch not in SUPPORTED_ARCHS:
         raise InputError(
