@@ -85,6 +85,11 @@ class BackgroundOutput(EngineOutput, BackgroundFacts):
     primary: ClassVar[str] = "background"
     background: ImageArtifact | None = None
 
+    def details(self) -> dict[str, Any]:
+        """The stored facts, without the ones that do not apply to this run (None: no seed for the classic
+        filter, no classic settings for a neural run, ...)."""
+        return {k: v for k, v in super().details().items() if v is not None}
+
 
 # --------------------------------------------------------------------------------------------------
 # Plan and checks (no weights loaded)
