@@ -223,3 +223,31 @@ def test_rest_and_a1111_refuse_korean_without_translator_409(tiny_models_dir, tm
             assert service.list("local") == []  # nothing was queued
     finally:
         service.close()
+
+
+def test_anime_prompt_is_translated_too(env, sample_photo_path):
+    """anime-me's character stage (tiny SD1.5 + canny; classic segment / inpaint: no SAM / LaMa here)."""
+    from PIL import Image
+
+    from toonbooth.core.images import image_to_png_bytes
+    from toonbooth.core.specs import AnimeSpec
+
+    settings, models, storage = env
+    photo = Image.open(sample_photo_path).convert("RGB").resize((128, 128))
+    ref = storage.put(image_to_png_bytes(photo))
+    spec = AnimeSpec(image=ref, points=[{"x": 56, "y": 30}], checkpoint="tiny-sd15", controlnet="tiny-sd15-canny",
+                     trigger="sks", prompt="애니메이션 스타일, 밝은 색", negative_prompt="흐림", steps=2, gen_size=64,
+                     seed=2)  # fmt: skip
+    out = run(env, spec)
+    assert out.info["backends"]["character"] == "sd15"
+    prompt, negative, fields = parse_a1111_parameters(read_png_parameters(storage.local_path(out.output("character").ref)))
+    assert prompt.startswith("sks, ") and not tr.has_hangul(prompt) and not tr.has_hangul(negative)
+    assert fields["Original prompt"] == "sks, 애니메이션 스타일, 밝은 색" and fields["Original negative prompt"] == "흐림"
+    assert {t["field"] for t in out.info["translations"]} == {"prompt", "negative_prompt"}
+    # without a translator the character stage's Korean prompt is refused at submit (409, `prompt`)
+    from toonbooth.engines.anime import AnimeEngine
+
+    bare = model_manager(make_settings(settings.models_dir, settings.home / "bare"))
+    with pytest.raises(pt.TranslatorMissingError) as err:
+        AnimeEngine().check_inputs(spec, bare, None)
+    assert err.value.field == "prompt"
