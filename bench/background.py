@@ -72,9 +72,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--side", type=int, default=128, help="photo long side / txt2img size (multiple of 8)")
     ap.add_argument("--full-marian", action="store_true", help="time a random MarianMT of the real model's shape")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models: 1 is fastest)")
     args = ap.parse_args()
 
     import torch
+
+    torch.set_num_threads(args.threads)
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
     from PIL import Image
 
@@ -152,7 +155,8 @@ def main() -> None:
         return time.perf_counter() - t0
 
     result: dict = {"bench": "background", "device": device, "torch": torch.__version__, "steps": args.steps,
-                    "repeats": args.repeats, "side": side}  # fmt: skip
+                    "repeats": args.repeats, "side": side, "threads": torch.get_num_threads(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
     neural: dict = {}
     for route in ("img2img", "txt2img"):
         ours(route)
