@@ -54,16 +54,24 @@ def full_size_marian(folder: Path, tiny_folder: Path) -> None:
     from transformers import MarianConfig, MarianMTModel
 
     folder.mkdir(parents=True, exist_ok=True)
+    pad = json.loads((tiny_folder / "vocab.json").read_text(encoding="utf-8"))["<pad>"]  # the tokenizer's ids
     for name in ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json"):
         shutil.copy(tiny_folder / name, folder / name)
     config = MarianConfig(
         vocab_size=65001, decoder_vocab_size=65001, d_model=512, encoder_layers=6, decoder_layers=6,
         encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048,
-        max_position_embeddings=512, pad_token_id=65000, decoder_start_token_id=65000, eos_token_id=0,
+        max_position_embeddings=512, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0,
         bos_token_id=0, scale_embedding=True, activation_function="swish", share_encoder_decoder_embeddings=True,
     )  # fmt: skip
     torch.manual_seed(0)
-    MarianMTModel(config).eval().save_pretrained(folder)
+    model = MarianMTModel(config).eval()
+    # the same output space as the tiny translator (its tokenizer cannot spell the other 64 k ids); the
+    # LM head still computes all 65 001 logits, as the real model's does
+    tiny_bias = MarianMTModel.from_pretrained(str(tiny_folder)).final_logits_bias
+    with torch.no_grad():
+        model.final_logits_bias.fill_(-1e4)
+        model.final_logits_bias[:, : tiny_bias.shape[1]] = tiny_bias
+    model.save_pretrained(folder)
 
 
 def main() -> None:
