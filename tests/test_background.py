@@ -343,14 +343,21 @@ def test_service_cli_and_ui(env, tmp_path, sample_photo_path):
         labels = [label for label, _ in ui.style_choices()]
         assert labels[0] == "(none)" and labels[1].startswith("dana-ink") and labels[1].endswith("yours")
         english, source, note = ui.translate("노을 지는 해변", "")
-        assert english and not tr.has_hangul(english) and source == "노을 지는 해변" and "opus-mt-ko-en" in note
+        assert english and not tr.has_hangul(english) and "opus-mt-ko-en" in note
+        assert source == {"prompt": "노을 지는 해변", "english": english}
         small = _scene(64, 48)  # a photo keeps its size (a prompt alone would draw a 768 px square panel)
         outs = list(ui.generate(small, "노을 지는 해변", "a beach at sunset", source, "", "dana-ink", 1.0, None,
                                 0.8, "(none)", 0.8, "flat-color", "square", 0.6, 2, 5, "auto", "tiny-sd15"))  # fmt: skip
         job_id, status, image, english_now, source_now, gallery = outs[-1]
         assert image is not None and image.size == (64, 48) and status.startswith("Done (neural"), status
         assert english_now == "a beach at sunset" and "edited translation" in status
-        assert len(gallery) == 2
+        assert len(gallery) == 2 and source_now == {"prompt": "노을 지는 해변", "english": ""}
+        # the machine's translation left as it was: the job translates (memoised), nothing counts as edited
+        *_, (job2, status2, _, english2, state2, _) = ui.generate(
+            small, "노을 지는 해변", english, source, "", None, 0, None, 0, None, 0, "none", "tall", 0.6, 2, 5,
+            "auto", "tiny-sd15")  # fmt: skip
+        assert "Translated by" in status2 and english2 == english and state2 == source
+        assert service.get(job2, OWNER).output.info["translations"][0]["source"] == "machine"
         stored = service.get(job_id, OWNER).output.info
         assert stored["prompt"].startswith("dnkstyle, a beach at sunset, webtoon background, flat colors")
         assert stored["styles"][0]["name"] == "dana-ink"

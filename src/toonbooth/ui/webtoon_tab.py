@@ -117,22 +117,25 @@ class BackgroundActions:
         return BACKGROUND_PRESETS.get(preset, BACKGROUND_PRESETS["none"])["negative_prompt"]
 
     # --- translation --------------------------------------------------------------------------
-    def translate(self, prompt: str, negative: str, request: gr.Request | None = None) -> tuple[str, str, str]:
-        """Translate the prompts only (a `mode="translate"` job). -> (editable English, translated-from, status)."""
+    def translate(
+        self, prompt: str, negative: str, request: gr.Request | None = None
+    ) -> tuple[str, dict[str, str], str]:
+        """Translate the prompts only (a `mode="translate"` job).
+        -> (editable English, the translation's state {prompt, english}, status)."""
         owner = self._owner(request)
         if not (prompt or "").strip():
-            return "", "", "Write a prompt first."
+            return "", {}, "Write a prompt first."
         try:
             record = self.service.submit(
                 {"kind": "background", "mode": "translate", "prompt": prompt, "negative_prompt": negative}, owner
             )
             record = self.service.wait(record.id, owner, timeout=self.wait_s)
         except (ToonboothError, TimeoutError) as exc:
-            return "", "", f"**Error:** {markdown_text(str(exc))}"
+            return "", {}, f"**Error:** {markdown_text(str(exc))}"
         if record.state != "completed" or record.output is None:
-            return "", "", f"**{record.state}**: {markdown_text(record.error or '')}"
+            return "", {}, f"**{record.state}**: {markdown_text(record.error or '')}"
         english, note = _prompt_translation(record.output.info)
-        return english, prompt, note
+        return english, {"prompt": prompt, "english": english}, note
 
     # --- the job ------------------------------------------------------------------------------
     def generate(
@@ -140,7 +143,7 @@ class BackgroundActions:
         photo: Image.Image | None,
         prompt: str,
         english: str,
-        translated_from: str,
+        translation: dict[str, str] | None,
         negative: str,
         s1: str | None, w1: float, s2: str | None, w2: float, s3: str | None, w3: float,
         preset: str,
@@ -153,7 +156,9 @@ class BackgroundActions:
         request: gr.Request | None = None,
     ) -> Iterator[tuple[Any, ...]]:  # fmt: skip
         """Run a background job, streaming its progress.
-        Yields (job_id, status, image, english, translated_from, gallery-or-skip)."""
+        `translation` is what the English box last showed from the machine ({prompt, english}); the box's text
+        is sent as `translated_prompt` when the user edited it (or typed it by hand) and the prompt it
+        belongs to is unchanged. Yields (job_id, status, image, english, translation, gallery-or-skip)."""
         owner = self._owner(request)
         spec: dict[str, Any] = {
             "kind": "background", "prompt": prompt or "", "negative_prompt": negative, "preset": preset,
@@ -163,7 +168,8 @@ class BackgroundActions:
         }  # fmt: skip
         # the user's edit of the translation counts while the prompt it was made from is unchanged
         edited = (english or "").strip()
-        if edited and translated_from and translated_from == prompt:
+        shown = translation or {}
+        if edited and shown.get("prompt", prompt) == prompt and edited != shown.get("english", "").strip():
             spec["translated_prompt"] = edited
         try:
             if photo is not None:
@@ -193,8 +199,10 @@ class BackgroundActions:
             parts.append(f"seed {out.info['seed']}, {image.width}x{image.height}")
         parts += [note] if note else []
         parts += [f"- {markdown_text(w)}" for w in out.warnings]
-        new_from = prompt if english_now else ""
-        yield record.id, "\n\n".join(parts), image, english_now, new_from, self.gallery(request)
+        machine = next((t["translated"] for t in out.info.get("translations") or []
+                        if t.get("field") == "prompt" and t.get("source") == "machine"), "")  # fmt: skip
+        state = {"prompt": prompt, "english": machine} if english_now else {}
+        yield record.id, "\n\n".join(parts), image, english_now, state, self.gallery(request)
 
     def gallery(self, request: gr.Request | None = None) -> list[tuple[Image.Image, str]]:
         """The user's finished backgrounds, newest first."""
@@ -248,7 +256,7 @@ def build_background_section(
     """The Backgrounds section, built inside the current Blocks context (a Tab or a Column)."""
     actions = BackgroundActions(service, settings, owner_of)
     job_id = gr.State(None)
-    translated_from = gr.State("")
+    translation = gr.State({})
     gr.Markdown(
         "Turn a **photo** of a place into a webtoon background, or draw one from a **prompt** — in Korean or "
         "English. Pick your trained styles (and shared ones) with a strength each."
@@ -293,13 +301,13 @@ def build_background_section(
 
     pickers = sliders[0::2]
     preset.change(actions.preset_negative, [preset], [negative])
-    translate_btn.click(actions.translate, [prompt, negative], [english, translated_from, status])
+    translate_btn.click(actions.translate, [prompt, negative], [english, translation, status])
     refresh_btn.click(actions.refresh_styles, None, pickers)
     gen_btn.click(
         actions.generate,
-        [photo, prompt, english, translated_from, negative, *sliders, preset, size, strength, steps, seed, backend,
+        [photo, prompt, english, translation, negative, *sliders, preset, size, strength, steps, seed, backend,
          checkpoint],
-        [job_id, status, result, english, translated_from, gallery],
+        [job_id, status, result, english, translation, gallery],
     )
     cancel_btn.click(actions.cancel, [job_id], [status])
     return BackgroundSection(actions, pickers, gallery, checkpoint)
