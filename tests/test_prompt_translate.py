@@ -251,3 +251,26 @@ def test_anime_prompt_is_translated_too(env, sample_photo_path):
     with pytest.raises(pt.TranslatorMissingError) as err:
         AnimeEngine().check_inputs(spec, bare, None)
     assert err.value.field == "prompt"
+
+
+def test_avatar_prompt_override_is_translated_too(env, sample_photo_path):
+    """The memoji recipe's `prompt` / `negative_prompt` overrides (tiny SDXL, one pass)."""
+    from PIL import Image
+
+    from toonbooth.core.images import image_to_png_bytes
+    from toonbooth.core.specs import AvatarSpec
+    from toonbooth.engines.avatar import AvatarEngine
+
+    settings, models, storage = env
+    ref = storage.put(image_to_png_bytes(Image.open(sample_photo_path).convert("RGB").resize((64, 64))))
+    spec = AvatarSpec(image=ref, backend="neural", checkpoint="tiny-sdxl", controlnet="tiny-sdxl-canny",
+                      loras=[], prompt="emoji, 웃는 얼굴", negative_prompt="흐림", steps=2, max_side=64,
+                      second_pass=False, seed=1)  # fmt: skip
+    out = run(env, spec)
+    prompt, _, fields = parse_a1111_parameters(read_png_parameters(storage.local_path(out.output("avatar").ref)))
+    assert prompt.startswith("emoji, ") and not tr.has_hangul(prompt)
+    assert fields["Original prompt"] == "emoji, 웃는 얼굴" and fields["Original negative prompt"] == "흐림"
+    bare = model_manager(make_settings(settings.models_dir, settings.home / "bare-avatar"))
+    with pytest.raises(pt.TranslatorMissingError):
+        AvatarEngine().check_inputs(spec, bare, None)
+    AvatarEngine().check_inputs(spec.model_copy(update={"backend": "classic"}), bare, None)  # classic: no prompt
