@@ -50,6 +50,8 @@ STUDIOS = (
     "repose_animate_anyone",
     "makeup_neural",
     "toon_neural",
+    "background_neural",
+    "background_classic",
 )
 
 
@@ -96,6 +98,9 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     from toonbooth.nets.toon_models import write_tiny_toon_set
 
     write_tiny_toon_set(extra, size=32)  # the toon studio's tiny StyleGAN2 / e4e / VGG16 / LPIPS
+    from toonbooth.nets.translate import save_tiny_marian
+
+    save_tiny_marian(extra / "MarianMT" / "opus-mt-ko-en")  # the webtoon studio's Korean prompts
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -258,6 +263,20 @@ def toon_neural(env: PinEnv) -> dict[str, Any]:
            "base_model": "tiny-ffhq", "encoder": "tiny-e4e", "inversion": "encoder+projector", "projector_steps": 2,
            "perceptual": "mse", "blend_resolutions": [16], "strength": 0.9, "truncation": 0.8, "seed": 0}  # fmt: skip
     return _pixels(env, _run(env, parse_job_spec(raw)), "toon", _grid(32, 32))
+def background_neural(env: PinEnv) -> dict[str, Any]:
+    """Webtoon background from a Korean prompt: tiny MarianMT translation, tiny SD1.5 txt2img at 64x96 with a
+    style LoRA at 0.8 and the clean-lineart preset, DPM++ 2M Karras, 3 steps."""
+    spec = parse_job_spec({"kind": "background", "prompt": "비 오는 날의 골목, (벚꽃:1.2)", "width": 64, "height": 96,
+                           "styles": [{"name": "tiny-sd15-style", "weight": 0.8}],
+                           "diffusion": {"checkpoint": "tiny-sd15", "steps": 3, "seed": 21}})  # fmt: skip
+    return _pixels(env, _run(env, spec), "background", _grid(64, 96))
+
+
+def background_classic(env: PinEnv) -> dict[str, Any]:
+    """The classic webtoon-background filter (flat-color preset) on the 256 x 256 photo."""
+    spec = parse_job_spec({"kind": "background", "image": env.refs["photo_256"], "backend": "classic",
+                           "preset": "flat-color"})  # fmt: skip
+    return _pixels(env, _run(env, spec), "background", _grid(256, 256))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

@@ -27,6 +27,7 @@ def invoke(args, tmp_path, **kw):
         ["repose"], ["pose"], ["pose", "detect"], ["models", "convert"],
         ["makeup"], ["models", "make-tiny-makeup"],
         ["toon"], ["train", "toon"], ["models", "make-tiny-toon"],
+        ["background"],
     ],
 )  # fmt: skip
 def test_help_on_every_command(cmd, tmp_path):

@@ -282,6 +282,9 @@ def models_make_tiny(
 
     written.update(write_tiny_talk_set(directory))
     written.update(make_tiny_pose_set(directory))  # the pose studio: DWPose pair, AnimateAnyone, IP-Adapter
+    from ..nets.translate import save_tiny_marian  # webtoon: a tiny Korean -> English translator
+
+    written["translate-ko-en"] = save_tiny_marian(directory / "MarianMT" / "tiny-marian-ko-en")
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"tiny model set written to {directory}; use it with --models-dir {directory}")
@@ -330,6 +333,10 @@ _register_train(app)
 from .toon import register as _register_toon  # noqa: E402
 
 _register_toon(app, models_app)
+# --- webtoon background command (cli/background.py) --- added by the webtoon helper
+from .background import register as _register_background  # noqa: E402
+
+_register_background(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         0.0, ge=0.0, description="Device-memory budget of loaded models in GiB; 0 = 64 GiB (no practical cap)."
     )
     offline: bool = Field(False, description="Never contact a model hub (also implied by HF_HUB_OFFLINE=1).")
+    translate_prompts: Literal["hangul", "off"] = Field(
+        "hangul",
+        description="Prompts containing Korean (Hangul) are translated to English before CLIP sees them, in every "
+        "studio (generate and the A1111 routes included); off = passed as written, with a warning.",
+    )
+    translate_model: str = Field(
+        "opus-mt-ko-en", min_length=1, max_length=400, description="MarianMT translator (kind translate) used."
+    )
 
     # --- what one job may cost (checked at submit; 0 = no limit) ---
     max_job_pixels: int = Field(4_194_304, ge=0, description="Largest image a job may make (width*height); 2048x2048.")

@@ -44,6 +44,13 @@ from ..models import sd
 from ..models.infotext import plain_infotext, sd_infotext
 from ..models.manager import ModelManager
 from ..models.refs import ModelRef
+from ..nets.prompt_translate import (
+    PromptText,
+    check_prompt_translation,
+    protected_words,
+    translate_job_prompts,
+    translation_params,
+)
 from ..vision.edges import check_canny_thresholds
 from ..vision.segment import ClickPrompt, MaskResult, Point, prompt_from_face
 from .base import Engine, EngineContext, EngineOutput, JobCost, check_model_names
@@ -204,6 +211,8 @@ class AnimeEngine(Engine[AnimeSpec, AnimeOutput]):
         plan = choose_backends(spec, models, owner)  # backend="neural" without weights: refused here
         if spec.mode == "full" and plan.character == "sd15":
             check_generation_inputs(spec, models, owner, spec.build_prompt())
+            check_prompt_translation(models, [PromptText("prompt", spec.prompt),  # Korean prompts (webtoon)
+                                              PromptText("negative_prompt", spec.negative_prompt)])  # fmt: skip
 
     def cost(self, spec: AnimeSpec, settings: Settings) -> JobCost:
         pixels = spec.gen_size * spec.gen_size
@@ -445,6 +454,13 @@ def _generate_sd15(
 
     models, owner = ctx.models, ctx.owner
 
+    # Korean prompts -> English before CLIP (the trigger word kept as written)
+    translations, notes = translate_job_prompts(
+        models, [PromptText("prompt", prompt_text), PromptText("negative_prompt", spec.negative_prompt)],
+        protected=protected_words(models, owner, [spec.trigger or ""]),
+    )
+    prompt_text, negative = translations["prompt"].translated, translations["negative_prompt"].translated
+
     # 4a. Load models (cached between jobs), activate the style LoRA, build the pipeline
     base, base_entry = sd.base_pipeline(models, spec.checkpoint, ARCH, owner)
     controlnet, cn_entry = sd.controlnet(models, spec.controlnet, base, ARCH, owner)
@@ -459,7 +475,7 @@ def _generate_sd15(
     w, h = gen_size_for(crop.width, crop.height, spec.gen_size)
     init = crop.resize((w, h), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
-    tis, staged = sd.job_prompts(models, base, ARCH, prompt_text, spec.negative_prompt, owner)
+    tis, staged = sd.job_prompts(models, base, ARCH, prompt_text, negative, owner)
     seed = spec.seed if spec.seed != -1 else random.randint(0, 2**32 - 1)
     n = sd.count_steps(pipe.scheduler, spec.steps, spec.strength)
     total = offset + n + 1
@@ -485,15 +501,17 @@ def _generate_sd15(
 
     def infotext(stages: dict[str, Any]) -> str:
         return sd_infotext(
-            shown, spec.negative_prompt, steps=spec.steps, sampler=spec.sampler, cfg_scale=spec.cfg_scale,
+            shown, negative, steps=spec.steps, sampler=spec.sampler, cfg_scale=spec.cfg_scale,
             seed=seed, width=w, height=h, model=base_entry.name, model_hash=models.short_hash(base_entry),
-            denoising_strength=spec.strength, extra={"ControlNet 0": cn_text}, loras=loaded, tis=tis,
+            denoising_strength=spec.strength, extra={"ControlNet 0": cn_text, **translation_params(translations)},
+            loras=loaded, tis=tis,
             stages=stages,
         )  # fmt: skip
 
     info = {
         "seed": seed, "prompt": shown, "gen_size": [w, h], "steps_run": n, "checkpoint": base_entry.name,
         "controlnet": cn_entry.name, "loras": sd.lora_info(loaded), "embeddings": tis.info(),
+        "translations": [t.model_dump() for t in translations.values() if t.source != "unchanged"],
     }  # fmt: skip
     # total: segment + inpaint + n denoising steps + composite
-    return styled, {"infotext": infotext, "info": info, "total": total, "warnings": tis.warnings}
+    return styled, {"infotext": infotext, "info": info, "total": total, "warnings": notes + tis.warnings}

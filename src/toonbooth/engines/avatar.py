@@ -22,6 +22,13 @@ from ..models.infotext import plain_infotext, sd_infotext
 from ..models.manager import ModelManager
 from ..models.refs import ModelRef
 from ..models.samplers import resolve_sampler
+from ..nets.prompt_translate import (
+    PromptText,
+    check_prompt_translation,
+    protected_words,
+    translate_job_prompts,
+    translation_params,
+)
 from ..vision.edges import check_canny_thresholds
 from .base import Engine, EngineContext, EngineOutput, JobCost
 
@@ -83,8 +90,8 @@ class AvatarEngine(Engine[AvatarSpec, AvatarOutput]):
         except InputError as exc:
             raise exc.renamed("sampler") from None
         denoise_steps(spec)
-        if spec.backend == "neural":
-            self.choose_backend(spec, models, owner)
+        if self.choose_backend(spec, models, owner)[0] == "neural":  # (backend="neural" without weights: 409)
+            check_prompt_translation(models, _prompt_texts(spec))  # a Korean prompt override needs the translator
 
     def cost(self, spec: AvatarSpec, settings: Settings) -> JobCost:
         side = spec.max_side or settings.max_side  # pass 1 works at the photo's size, long side capped
@@ -116,6 +123,10 @@ class AvatarEngine(Engine[AvatarSpec, AvatarOutput]):
         return _run_neural(spec, ctx, photo, reason)
 
 
+def _prompt_texts(spec: AvatarSpec) -> list[PromptText]:
+    return [PromptText("prompt", spec.build_prompt()), PromptText("negative_prompt", spec.negative_prompt)]
+
+
 def _run_classic(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason: str) -> AvatarOutput:
     from ..vision.toon import classic_avatar
 
@@ -145,7 +156,9 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     w2 = int(w1 * spec.upscale) // 8 * 8
     h2 = int(h1 * spec.upscale) // 8 * 8
     seed = spec.seed if spec.seed != -1 else random.randint(0, 2**32 - 1)
-    prompt = spec.build_prompt()
+    translations, notes = translate_job_prompts(ctx.models, _prompt_texts(spec), protected=protected_words(
+        ctx.models, ctx.owner))  # Korean prompt overrides -> English before CLIP  # fmt: skip
+    prompt, negative = translations["prompt"].translated, translations["negative_prompt"].translated
     lora_tags = [(lo.name, lo.weight) for lo in spec.loras]
     steps1, steps2 = denoise_steps(spec)
 
@@ -170,7 +183,7 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     # 3. Prepare conditions: resized photo, canny map, A1111-syntax prompt embeddings
     init = photo.resize((w1, h1), Image.Resampling.LANCZOS)
     control = canny_control_image(init, spec.canny_low, spec.canny_high)
-    tis, staged = sd.job_prompts(models, base, ARCH, prompt, spec.negative_prompt, owner)
+    tis, staged = sd.job_prompts(models, base, ARCH, prompt, negative, owner)
     total = steps1 + steps2
     ctx.progress(0, total, stage="pass 1")
 
@@ -210,9 +223,10 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
 
     def infotext(width: int, height: int, entry, strength: float, extra: dict | None) -> str:
         return sd_infotext(
-            shown_prompt, spec.negative_prompt, steps=spec.steps, sampler=spec.sampler, cfg_scale=spec.cfg_scale,
+            shown_prompt, negative, steps=spec.steps, sampler=spec.sampler, cfg_scale=spec.cfg_scale,
             seed=seed, width=width, height=height, model=entry.name, model_hash=models.short_hash(entry),
-            denoising_strength=strength, extra=extra, loras=loras, tis=tis,
+            denoising_strength=strength, extra={**(extra or {}), **translation_params(translations)}, loras=loras,
+            tis=tis,
         )  # fmt: skip
 
     first = ImageArtifact(out1, infotext(w1, h1, base_entry, spec.strength, {"ControlNet 0": cn_text}))
@@ -220,10 +234,11 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
         "seed": seed, "prompt": shown_prompt, "size_pass1": [w1, h1], "size": [final.width, final.height],
         "steps_run": [steps1, steps2], "checkpoint": base_entry.name, "controlnet": cn_entry.name,
         "loras": sd.lora_info(loras), "embeddings": tis.info(),
+        "translations": [t.model_dump() for t in translations.values() if t.source != "unchanged"],
     }  # fmt: skip
-    for msg in tis.warnings:
+    for msg in notes + tis.warnings:
         ctx.log(msg, warning=True)
-    common = {"backend": "neural", "backend_reason": reason, "warnings": list(tis.warnings), "info": info}
+    common = {"backend": "neural", "backend_reason": reason, "warnings": notes + list(tis.warnings), "info": info}
     if not spec.second_pass:
         return AvatarOutput(avatar=first, **common)
     second = ImageArtifact(final, infotext(w2, h2, second_entry, spec.second_strength, None))

@@ -59,6 +59,14 @@ from ..models.infotext import sd_infotext, version_text
 from ..models.manager import ModelManager
 from ..models.refs import ModelRef
 from ..models.seeds import job_seeds, variation_noise
+from ..nets.prompt_translate import (
+    PromptText,
+    PromptTranslation,
+    check_prompt_translation,
+    protected_words,
+    translate_job_prompts,
+    translation_params,
+)
 from ..vision.a1111_image import (
     binary_mask,
     blur_mask,
@@ -128,6 +136,9 @@ class GenerateFacts(BaseModel):
     loras: list[dict[str, Any]]
     embeddings: list[dict[str, Any]]
     ignored: list[str]
+    translations: list[PromptTranslation] = []
+    """Korean prompts: the original and what the text encoder got (`prompt` / `negative_prompt` above are
+    the translated ones; the infotext keeps the original as `Original prompt`)."""
 
 
 class GenerateOutput(EngineOutput, GenerateFacts):
@@ -182,6 +193,8 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
         ignored.append(name)
         warnings.append(f"`{name}` not honoured: {why}")
 
+    # Korean prompts need the translator (409 naming the field when it is not installed)
+    check_prompt_translation(models, job_prompt_texts(spec))
     # sampler and schedule type
     try:
         sampler, schedule = resolve_sampler(spec.sampler_name, spec.scheduler)
@@ -273,6 +286,11 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
 
 def _pose_ref(index: int) -> ModelRef:
     return ModelRef("dwpose", "dwpose", f"controlnet_units.{index}.module")
+
+
+def job_prompt_texts(spec: GenerateSpec) -> list[PromptText]:
+    """The prompts of a generate job, for translation."""
+    return [PromptText("prompt", spec.prompt), PromptText("negative_prompt", spec.negative_prompt)]
 
 
 @dataclass
@@ -401,6 +419,16 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         checked = check_generate(spec, models, ctx.owner)
         arch, entry = checked.arch, checked.entry
         warnings = list(checked.warnings)
+        # Korean prompts -> English (LoRA tags, emphasis, BREAK and embedding names kept as written)
+        translations, notes = translate_job_prompts(
+            models, job_prompt_texts(spec), protected=protected_words(models, ctx.owner)
+        )
+        warnings += notes
+        prompt, negative = translations["prompt"].translated, translations["negative_prompt"].translated
+        if translations["prompt"].changed:
+            from ..models.prompts import extract_lora_tags
+
+            checked.prompt_text = extract_lora_tags(prompt)[0]
         prep = prepare_images(spec, ctx, inpainting_unet=bool(entry.inpainting), warnings=warnings)
         for unit in checked.units:
             if unit.spec.image is not None:
@@ -445,7 +473,7 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
                     warnings.append(f"ControlNet unit {unit.index}: no person found, the pose map is empty")
             controls.append(control_map(source, unit.spec, unit.index, w, h, precomputed=drawn))
         tis, staged = sd.job_prompts(
-            models, base, arch, checked.prompt_text, spec.negative_prompt, ctx.owner, clip_skip=spec.clip_skip
+            models, base, arch, checked.prompt_text, negative, ctx.owner, clip_skip=spec.clip_skip
         )
         warnings += tis.warnings
         strength = 1.0 if prep.route == "inpaint" and spec.mode == "txt2img" else checked.strength
@@ -502,10 +530,10 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         cn_params = {
             f"ControlNet {n}": unit_text(u.spec, u.index, u.entry.title) for n, u in enumerate(checked.units)
         }
-        extra_params = {**prep.extra, **cn_params}
+        extra_params = {**prep.extra, **cn_params, **translation_params(translations)}
         infotexts = [
             sd_infotext(
-                spec.prompt, spec.negative_prompt, steps=spec.steps, sampler=checked.sampler,
+                prompt, negative, steps=spec.steps, sampler=checked.sampler,
                 schedule=checked.schedule, cfg_scale=spec.cfg_scale, seed=checked.seeds[k], width=w, height=h,
                 model=entry.name, model_hash=model_hash,
                 variation_seed=checked.subseeds[k] if spec.subseed_strength > 0 else None,
@@ -527,7 +555,7 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         return GenerateOutput(
             images=[ImageArtifact(img, infotexts[k]) for k, img in enumerate(finals)],
             backend="neural", backend_reason=f"diffusers {cls.__name__}", warnings=warnings,
-            prompt=spec.prompt, negative_prompt=spec.negative_prompt, seeds=checked.seeds,
+            prompt=prompt, negative_prompt=negative, seeds=checked.seeds,
             subseeds=checked.subseeds, subseed_strength=spec.subseed_strength, width=w, height=h,
             sampler_name=checked.sampler, scheduler=checked.schedule, cfg_scale=spec.cfg_scale, steps=spec.steps,
             batch_size=spec.batch_size, n_iter=spec.n_iter, sd_model_name=entry.name, sd_model_hash=model_hash,
@@ -537,6 +565,7 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
             job_timestamp=datetime.datetime.now().strftime("%Y%m%d%H%M%S"), version=version_text(),
             pipeline=cls.__name__, loras=sd.lora_info(loaded_loras), embeddings=tis.info(),
             ignored=sorted(set(checked.ignored)),
+            translations=[t for t in translations.values() if t.source != "unchanged"],
         )  # fmt: skip
 
 

@@ -23,6 +23,9 @@ Sources:
   (GitHub release of Sanster/models). The catalog pulls that TorchScript file from the hub copy
   https://huggingface.co/gaspardbruno/BigLama, pinned to the commit that uploaded it; the same sha256 and size
   appear on an independent copy (datasets/dputilov/exp), and the download is verified against them.
+- https://huggingface.co/Helsinki-NLP/opus-mt-ko-en (Apache-2.0; OPUS-MT, Tiedemann & Thottingal, EAMT 2020):
+  MarianMT ko->en, 77.9 M parameters; the default branch has `pytorch_model.bin` (312 MB, tensors only) and
+  no safetensors (those exist only in the bot PR refs/pr/2, which is not pinned here).
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ CatalogKind = Literal[
     "dwpose", "animate_anyone", "clip_vision", "ip_adapter",  # pose change
     "face_parsing", "stable_makeup",  # makeup
     "stylegan2", "psp", "vgg16", "lpips", "ir_se50", "landmarks",  # toon
+    "translate",  # webtoon: MarianMT prompt translator
 ]  # fmt: skip
 CatalogArch = Literal[
     "sdxl", "sd15", "sd2", "sdxl-refiner", "sam", "lama", "liveportrait", "joyvasa", "hubert", "dwpose", "bisenet",
-    "stylegan2", "psp", "vgg16", "lpips", "ir_se50", "dlib",
+    "stylegan2", "psp", "vgg16", "lpips", "ir_se50", "dlib", "marian",
 ]  # fmt: skip
 A1111Folder = Literal[
     "Stable-diffusion", "ControlNet", "Lora", "embeddings", "VAE", "configs", "diffusers", "SAM", "LaMa",
@@ -52,6 +56,7 @@ A1111Folder = Literal[
     "DWPose", "AnimateAnyone", "clip_vision", "IP-Adapter",  # pose change
     "FaceParsing", "StableMakeup",  # makeup
     "StyleGAN2", "pSp", "VGG16", "LPIPS", "IR-SE50", "dlib",  # toon
+    "MarianMT",  # webtoon: <models>/MarianMT/<name>/ (not an A1111 folder; toonbooth's own)
 ]  # fmt: skip
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -169,6 +174,31 @@ _SD15_CONFIG_PATTERNS = [
     "tokenizer/*",
     "feature_extractor/*.json",
 ]
+
+_OPUS_MT_FILES = [
+    "config.json", "generation_config.json", "tokenizer_config.json", "source.spm", "target.spm", "vocab.json",
+    "pytorch_model.bin",
+]
+OPUS_MT_KO_EN = CatalogEntry(
+    name="opus-mt-ko-en",
+    kind="translate",
+    arch="marian",
+    repo_id="Helsinki-NLP/opus-mt-ko-en",
+    files=[CatalogFile(filename=f) for f in _OPUS_MT_FILES],
+    allow_patterns=list(_OPUS_MT_FILES),
+    a1111_folder="MarianMT",
+    install_subdir="opus-mt-ko-en",
+    aliases=["ko-en", "korean"],
+    licence="Apache-2.0 (model card of Helsinki-NLP/opus-mt-ko-en).",
+    source_note=(
+        "Korean -> English MarianMT (OPUS-MT, transformer-align, SentencePiece spm32k/spm32k; Tatoeba kor-eng "
+        "BLEU 41.3 on its card), about 312 MB: the fp32 pytorch_model.bin of the default branch, which holds "
+        "only tensors and is read with torch.load(weights_only=True). No sha256 is pinned: none was read from a "
+        "public page. Installed as a transformers folder <models>/MarianMT/opus-mt-ko-en/; every studio that "
+        "takes a prompt translates Korean (Hangul) prompts with it before CLIP sees them."
+    ),
+    homepage="https://huggingface.co/Helsinki-NLP/opus-mt-ko-en",
+)
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
@@ -457,6 +487,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         ),
         homepage="https://civitai.com/models/7371",
     ),
+    OPUS_MT_KO_EN,
 )
 
 # --- talking emoticon (issue 13): LivePortrait renderer, JoyVASA motion generator, HuBERT ---
@@ -778,10 +809,10 @@ RECIPES: dict[str, list[str]] = {
     "sd15": ["stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
     "anime": ["sam-vit-base", "big-lama", "stable-diffusion-v1-5", "control_v11p_sd15_canny", "sd15-config"],
     "talk": ["liveportrait", "joyvasa", "chinese-hubert-base"],
-    # webtoon: pose change (the background helper adds its translation model to this recipe)
+    # webtoon: backgrounds (Korean prompts) and pose change
     "webtoon": [
         "dwpose", "animate-anyone", "sd-image-variations-diffusers", "sd-vae-ft-mse", "sd15-config",
-        "stable-diffusion-v1-5", "control_v11p_sd15_openpose", "ip-adapter_sd15",
+        "stable-diffusion-v1-5", "control_v11p_sd15_openpose", "ip-adapter_sd15", "opus-mt-ko-en",
     ],
     "makeup": ["stable-makeup", "face-parsing-bisenet", "stable-diffusion-v1-5", "sd15-config"],
     "toon": ["stylegan2-ffhq-config-f", "toonify", "e4e_ffhq_encode", "vgg16", "lpips-vgg"],

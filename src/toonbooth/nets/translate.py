@@ -304,3 +304,184 @@ def translate_prompt(
         else:
             done.append(seg)
     return TranslatedPrompt(text, "".join(s.output for s in done), tuple(done))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The MarianMT model family: `<models>/MarianMT/<name>/` (or `MarianMT/<org>/<name>/`) transformers folders
+# ---------------------------------------------------------------------------------------------------
+
+MARIAN_FOLDERS: tuple[str, ...] = ("MarianMT", "marian")
+"""Where translators live in a models folder (a toonbooth folder: A1111 has none for translation)."""
+TRANSLATE_KIND = "translate"
+
+
+def marian_folder_entry(folder: Path, name: str | None = None, top_folder: str = "MarianMT"):
+    """A registry entry for a MarianMT folder (config.json with model_type marian, the three tokenizer files,
+    `model.safetensors` or `pytorch_model.bin`); None when `folder` has no config.json. Only JSON is read;
+    the `.bin` of the public opus-mt repos holds only tensors and is read with `weights_only=True` at load
+    time (refused then if it needs more). Aliases: the folder's own name and, when it is a catalog model, the
+    catalog name and hub id (so `opus-mt-ko-en` and `Helsinki-NLP/opus-mt-ko-en` both find it)."""
+    from ..models import catalog
+    from ..models.registry import ModelEntry, read_json
+
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        return None
+    name = name or folder.name
+    cfg = read_json(cfg_path) or {}
+    refused: str | None = None
+    weights = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
+    if not looks_like_marian(cfg):
+        refused = f"{folder}: config.json has model_type {cfg.get('model_type')!r}, not a MarianMT model ('marian')"
+    elif missing := [n for n in TOKENIZER_FILES if not (folder / n).is_file()]:
+        refused = f"{folder}: MarianMT tokenizer files missing: {', '.join(missing)}"
+    elif weights is None:
+        refused = f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})"
+    aliases = {folder.name}
+    cat = catalog.find_entry(folder.name)
+    if cat is not None and cat.kind == TRANSLATE_KIND:
+        aliases |= {cat.name, *cat.aliases, *([cat.repo_id] if cat.repo_id else [])}
+    details = {k: cfg[k] for k in ("d_model", "encoder_layers", "decoder_layers", "vocab_size") if k in cfg}
+    if weights is not None:
+        details["weights"] = weights.name
+    return ModelEntry(
+        name=name, path=folder, kind=TRANSLATE_KIND, layout="marian", source="folder", folder=top_folder,
+        relpath=name, refused=refused, details=details, aliases=sorted(aliases - {name}),
+        size=weights.stat().st_size if weights is not None else None,
+    )  # fmt: skip
+
+
+def scan_marian(top: Path, folder: str) -> list:
+    """MarianMT folders under `top`: `<name>/` or `<org>/<name>/` holding a config.json."""
+    out = []
+    for child in sorted(d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        subs = [child] if (child / "config.json").is_file() else sorted(
+            d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )  # fmt: skip
+        for d in subs:
+            entry = marian_folder_entry(d, d.relative_to(top).as_posix(), folder)
+            if entry is not None:
+                out.append(entry)
+    return out
+
+
+def load_marian_entry(entry: Any, env: Any) -> MarianBundle:
+    """The translator of a registry entry, in float32 on the manager's device (78 M parameters: half
+    precision saves nothing worth its risk). A hub id loads only from the local hub cache."""
+    if entry.source == "hub":
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(entry.location, local_files_only=True))
+        except Exception as exc:  # not in the local cache: user requests never download
+            raise ModelNotFoundError(
+                f"translate model {entry.location!r} is not in the local hub cache; run "
+                "`toonbooth models pull opus-mt-ko-en` (it goes to <models>/MarianMT/opus-mt-ko-en/)"
+            ) from exc
+    else:
+        folder = Path(entry.location)
+    return load_marian(folder, device=env.device, dtype=torch.float32)
+
+
+def _marian_family():
+    from ..models.families import ModelFamily
+
+    return ModelFamily(
+        kind=TRANSLATE_KIND,
+        description="MarianMT prompt translator (transformers folder: config.json, source/target.spm, vocab.json, "
+        "model.safetensors or a tensors-only pytorch_model.bin)",
+        folders=MARIAN_FOLDERS,
+        suffixes=("/",),
+        scan=scan_marian,
+        load=load_marian_entry,
+        approx_bytes=312_000_000,
+        shared_only=True,
+        licence_note="Helsinki-NLP/opus-mt-ko-en: Apache-2.0 (model card)",
+    )
+
+
+MARIAN_FAMILY = _marian_family()
+
+
+# ---------------------------------------------------------------------------------------------------
+# A tiny random-weight MarianMT in the public folder layout (tests, benchmarks, `models make-tiny`)
+# ---------------------------------------------------------------------------------------------------
+
+TINY_KOREAN = (
+    "고양이가 창가에 앉아 있다", "빨간 지붕의 집", "밤하늘의 별", "도시의 거리 풍경", "비 오는 날의 골목",
+    "푸른 바다와 하얀 모래", "산 위의 작은 절", "학교 교실 안", "벚꽃이 핀 공원", "겨울 숲속의 오두막",
+    "오래된 카페 내부", "강가의 다리", "노을 지는 해변", "조용한 도서관", "사람 없는 지하철역",
+)  # fmt: skip
+TINY_ENGLISH = (
+    "a cat sits by the window", "a house with a red roof", "stars in the night sky", "a city street view",
+    "an alley on a rainy day", "blue sea and white sand", "a small temple on the mountain",
+    "inside a school classroom", "a park with cherry blossoms", "a cabin in the winter forest",
+    "an old cafe interior", "a bridge by the river", "a beach at sunset", "a quiet library",
+    "an empty subway station",
+)  # fmt: skip
+
+
+def _train_sentencepiece(lines: Sequence[str]) -> bytes:
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(lines) * 4), model_writer=buf, vocab_size=200, hard_vocab_limit=False,
+        character_coverage=1.0, model_type="unigram", unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+        minloglevel=2, num_threads=1,
+    )  # fmt: skip
+    return buf.getvalue()
+
+
+def save_tiny_marian(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny MarianMT (d_model 32, 1+1 layers, random weights) with two sentencepiece models trained
+    here (`hard_vocab_limit=False`) and one merged `vocab.json` (`</s>` = 0, `<unk>` = 1, pieces, `<pad>`
+    last), `scale_embedding=True` like the opus-mt configs. Its output bias allows only target-side pieces
+    and never EOS, so each span yields exactly the decoding cap of English pieces (deterministic noise).
+    For tests and benchmarks only."""
+    import json
+
+    import sentencepiece as spm
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src, tgt = _train_sentencepiece(TINY_KOREAN), _train_sentencepiece(TINY_ENGLISH)
+    (folder / "source.spm").write_bytes(src)
+    (folder / "target.spm").write_bytes(tgt)
+
+    def pieces(proto: bytes) -> list[str]:
+        sp = spm.SentencePieceProcessor(model_proto=proto)
+        return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+
+    vocab = {"</s>": 0, "<unk>": 1}
+    for piece in pieces(src) + pieces(tgt):
+        vocab.setdefault(piece, len(vocab))
+    vocab["<pad>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    pad = vocab["<pad>"]
+    config = MarianConfig(
+        vocab_size=len(vocab), decoder_vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=256, pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0,
+        bos_token_id=0, scale_embedding=True, activation_function="swish", share_encoder_decoder_embeddings=True,
+        init_std=0.5, bad_words_ids=[[pad]],
+    )  # fmt: skip
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(seed)
+        model = MarianMTModel(config).eval()
+    allowed = sorted({vocab[p] for p in pieces(tgt)} - {0, 1})
+    with torch.no_grad():
+        bias = torch.full_like(model.final_logits_bias, -1e4)
+        bias[0, allowed] = 0.0
+        model.final_logits_bias.copy_(bias)
+    model.save_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*sacremoses.*")
+        tokenizer = MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json"))
+    tokenizer.save_pretrained(folder)
+    return folder

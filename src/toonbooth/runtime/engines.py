@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
 from ..engines.anime import AnimeEngine
 from ..engines.avatar import AvatarEngine
+from ..engines.background import BackgroundEngine
 from ..engines.base import EngineRegistry
 from ..engines.control_detect import ControlDetectEngine
 from ..engines.generate import GenerateEngine
@@ -33,4 +34,5 @@ def default_engines() -> EngineRegistry:
         ControlDetectEngine(),
         ToonEngine(),
         TrainToonEngine(),
+        BackgroundEngine(),  # webtoon backgrounds
     ])  # fmt: skip

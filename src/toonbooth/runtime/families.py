@@ -19,6 +19,7 @@ from ..nets.lama import LAMA_FAMILY
 from ..nets.liveportrait import LIVEPORTRAIT_FAMILY
 from ..nets.stable_makeup import STABLE_MAKEUP_FAMILY
 from ..nets.toon_models import FAMILIES as TOON_FAMILIES
+from ..nets.translate import MARIAN_FAMILY
 from ..vision.segment import SAM_FAMILY
 
 # one group per studio; a new studio adds its group (and nothing else) here
@@ -36,6 +37,7 @@ def default_families() -> FamilySet:
         *POSE_FAMILIES,
         *MAKEUP_FAMILIES,
         *TOON_FAMILIES,
+        MARIAN_FAMILY,  # webtoon: Korean prompts
     ])  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from .makeup_tab import build_makeup_tab  # issue 14: makeup tab
 from .talk_tab import build_talk_tab  # issue 13: talking emoticon tab
 from .toon_tab import build_toon_tab  # issue 12: toon studio tab
 from .train_tab import build_train_tab  # issue 5: training tab
+from .webtoon_tab import build_webtoon_tab  # issue 11: webtoon studio
 
 GENDERS = ["unspecified", "male", "female"]
 EXPRESSIONS = ["smiling", "crying", "neutral", "angry", "laughing", "sad"]
@@ -204,6 +205,7 @@ def build_ui(service: Any, settings: Settings, *, user_for: Callable[[str | None
         build_makeup_tab(service, settings, owner_of=ui._user)  # issue 14: makeup tab
         build_train_tab(service, settings, owner_of=ui._user)  # issue 5: training tab
         build_toon_tab(service, settings, owner_of=ui._user)  # issue 12: toon studio tab
+        build_webtoon_tab(service, settings, owner_of=ui._user)  # issue 11: webtoon studio
         with gr.Tab("My results", id="gallery") as gallery_tab:
             refresh = gr.Button("Refresh")
             gallery = gr.Gallery(label="My results", columns=4, elem_id="tb-gallery")

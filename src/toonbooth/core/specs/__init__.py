@@ -14,6 +14,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 from ..errors import InputError
 from .anime import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT, AnimePoint, AnimeSpec
 from .avatar import MEMOJI_NEGATIVE_PROMPT, MEMOJI_SEED, AvatarSpec, Expression, Gender
+from .background import (
+    BACKGROUND_PRESETS,
+    PANEL_SIZES,
+    BackgroundSpec,
+    ClassicBackgroundParams,
+    StyleRef,
+)
 from .base import AudioRef, Backend, ImageRef, LoraRef, SpecBase, VideoRef, validate_email
 from .generate import (
     CONTROLNET_CONTROL_MODES,
@@ -38,6 +45,11 @@ from .training import (
 
 __all__ = [
     "ANIME_NEGATIVE_PROMPT",
+    "BACKGROUND_PRESETS",
+    "PANEL_SIZES",
+    "BackgroundSpec",
+    "ClassicBackgroundParams",
+    "StyleRef",
     "ANIME_PROMPT",
     "CONTROLNET_CONTROL_MODES",
     "CONTROLNET_MODULES",
@@ -88,6 +100,7 @@ JOB_SPEC_TYPES += (TalkSpec,)  # talking emoticon
 JOB_SPEC_TYPES += (ReposeSpec, ControlDetectSpec)  # webtoon: pose change + ControlNet preprocessing
 JOB_SPEC_TYPES += (MakeupSpec,)  # makeup
 JOB_SPEC_TYPES += (ToonSpec, TrainToonSpec)  # toon studio
+JOB_SPEC_TYPES += (BackgroundSpec,)  # webtoon backgrounds
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 
