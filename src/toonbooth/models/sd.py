@@ -92,11 +92,15 @@ def apply_loras(models: ModelManager, base_pipe: Any, loras: list[tuple[str, flo
                     raise ModelError(f"cannot load LoRA {name!r} ({entry.location}): {exc}") from exc
                 loaded[adapter] = entry.location
             out.append(LoadedLora(entry.name, adapter, float(weight), models.short_hash(entry)))
-        if out:
-            base_pipe.enable_lora()
-            base_pipe.set_adapters([x.adapter for x in out], adapter_weights=[x.weight for x in out])
-        elif loaded:
-            base_pipe.disable_lora()
+        # switching adapters costs tens of ms per job on small models: skip it when nothing changed
+        wanted = tuple((x.adapter, x.weight) for x in out)
+        if getattr(base_pipe, "_toonbooth_active", None) != wanted:
+            if out:
+                base_pipe.enable_lora()
+                base_pipe.set_adapters([x.adapter for x in out], adapter_weights=[x.weight for x in out])
+            elif loaded:
+                base_pipe.disable_lora()
+            base_pipe._toonbooth_active = wanted
     return out
 
 
