@@ -9,6 +9,7 @@ from ..core.specs import TrainDreamBoothSpec, TrainLoraSpec, TrainTISpec
 from ..engines.anime import AnimeEngine
 from ..engines.avatar import AvatarEngine
 from ..engines.base import EngineRegistry
+from ..engines.extras import ExtrasEngine
 from ..engines.generate import GenerateEngine
 from ..training.job import TrainEngine
 
@@ -21,4 +22,5 @@ def default_engines() -> EngineRegistry:
         TrainEngine(TrainLoraSpec),
         TrainEngine(TrainDreamBoothSpec),
         TrainEngine(TrainTISpec),
+        ExtrasEngine(),
     ])  # fmt: skip

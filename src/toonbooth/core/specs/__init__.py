@@ -15,6 +15,7 @@ from ..errors import InputError
 from .anime import ANIME_NEGATIVE_PROMPT, ANIME_PROMPT, AnimePoint, AnimeSpec
 from .avatar import MEMOJI_NEGATIVE_PROMPT, MEMOJI_SEED, AvatarSpec, Expression, Gender
 from .base import AudioRef, Backend, ImageRef, LoraRef, SpecBase, VideoRef, validate_email
+from .extras import ExtrasSpec
 from .generate import (
     CONTROLNET_CONTROL_MODES,
     CONTROLNET_MODULES,
@@ -52,6 +53,7 @@ __all__ = [
     "Backend",
     "ControlNetUnit",
     "Expression",
+    "ExtrasSpec",
     "Gender",
     "GenerateSpec",
     "ImageRef",
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 # Add a kind: define its spec in its own module here and append it to this tuple.
-JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec)
+JOB_SPEC_TYPES: tuple[type[SpecBase], ...] = (AvatarSpec, GenerateSpec, *TRAIN_SPEC_TYPES, AnimeSpec, ExtrasSpec)
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 

@@ -77,6 +77,43 @@ def load_embedding_file(entry: ModelEntry, env: LoadEnv) -> Any:
     return load_embedding(entry.path, entry.name)
 
 
+def load_vae(entry: ModelEntry, env: LoadEnv, *, arch: str = "sdxl") -> Any:
+    """A VAE (`AutoencoderKL`) for checkpoints of `arch` (SD1.5 and SDXL VAEs share one architecture; the
+    architecture's config — scaling factor, upcast — comes from `<config_dir>/<arch>/vae`). Single files in
+    the original (LDM) or diffusers key layout, `first_stage_model.`-prefixed or not, and diffusers folders."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    if entry.source == "diffusers-folder":
+        try:
+            vae = AutoencoderKL.from_pretrained(entry.location, torch_dtype=env.dtype, local_files_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot load VAE folder {entry.location}: {type(exc).__name__}: {exc}") from exc
+        return vae.to(env.device).eval()
+    if entry.path is None:
+        raise ModelError(f"VAE {entry.name!r} is not a local file")
+    if entry.path.suffix.lower() not in (".safetensors", ".sft"):
+        raise ModelError(f"VAE {entry.name!r}: only .safetensors VAE files are loaded (never pickles)")
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+    from safetensors.torch import load_file
+
+    folder = env.registry.config_folder(arch) / "vae"
+    config = AutoencoderKL.load_config(str(folder))
+    state = load_file(str(entry.path))
+    if any(k.startswith("first_stage_model.") for k in state):
+        state = {k[len("first_stage_model."):]: v for k, v in state.items() if k.startswith("first_stage_model.")}
+    if entry.layout != "diffusers":
+        state = convert_ldm_vae_checkpoint({f"first_stage_model.{k}": v for k, v in state.items()}, config)
+    vae = AutoencoderKL.from_config(config)
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"VAE {entry.name!r} does not fit the {arch} VAE config (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
+    return vae.to(device=env.device, dtype=env.dtype if env.dtype is not None else torch.float32).eval()
+
+
 CHECKPOINT = ModelFamily(
     kind="checkpoint",
     description="Stable Diffusion 1.5 / SDXL checkpoint (UNet + VAE + text encoders)",
@@ -110,9 +147,11 @@ EMBEDDING = ModelFamily(
 )
 VAE = ModelFamily(
     kind="vae",
-    description="VAE (listed; used by checkpoints that bundle it)",
+    description="VAE (SD1.5 / SDXL AutoencoderKL; `sd_vae` / `vae` replaces the checkpoint's own)",
     folders=("VAE",),
     suffixes=SD_SUFFIXES,
+    load=load_vae,
+    cache_options=("arch",),
     approx_bytes=335_000_000,
 )
 
