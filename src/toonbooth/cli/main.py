@@ -252,6 +252,14 @@ def models_make_tiny(
     directory: Annotated[
         Path, typer.Argument(help="Folder to write the tiny model set into (A1111 layout).")
     ],
+    seed_names: Annotated[
+        bool,
+        typer.Option(
+            "--seed-names",
+            help="Also write the seed's own file names (samaritan3dCartoon_v40SDXL, diffusers_xl_canny_full, "
+            "memoji-07) so the seed's client runs on the tiny weights.",
+        ),
+    ] = False,
 ) -> None:
     """Write a complete tiny random-weight model set (SDXL + SD1.5 checkpoints, ControlNets, LoRAs,
     embeddings, config folders) so every command and the server run without real weights."""
@@ -259,7 +267,7 @@ def models_make_tiny(
 
     if directory.exists() and not directory.is_dir():
         fail(InputError("directory", f"not a folder: {directory}", str(directory)))
-    written = make_tiny_set(directory)
+    written = make_tiny_set(directory, seed_names=seed_names)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"tiny model set written to {directory}; use it with --models-dir {directory}")
@@ -288,6 +296,11 @@ _register_anime(app)
 from .train import register as _register_train  # noqa: E402
 
 _register_train(app)
+
+# --- upscale command (cli/extras.py: A1111 extras) --- added by the a1111 helper
+from .extras import register as _register_extras  # noqa: E402
+
+_register_extras(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

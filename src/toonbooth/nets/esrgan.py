@@ -469,12 +469,6 @@ class NeuralUpscaler:
         self.dtype = dtype
         self.scale = int(net.scale)  # type: ignore[attr-defined]
 
-    def parameters(self):  # the model cache measures what a loaded object holds
-        return self.net.parameters()
-
-    def buffers(self):
-        return self.net.buffers()
-
     @torch.no_grad()
     def upscale_once(
         self, image: Image.Image, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
