@@ -345,9 +345,7 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
             raise InputError("hr_scale", f"hires fix would make {upscale_to[0]}x{upscale_to[1]} (final "
                              f"{size[0]}x{size[1]}); sides must be 8..8192", spec.hr_scale)  # fmt: skip
         check_upscaler_name(models, spec.hr_upscaler, owner, field="hr_upscaler", latent_ok=True)
-        hr_strength = spec.hires_strength()
-        if hr_strength <= 0:
-            raise InputError("denoising_strength", "hires fix needs a denoising strength above 0", hr_strength)
+        hr_strength = spec.hires_strength()  # 0: the second pass only upscales (nothing is denoised)
         hr_entry = entry
         hr_ckpt = _same(spec.hr_checkpoint)
         if hr_ckpt is not None:
@@ -384,7 +382,7 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
         hires = _Hires(
             upscale_to, size, spec.hr_upscaler,
             spec.hr_upscaler if spec.hr_upscaler in LATENT_UPSCALE_MODES else None,
-            spec.hr_second_pass_steps or spec.steps, hr_strength, hr_entry, hr_sampler, hr_schedule, hr_text,
+            (spec.hr_second_pass_steps or spec.steps) if hr_strength > 0 else 0, hr_strength, hr_entry, hr_sampler, hr_schedule, hr_text,
             hr_negative, hr_loras, params,
         )  # fmt: skip
     # seeds
@@ -590,7 +588,7 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         per_call2 = steps2 = 0
         strength2 = 1.0
         staged2 = staged
-        if hr is not None and pipe2 is not None and base2 is not None:
+        if hr is not None and pipe2 is not None and base2 is not None and hr.steps > 0:
             # A1111 runs exactly `hires steps` steps: a schedule of int(steps / strength), entered so late that
             # that many remain
             steps2 = int(hr.steps / min(hr.strength, 0.999))
@@ -673,18 +671,21 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
                             if switch_loras:
                                 sd.apply_loras(models, base, hr.loras, ctx.owner)
                             init2 = self._upscale_first_pass(images, hr, upscaler, upscale_latents, ctx)
-                            active_pipe, tracker = pipe2, sd.DenoisedTracker(pipe2)
-                            step2 = ctx.step_callback(offset=offset + per_call, total=total, stage="hires fix", arch=arch)
-                            kwargs2: dict[str, Any] = {
-                                **staged2.first_kwargs(pipe2.scheduler, steps2, strength2), "image": init2,
-                                "strength": strength2, "num_inference_steps": steps2,
-                                "guidance_scale": spec.cfg_scale, "num_images_per_prompt": spec.batch_size,
-                                "output_type": "pil", **control_kwargs(controls2, "img2img"),
-                                "generator": [torch.Generator("cpu").manual_seed(x) for x in seeds],
-                                "callback_on_step_end": callback(tracker, staged2.callback(step2)),
-                                "callback_on_step_end_tensor_inputs": staged2.tensor_inputs(pipe2),
-                            }  # fmt: skip
-                            images = pipe2(**sd.call_kwargs(pipe2, kwargs2)).images
+                            if hr.steps == 0:  # denoising strength 0: the second pass only upscales
+                                images = sd.decode_latents(pipe2, init2) if hr.latent_mode is not None else init2
+                            else:
+                                active_pipe, tracker = pipe2, sd.DenoisedTracker(pipe2)
+                                step2 = ctx.step_callback(offset=offset + per_call, total=total, stage="hires fix", arch=arch)
+                                kwargs2: dict[str, Any] = {
+                                    **staged2.first_kwargs(pipe2.scheduler, steps2, strength2), "image": init2,
+                                    "strength": strength2, "num_inference_steps": steps2,
+                                    "guidance_scale": spec.cfg_scale, "num_images_per_prompt": spec.batch_size,
+                                    "output_type": "pil", **control_kwargs(controls2, "img2img"),
+                                    "generator": [torch.Generator("cpu").manual_seed(x) for x in seeds],
+                                    "callback_on_step_end": callback(tracker, staged2.callback(step2)),
+                                    "callback_on_step_end_tensor_inputs": staged2.tensor_inputs(pipe2),
+                                }  # fmt: skip
+                                images = pipe2(**sd.call_kwargs(pipe2, kwargs2)).images
                         generated.extend(images)
                         ctx.progress(offset + per_call + per_call2, total, stage="generate")
                     except _SkipImageError:  # A1111 /skip: this batch ends with what it has, the next one runs

@@ -561,7 +561,8 @@ def resolve_upscaler(models: Any, name: str | None, owner: str | None = None, *,
         if name.lower() == builtin.lower():
             return Upscaler(builtin)
     entry = find_upscaler(models, name, owner, field=field)
-    return Upscaler(entry.name, models.load_entry(entry), entry)
+    shown = entry.aliases[0] if entry.aliases else entry.name  # A1111's own name for the files it knows
+    return Upscaler(shown, models.load_entry(entry), entry)
 
 
 def find_upscaler(models: Any, name: str, owner: str | None = None, *, field: str = "upscaler") -> ModelEntry:
@@ -571,7 +572,9 @@ def find_upscaler(models: Any, name: str, owner: str | None = None, *, field: st
     try:
         return models.entry(name, "upscaler", owner)
     except (ModelNotFoundError, ModelError) as exc:
-        known = list(BUILTIN_UPSCALERS) + [e.name for e in models.registry.list("upscaler", owner=owner) if e.usable]
+        known = list(BUILTIN_UPSCALERS) + [
+            e.aliases[0] if e.aliases else e.name for e in models.registry.list("upscaler", owner=owner) if e.usable
+        ]
         raise InputError(
             field,
             f"unknown upscaler {name!r} ({exc}); available: {', '.join(known)}. Networks are ESRGAN-family "
