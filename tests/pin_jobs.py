@@ -46,6 +46,8 @@ STUDIOS = (
     "generate_img2img",
     "anime_full",
     "train_lora",
+    "generate_hires",
+    "extras_upscale",
 )
 
 
@@ -78,6 +80,9 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     (extra / "LaMa").mkdir(parents=True)
     weights = {f"generator.{k}": v.contiguous() for k, v in lama.generator.state_dict().items()}
     save_file(weights, str(extra / "LaMa" / "tiny-lama.safetensors"))
+    from toonbooth.nets.esrgan import tiny_rrdb, write_upscaler
+
+    write_upscaler(tiny_rrdb(scale=4, num_block=2, seed=13), extra / "ESRGAN" / "4x-PinTiny.safetensors", "esrgan-old")
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -183,6 +188,22 @@ def train_lora(env: PinEnv) -> dict[str, Any]:
     # free the name again (a second run in the same process trains from scratch under the same name)
     delete_style(env.models.registry, env.settings.resolved_models_dir, "pins", "pinstyle")
     return {"key": key, "down": down, "up": up}
+
+
+def generate_hires(env: PinEnv) -> dict[str, Any]:
+    """A1111 txt2img with hires fix on tiny SD1.5: 64x48 first pass, Latent x2, 2 second-pass steps."""
+    spec = GenerateSpec(checkpoint="tiny-sd15", prompt="a red house", steps=3, width=64, height=48, seed=5,
+                        sampler_name="Euler a", enable_hr=True, hr_second_pass_steps=2, denoising_strength=0.6)  # fmt: skip
+    out = _run(env, spec)
+    return _pixels(env, out, out.outputs[0].name, _grid(128, 96))
+
+
+def extras_upscale(env: PinEnv) -> dict[str, Any]:
+    """A1111 extras: the 64x48 photo x2 with a tiny ESRGAN (original key layout), Lanczos blended at 0.3."""
+    spec = parse_job_spec({"kind": "extras", "images": [env.refs["photo_64x48"]], "upscaling_resize": 2,
+                           "upscaler_1": "4x-PinTiny", "upscaler_2": "Lanczos", "extras_upscaler_2_visibility": 0.3})  # fmt: skip
+    out = _run(env, spec)
+    return _pixels(env, out, "image-0", _grid(128, 96))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

@@ -9,46 +9,22 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import shutil
+import time
 
 import httpx
 import pytest
 from PIL import Image
 
 from api_server import add_user, b64, png_bytes, running_server
-from webuiapi_survey import GENERATION, LISTS, Env, all_calls, extensions, survey
+from webuiapi_survey import GENERATION, LISTS, VAE_FILE, Env, all_calls, extensions, prepare_models, survey
 
 webuiapi = pytest.importorskip("webuiapi")
-
-STYLES_CSV = 'name,prompt,negative_prompt\ncute,"{prompt}, cute, big eyes",ugly\nsparkles,sparkles,\n'
-VAE_FILE = "tiny-sdxl-vae.safetensors"
-
-
-def write_vae_file(checkpoint, dest) -> None:
-    """The VAE of a single-file checkpoint as A1111's VAE files are (original layout, no prefix)."""
-    from safetensors.torch import load_file, save_file
-
-    state = load_file(str(checkpoint))
-    prefix = "first_stage_model."
-    save_file({k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}, str(dest))
 
 
 @pytest.fixture(scope="module")
 def srv(tiny_models_dir, tmp_path_factory):
-    from toonbooth.models.tiny import write_seed_names
-    from toonbooth.nets.esrgan import tiny_rrdb, tiny_srvgg, write_upscaler
-
     root = tmp_path_factory.mktemp("a1111-clients")
-    models = root / "models"
-    shutil.copytree(tiny_models_dir, models, copy_function=os.link)
-    write_seed_names(models)
-    write_upscaler(tiny_rrdb(scale=4, seed=1), models / "RealESRGAN" / "RealESRGAN_x4plus.pth", "basicsr")
-    write_upscaler(tiny_srvgg(scale=4, seed=2), models / "RealESRGAN" / "realesr-general-x4v3.safetensors", "srvgg")
-    write_upscaler(tiny_rrdb(scale=4, seed=3), models / "ESRGAN" / "4x-TinySharp.pth", "esrgan-old")
-    (models / "VAE").mkdir()
-    write_vae_file(models / "Stable-diffusion" / "tiny-sdxl.safetensors", models / "VAE" / VAE_FILE)
-    (models / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")
+    models = prepare_models(tiny_models_dir, root / "models")
     data_dir = root / "data"
     data_dir.mkdir()
     tokens = {name: add_user(data_dir, name) for name in ("webui", "seed", "a1111tests", "other")}
@@ -245,3 +221,29 @@ def test_a1111_own_api_test_requests(srv):
             elif route == "extra-single-image" and changes.get("upscaler_1") == "Lanczos":
                 assert Image.open(io.BytesIO(base64.b64decode(r.json()["image"]))).size == (128, 128)
     assert not failures, failures
+
+
+def test_memoji_second_pass_with_a_real_upscaler(srv):
+    """The memoji job's option: pass 1 enlarged by an ESRGAN-family network (then Lanczos to 1.5x) before
+    the 1.5x img2img; an unknown upscaler is refused at submit, naming the field."""
+    bearer = {"Authorization": f"Bearer {srv.tokens['seed']}"}
+    photo_ref = "data:image/png;base64," + b64(png_bytes((64, 64), seed=11))
+    spec = {"kind": "avatar", "image": photo_ref, "backend": "neural", "checkpoint": "tiny-sdxl",
+            "controlnet": "tiny-sdxl-canny", "loras": [{"name": "memoji", "weight": 1}], "steps": 4,
+            "max_side": 64, "upscaler": "4x-TinySharp"}  # fmt: skip
+    with httpx.Client(base_url=srv.url, headers=bearer, timeout=300) as c:
+        bad = c.post("/v1/jobs", json={**spec, "upscaler": "SwinIR_4x"})
+        assert bad.status_code == 422 and bad.json()["field"] == "upscaler"
+        job = c.post("/v1/jobs", json=spec)
+        assert job.status_code in (200, 201, 202), job.text
+        job_id = job.json()["id"]
+        for _ in range(600):
+            record = c.get(f"/v1/jobs/{job_id}").json()
+            if record["state"] in ("completed", "failed", "canceled"):
+                break
+            time.sleep(0.2)
+    assert record["state"] == "completed", record
+    sizes = {o["name"]: (o["width"], o["height"]) for o in record["output"]["outputs"]}
+    assert sizes == {"avatar": (96, 96), "pass1": (64, 64)}
+    assert record["output"]["info"]["upscaler"] == "4x-TinySharp"
+    assert record["output"]["info"]["loras"][0]["name"] == "memoji-07"  # the catalog name of the seed's file

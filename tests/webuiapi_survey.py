@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -513,6 +514,35 @@ def classify(call: Call, api: Any, env: Env) -> tuple[str, str]:
 
 def survey(api: Any, env: Env, calls: list[Call] | None = None) -> dict[str, tuple[str, str]]:
     return {call.name: classify(call, api, env) for call in (calls if calls is not None else all_calls())}
+
+
+STYLES_CSV = 'name,prompt,negative_prompt\ncute,"{prompt}, cute, big eyes",ugly\nsparkles,sparkles,\n'
+VAE_FILE = "tiny-sdxl-vae.safetensors"
+
+
+def prepare_models(tiny_dir: Path, models: Path) -> Path:
+    """The server's models folder: the tiny set (hard links), the seed's own file names, ESRGAN-family
+    upscalers in three public layouts, a VAE file (the tiny SDXL's, original layout) and a styles.csv."""
+    import os
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from toonbooth.models.tiny import write_seed_names
+    from toonbooth.nets.esrgan import tiny_rrdb, tiny_srvgg, write_upscaler
+
+    shutil.copytree(tiny_dir, models, copy_function=os.link)
+    write_seed_names(models)
+    write_upscaler(tiny_rrdb(scale=4, seed=1), models / "RealESRGAN" / "RealESRGAN_x4plus.pth", "basicsr")
+    write_upscaler(tiny_srvgg(scale=4, seed=2), models / "RealESRGAN" / "realesr-general-x4v3.safetensors", "srvgg")
+    write_upscaler(tiny_rrdb(scale=4, seed=3), models / "ESRGAN" / "4x-TinySharp.pth", "esrgan-old")
+    (models / "VAE").mkdir(exist_ok=True)
+    state = load_file(str(models / "Stable-diffusion" / "tiny-sdxl.safetensors"))
+    prefix = "first_stage_model."
+    vae = {k[len(prefix) :]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}
+    save_file(vae, str(models / "VAE" / VAE_FILE))
+    (models / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")
+    return models
 
 
 def counts(results: dict[str, tuple[str, str]]) -> dict[str, int]:

@@ -300,6 +300,10 @@ def translate_hires(req: A1111Txt2ImgRequest, spec: dict[str, Any], tr: Translat
             spec[key] = value
     if req.firstphase_width or req.firstphase_height:
         tr.ignore("firstphase_width", "A1111 >= 1.0 ignores it too: width x height is the first pass")
+    if req.hr_cfg is not None and req.hr_cfg != req.cfg_scale:
+        tr.ignore("hr_cfg", f"the second pass uses cfg_scale ({req.cfg_scale:g}), as A1111 does")
+    if req.hr_distilled_cfg is not None:
+        tr.ignore("hr_distilled_cfg", "only Flux-style distilled models use it")
     if req.hr_additional_modules:
         tr.ignore("hr_additional_modules", "Forge's extra modules are not supported")
 

@@ -5,6 +5,7 @@ model manager (`ctx.models`), so engines never find or load SD files themselves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import re
@@ -257,6 +258,8 @@ class DenoisedTracker:
         self.scheduler = pipe.scheduler
         original = self.scheduler.step
 
+        # the pipelines read `step`'s signature to decide whether to pass `generator` / `eta`: keep it
+        @functools.wraps(original)
         def step(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
             pred = None
