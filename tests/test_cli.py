@@ -19,7 +19,7 @@ def invoke(args, tmp_path, **kw):
 @pytest.mark.parametrize(
     "cmd",
     [
-        [], ["avatar"], ["anime"], ["run"], ["version"], ["serve"],
+        [], ["avatar"], ["anime"], ["run"], ["version"], ["serve"], ["upscale"],
         ["models"], ["models", "list"], ["models", "add"], ["models", "pull"], ["models", "make-tiny"],
         ["users"], ["users", "add"], ["users", "token"], ["users", "list"], ["users", "revoke"],
         ["train"], ["train", "lora"], ["train", "dreambooth"], ["train", "ti"], ["train", "list"],

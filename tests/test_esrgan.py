@@ -146,3 +146,21 @@ def test_family_scan_names_and_extras_job(tmp_path):
     assert out.info["ignored"] == ["gfpgan_visibility"] and out.backend == "neural"
     kept = read_png_parameters(storage.get(out.outputs[0].ref))
     assert kept.startswith("a prompt")  # the picture's own parameters are kept, as A1111 keeps its PNG info
+
+
+def test_upscale_command(tmp_path, sample_photo_path):
+    """`toonbooth upscale`: the extras job from the shell (Lanczos needs no weights); bad names are clear."""
+    from typer.testing import CliRunner
+
+    from toonbooth.cli.main import app
+
+    env = {"TOONBOOTH_HOME": str(tmp_path / "home")}
+    runner = CliRunner()
+    res = runner.invoke(app, ["upscale", str(sample_photo_path), "--scale", "1.5", "--out-dir", str(tmp_path / "o"),
+                              "--quiet"], env=env)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "o" / "sample_face-upscaled.png").size == (768, 768)
+    res = runner.invoke(app, ["upscale", str(sample_photo_path), "--upscaler", "SwinIR_4x", "--quiet"], env=env)
+    assert res.exit_code == 2 and "`upscaler_1`" in res.output and "SwinIR_4x" in res.output
+    res = runner.invoke(app, ["upscale", str(sample_photo_path), "--to", "12by4"], env=env)
+    assert res.exit_code == 2 and "WIDTHxHEIGHT" in res.output

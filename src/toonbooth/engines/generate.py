@@ -641,6 +641,10 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         skipped: list[int] = []
         interrupted = False
         cancel_message = ""
+        # what /interrupt and /skip decode: the latest denoised estimate of each pass's loop
+        trackers = {"first": sd.DenoisedTracker(pipe)}
+        if pipe2 is not None:
+            trackers["hires"] = sd.DenoisedTracker(pipe2)
         tiling = sd.circular_padding(
             pipe.unet, pipe.vae, *((pipe2.unet, pipe2.vae) if pipe2 is not None else ()), enable=spec.tiling
         )
@@ -652,7 +656,9 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
                     seeds, subseeds = checked.seeds[batch], checked.subseeds[batch]
                     seeds_ref["seeds"] = seeds
                     offset = it * (per_call + per_call2)
-                    active_pipe, tracker = pipe, sd.DenoisedTracker(pipe)
+                    for t in trackers.values():
+                        t.reset()
+                    active_pipe, tracker = pipe, trackers["first"]
                     try:
                         if switch_loras and it > 0:
                             sd.apply_loras(models, base, checked.loras, ctx.owner)
@@ -674,7 +680,7 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
                             if hr.steps == 0:  # denoising strength 0: the second pass only upscales
                                 images = sd.decode_latents(pipe2, init2) if hr.latent_mode is not None else init2
                             else:
-                                active_pipe, tracker = pipe2, sd.DenoisedTracker(pipe2)
+                                active_pipe, tracker = pipe2, trackers["hires"]
                                 step2 = ctx.step_callback(offset=offset + per_call, total=total, stage="hires fix", arch=arch)
                                 kwargs2: dict[str, Any] = {
                                     **staged2.first_kwargs(pipe2.scheduler, steps2, strength2), "image": init2,
