@@ -77,7 +77,7 @@ def load_embedding_file(entry: ModelEntry, env: LoadEnv) -> Any:
     return load_embedding(entry.path, entry.name)
 
 
-def load_vae(entry: ModelEntry, env: LoadEnv, *, arch: str = "sdxl") -> Any:
+def load_vae(entry: ModelEntry, env: LoadEnv, *, arch: str = "sd15") -> Any:
     """A VAE (`AutoencoderKL`) for checkpoints of `arch` (SD1.5 and SDXL VAEs share one architecture; the
     architecture's config — scaling factor, upcast — comes from `<config_dir>/<arch>/vae`). Single files in
     the original (LDM) or diffusers key layout, `first_stage_model.`-prefixed or not, and diffusers folders."""
