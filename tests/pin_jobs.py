@@ -52,6 +52,8 @@ STUDIOS = (
     "toon_neural",
     "background_neural",
     "background_classic",
+    "generate_hires",
+    "extras_upscale",
 )
 
 
@@ -101,6 +103,9 @@ def make_env(models_dir: Path, home: Path) -> PinEnv:
     from toonbooth.nets.translate import save_tiny_marian
 
     save_tiny_marian(extra / "MarianMT" / "opus-mt-ko-en")  # the webtoon studio's Korean prompts
+    from toonbooth.nets.esrgan import tiny_rrdb, write_upscaler
+
+    write_upscaler(tiny_rrdb(scale=4, num_block=2, seed=13), extra / "ESRGAN" / "4x-PinTiny.safetensors", "esrgan-old")
     settings = Settings(home=home, models_dir=models_dir, extra_model_dirs=[extra], data_dir=home / "data",
                         device="cpu", max_side=64)  # fmt: skip
     storage = LocalStorage(settings.resolved_data_dir)
@@ -277,6 +282,20 @@ def background_classic(env: PinEnv) -> dict[str, Any]:
     spec = parse_job_spec({"kind": "background", "image": env.refs["photo_256"], "backend": "classic",
                            "preset": "flat-color"})  # fmt: skip
     return _pixels(env, _run(env, spec), "background", _grid(256, 256))
+def generate_hires(env: PinEnv) -> dict[str, Any]:
+    """A1111 txt2img with hires fix on tiny SD1.5: 64x48 first pass, Latent x2, 2 second-pass steps."""
+    spec = GenerateSpec(checkpoint="tiny-sd15", prompt="a red house", steps=3, width=64, height=48, seed=5,
+                        sampler_name="Euler a", enable_hr=True, hr_second_pass_steps=2, denoising_strength=0.6)  # fmt: skip
+    out = _run(env, spec)
+    return _pixels(env, out, out.outputs[0].name, _grid(128, 96))
+
+
+def extras_upscale(env: PinEnv) -> dict[str, Any]:
+    """A1111 extras: the 64x48 photo x2 with a tiny ESRGAN (original key layout), Lanczos blended at 0.3."""
+    spec = parse_job_spec({"kind": "extras", "images": [env.refs["photo_64x48"]], "upscaling_resize": 2,
+                           "upscaler_1": "4x-PinTiny", "upscaler_2": "Lanczos", "extras_upscaler_2_visibility": 0.3})  # fmt: skip
+    out = _run(env, spec)
+    return _pixels(env, out, "image-0", _grid(128, 96))
 
 
 JOBS = {name: globals()[name] for name in STUDIOS}

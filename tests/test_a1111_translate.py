@@ -53,13 +53,10 @@ def test_overrides_options_and_fallbacks():
     spec = parse_job_spec(tr.spec)
     assert spec.checkpoint == "mine" and spec.sampler_name == "Euler a" and spec.clip_skip == 2
     assert spec.controlnet_units == []  # the disabled unit ("False" as a string) is dropped
-    assert set(tr.ignored) == {
-        "alwayson_scripts.ADetailer",
-        "enable_hr",
-        "eta",
-        "override_settings.sd_vae",
-        "override_settings.bogus_setting",
-    }
+    assert set(tr.ignored) == {"alwayson_scripts.ADetailer", "eta", "override_settings.bogus_setting"}
+    # hires fix, the VAE override and A1111's lenient names are honoured now (issue 15)
+    assert spec.enable_hr and spec.hr_upscaler == "Latent" and spec.hr_scale == 2.0 and spec.vae == "x.vae"
+    assert spec.unknown_names == "warn" and spec.tiling is False
     assert translate(A1111Txt2ImgRequest(), "txt2img", default_checkpoint="d").spec["sampler_name"] == "Euler"
     with pytest.raises(InputError) as exc:
         translate(A1111Txt2ImgRequest(), "txt2img", default_checkpoint=None)
@@ -168,3 +165,27 @@ def test_request_body_limit_setting():
     derived = Settings(max_upload_bytes=3 * 1024 * 1024)
     assert max_body_bytes(derived) == 3 * (3 * 1024 * 1024 * 4 // 3 + 4) + 1024 * 1024
     assert max_body_bytes(Settings(max_request_bytes=50_000)) == 50_000
+
+
+def test_hires_fields_forge_units_and_vae_option():
+    req = A1111Txt2ImgRequest.model_validate({
+        "prompt": "x", "enable_hr": True, "hr_resize_x": 1024, "hr_resize_y": 0, "hr_upscaler": "R-ESRGAN 4x+",
+        "hr_second_pass_steps": 7, "denoising_strength": 0.4, "hr_checkpoint_name": "Use same checkpoint",
+        "hr_sampler_name": "DDIM", "hr_prompt": "y", "styles": ["s"], "tiling": True, "firstphase_width": 512,
+        "alwayson_scripts": {"ControlNet": {"args": [
+            {"module": "None", "model": "None", "image": {"image": None, "mask": None}},  # a Forge slot: unused
+            {"module": "canny", "model": "cn", "image": {"image": "aQ==", "mask": None}, "input_mode": "simple"},
+        ]}},
+    })  # fmt: skip
+    tr = translate(req, "txt2img", default_checkpoint="c", options={"sd_vae": "fix.safetensors"})
+    spec = parse_job_spec(tr.spec)
+    assert (spec.hr_resize_x, spec.hr_resize_y, spec.hr_upscaler, spec.hr_second_pass_steps) == (1024, 0, "R-ESRGAN 4x+", 7)
+    assert spec.hr_checkpoint is None and spec.hr_sampler_name == "DDIM" and spec.hr_prompt == "y"
+    assert spec.denoising_strength == 0.4 and spec.styles == ["s"] and spec.tiling and spec.vae == "fix.safetensors"
+    assert len(spec.controlnet_units) == 1 and spec.controlnet_units[0].model == "cn"
+    assert tr.ignored == ["firstphase_width"]  # Forge's `input_mode` does not change the image
+    with pytest.raises(InputError) as exc:  # an explicitly enabled unit still needs a model
+        translate(A1111Txt2ImgRequest.model_validate(
+            {"alwayson_scripts": {"ControlNet": {"args": [{"enabled": True, "model": "None"}]}}}), "txt2img",
+            default_checkpoint="c")  # fmt: skip
+    assert exc.value.field == "alwayson_scripts.ControlNet.args.0.model"

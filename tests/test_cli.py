@@ -20,6 +20,7 @@ def invoke(args, tmp_path, **kw):
     "cmd",
     [
         [], ["avatar"], ["anime"], ["talk"], ["run"], ["version"], ["serve"],
+        ["upscale"],
         ["models"], ["models", "list"], ["models", "add"], ["models", "pull"], ["models", "make-tiny"],
         ["users"], ["users", "add"], ["users", "token"], ["users", "list"], ["users", "revoke"],
         ["train"], ["train", "lora"], ["train", "dreambooth"], ["train", "ti"], ["train", "list"],

@@ -122,6 +122,9 @@ class A1111Txt2ImgRequest(A1111Base):
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_distilled_cfg: float | None = None
+    hr_cfg: float | None = None
+    hr_additional_modules: list[str] | None = None
 
 
 class A1111Img2ImgRequest(A1111Base):
@@ -159,7 +162,7 @@ class A1111ImageResponse(BaseModel):
 # --------------------------------------------------------------------------------------------------
 
 # override_settings keys: honoured here, or known not to change the image
-OVERRIDES_HONOURED = {"sd_model_checkpoint", "CLIP_stop_at_last_layers"}
+OVERRIDES_HONOURED = {"sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae"}
 OVERRIDES_NO_IMAGE_EFFECT = {
     "samples_format", "samples_save", "save_images_add_number", "grid_save", "send_seed", "send_size",
     "jpeg_quality", "export_for_4chan", "img2img_fix_steps", "enable_pnginfo", "save_txt", "outdir_samples",
@@ -232,6 +235,8 @@ def translate_controlnet(scripts: dict[str, Any], tr: Translation) -> list[dict[
                     "each ControlNet unit must be a JSON object (positional args are not supported)",
                     raw,
                 )
+            if "enabled" not in raw and str(raw.get("model") or "None").strip() in ("", "None", "none"):
+                continue  # Forge / newer clients send every unit slot: one without a model is unused
             try:
                 unit = A1111ControlNetUnit.model_validate(raw)
             except ValidationError as exc:
@@ -273,6 +278,34 @@ def translate_controlnet(scripts: dict[str, Any], tr: Translation) -> list[dict[
                     tr.ignore(f"controlnet_units.{n}.{extra}", "not a supported ControlNet unit field")
             units.append(spec_unit)
     return units
+
+
+_SAME_NAMES = {"", "use same checkpoint", "use same sampler", "use same scheduler", "none"}
+
+
+def translate_hires(req: A1111Txt2ImgRequest, spec: dict[str, Any], tr: Translation) -> None:
+    """txt2img hires fix fields -> the spec's (A1111 `StableDiffusionProcessingTxt2Img`)."""
+    if not req.enable_hr:
+        return  # (denoising_strength without hires fix is unused by A1111 too)
+    spec.update(
+        enable_hr=True, hr_scale=req.hr_scale, hr_resize_x=req.hr_resize_x, hr_resize_y=req.hr_resize_y,
+        hr_upscaler=req.hr_upscaler or "Latent", hr_second_pass_steps=req.hr_second_pass_steps,
+        hr_prompt=req.hr_prompt, hr_negative_prompt=req.hr_negative_prompt,
+        denoising_strength=req.denoising_strength,
+    )  # fmt: skip
+    for name, key in (("hr_checkpoint_name", "hr_checkpoint"), ("hr_sampler_name", "hr_sampler_name"),
+                      ("hr_scheduler", "hr_scheduler")):  # fmt: skip
+        value = getattr(req, name)
+        if isinstance(value, str) and value.strip().lower() not in _SAME_NAMES:
+            spec[key] = value
+    if req.firstphase_width or req.firstphase_height:
+        tr.ignore("firstphase_width", "A1111 >= 1.0 ignores it too: width x height is the first pass")
+    if req.hr_cfg is not None and req.hr_cfg != req.cfg_scale:
+        tr.ignore("hr_cfg", f"the second pass uses cfg_scale ({req.cfg_scale:g}), as A1111 does")
+    if req.hr_distilled_cfg is not None:
+        tr.ignore("hr_distilled_cfg", "only Flux-style distilled models use it")
+    if req.hr_additional_modules:
+        tr.ignore("hr_additional_modules", "Forge's extra modules are not supported")
 
 
 def translate(
@@ -350,9 +383,8 @@ def translate(
             tr.ignore("latent_mask", "a separate latent mask is not supported")
         if req.include_init_images:
             tr.ignore("include_init_images", "init images are not echoed back")
-    elif isinstance(req, A1111Txt2ImgRequest) and req.enable_hr:
-        # (denoising_strength without hires fix is unused by A1111 too)
-        tr.ignore("enable_hr", "hires fix is not supported; the image is made at width x height")
+    elif isinstance(req, A1111Txt2ImgRequest):
+        translate_hires(req, spec, tr)
     # 3. ControlNet units
     units = translate_controlnet(req.alwayson_scripts, tr)
     if units:
@@ -360,10 +392,12 @@ def translate(
     # 4. Everything accepted but not honoured
     if req.restore_faces:
         tr.ignore("restore_faces", "no face restoration model is available")
-    if req.tiling:
-        tr.ignore("tiling", "seamless tiling is not supported")
-    if req.styles:
-        tr.ignore("styles", "this server has no prompt styles (see /sdapi/v1/prompt-styles)")
+    spec["tiling"] = bool(req.tiling)
+    spec["styles"] = list(req.styles or [])
+    spec["unknown_names"] = "warn"  # A1111 generates without an unknown network / style and says so
+    vae = overrides.get("sd_vae", options.get("sd_vae"))
+    if vae not in _VAE_DEFAULTS:
+        spec["vae"] = vae
     if req.eta is not None:
         tr.ignore("eta", "the sampler's own default eta is used")
     for name, default in (("s_min_uncond", 0.0), ("s_churn", 0.0), ("s_tmin", 0.0), ("s_noise", 1.0)):
@@ -376,19 +410,17 @@ def translate(
     if req.refiner_checkpoint not in (None, "", "None"):
         tr.ignore("refiner_checkpoint", "the SDXL refiner is not supported")
     if req.firstpass_image:
-        tr.ignore("firstpass_image", "hires fix is not supported")
+        tr.ignore("firstpass_image", "hires fix always makes its own first pass")
     if req.script_name:
         tr.ignore("script_name", f"scripts are not available ({req.script_name!r})")
     if req.infotext:
         tr.ignore("infotext", "parameters are not read from infotext; send them as fields")
     if req.disable_extra_networks:
         tr.ignore("disable_extra_networks", "<lora:...> tags in the prompt are always applied")
-    if overrides.get("sd_vae") not in _VAE_DEFAULTS:
-        tr.ignore("override_settings.sd_vae", "the checkpoint's own VAE is always used")
     if overrides.get("eta_noise_seed_delta", options.get("eta_noise_seed_delta", 0)) not in (0, None):
         tr.ignore("override_settings.eta_noise_seed_delta", "ENSD is not supported")
     for key in sorted(overrides):
-        if key not in OVERRIDES_HONOURED | OVERRIDES_NO_IMAGE_EFFECT | {"sd_vae", "eta_noise_seed_delta"}:
+        if key not in OVERRIDES_HONOURED | OVERRIDES_NO_IMAGE_EFFECT | {"eta_noise_seed_delta"}:
             tr.ignore(f"override_settings.{key}", "unknown or unsupported setting")
     for key in sorted(req.model_extra or {}):
         tr.ignore(key, "not a field of the AUTOMATIC1111 API (A1111 drops it too)")

@@ -269,6 +269,14 @@ def models_make_tiny(
     directory: Annotated[
         Path, typer.Argument(help="Folder to write the tiny model set into (A1111 layout).")
     ],
+    seed_names: Annotated[
+        bool,
+        typer.Option(
+            "--seed-names",
+            help="Also write the seed's own file names (samaritan3dCartoon_v40SDXL, diffusers_xl_canny_full, "
+            "memoji-07) so the seed's client runs on the tiny weights.",
+        ),
+    ] = False,
 ) -> None:
     """Write a complete tiny random-weight model set (SDXL + SD1.5 checkpoints, ControlNets, LoRAs,
     embeddings, config folders) so every command and the server run without real weights."""
@@ -277,7 +285,7 @@ def models_make_tiny(
 
     if directory.exists() and not directory.is_dir():
         fail(InputError("directory", f"not a folder: {directory}", str(directory)))
-    written = make_tiny_set(directory)
+    written = make_tiny_set(directory, seed_names=seed_names)
     from ..nets.talk_tiny import write_tiny_talk_set  # talking emoticon: LivePortrait, JoyVASA, HuBERT
 
     written.update(write_tiny_talk_set(directory))
@@ -337,6 +345,10 @@ _register_toon(app, models_app)
 from .background import register as _register_background  # noqa: E402
 
 _register_background(app)
+# --- upscale command (cli/extras.py: A1111 extras) --- added by the a1111 helper
+from .extras import register as _register_extras  # noqa: E402
+
+_register_extras(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -61,9 +61,15 @@ class BackendUnavailableError(ToonboothError):
 
 
 class JobCanceledError(ToonboothError):
-    """Raised inside an engine at a step boundary when the job was canceled."""
+    """Raised inside an engine at a step boundary when the job was canceled. An engine that can return
+    what it made so far (A1111's `/interrupt`: the current latents decoded) passes it as `partial` (its
+    Output); the runner stores it with the canceled job."""
 
     http_status = 409
+
+    def __init__(self, message: str = "", partial: object = None):
+        super().__init__(message)
+        self.partial = partial
 
 
 class NotFoundError(ToonboothError):

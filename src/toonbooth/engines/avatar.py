@@ -90,6 +90,10 @@ class AvatarEngine(Engine[AvatarSpec, AvatarOutput]):
         except InputError as exc:
             raise exc.renamed("sampler") from None
         denoise_steps(spec)
+        if spec.second_pass and spec.upscaler:
+            from ..nets.esrgan import check_upscaler_name
+
+            check_upscaler_name(models, spec.upscaler, owner, field="upscaler")
         if self.choose_backend(spec, models, owner)[0] == "neural":  # (backend="neural" without weights: 409)
             check_prompt_translation(models, _prompt_texts(spec))  # a Korean prompt override needs the translator
 
@@ -204,7 +208,14 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
     # 5. Denoise: pass 2 (img2img at `upscale`x, no ControlNet) smooths and upscales
     final = out1
     if spec.second_pass:
-        up = out1.resize((w2, h2), Image.Resampling.LANCZOS)
+        if spec.upscaler:  # a real upscaler (ESRGAN family) enlarges pass 1, then Lanczos to the exact size
+            from ..nets.esrgan import resolve_upscaler
+
+            up = resolve_upscaler(models, spec.upscaler, owner, field="upscaler").resize_to(
+                out1, w2, h2, check=ctx.check_canceled
+            )
+        else:
+            up = out1.resize((w2, h2), Image.Resampling.LANCZOS)
         step2 = ctx.step_callback(offset=steps1, total=total, stage="pass 2", arch=ARCH)
         final = pass2(
             image=up, strength=spec.second_strength, num_inference_steps=spec.steps,
@@ -234,7 +245,7 @@ def _run_neural(spec: AvatarSpec, ctx: EngineContext, photo: Image.Image, reason
         "seed": seed, "prompt": shown_prompt, "size_pass1": [w1, h1], "size": [final.width, final.height],
         "steps_run": [steps1, steps2], "checkpoint": base_entry.name, "controlnet": cn_entry.name,
         "loras": sd.lora_info(loras), "embeddings": tis.info(),
-        "translations": [t.model_dump() for t in translations.values() if t.source != "unchanged"],
+        "translations": [t.model_dump() for t in translations.values() if t.source != "unchanged"], "upscaler": spec.upscaler or "Lanczos",
     }  # fmt: skip
     for msg in notes + tis.warnings:
         ctx.log(msg, warning=True)

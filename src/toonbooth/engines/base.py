@@ -68,6 +68,10 @@ class EngineContext(Protocol):
         """Raise JobCanceledError if the job was canceled."""
         ...
 
+    def take_skip(self) -> bool:
+        """Whether A1111's `/skip` asked to skip the current image of a batch (consumed when read)."""
+        ...
+
     def log(self, message: str, *, warning: bool = False) -> None: ...
 
     def release_upload(self, ref: str) -> bool:

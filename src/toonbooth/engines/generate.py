@@ -51,7 +51,13 @@ from PIL import Image
 from pydantic import BaseModel
 
 from ..core.artifacts import ImageArtifact
-from ..core.errors import BackendUnavailableError, InputError
+from ..core.errors import (
+    BackendUnavailableError,
+    InputError,
+    JobCanceledError,
+    ModelError,
+    ModelNotFoundError,
+)
 from ..core.settings import Settings
 from ..core.specs import ControlNetUnit, GenerateSpec
 from ..models import sd
@@ -139,6 +145,12 @@ class GenerateFacts(BaseModel):
     translations: list[PromptTranslation] = []
     """Korean prompts: the original and what the text encoder got (`prompt` / `negative_prompt` above are
     the translated ones; the infotext keeps the original as `Original prompt`)."""
+    styles: list[str] = []
+    sd_vae_name: str | None = None
+    sd_vae_hash: str | None = None
+    hires_size: list[int] | None = None  # the images' size with hires fix (width/height are the first pass's)
+    interrupted: bool = False  # /interrupt: the images are what was made so far
+    skipped: list[int] = []  # batches (n_iter index) ended early by /skip
 
 
 class GenerateOutput(EngineOutput, GenerateFacts):
@@ -165,6 +177,25 @@ class _Unit:
 
 
 @dataclass
+class _Hires:
+    """The hires-fix plan (A1111 `StableDiffusionProcessingTxt2Img.calculate_target_resolution`)."""
+
+    upscale_to: tuple[int, int]  # size the first pass is upscaled to (multiples of 8)
+    size: tuple[int, int]  # final size after the centre crop of hr_resize_x x hr_resize_y
+    upscaler: str
+    latent_mode: str | None  # a Latent* mode, else None (pixel upscaler)
+    steps: int  # denoising steps the second pass runs
+    strength: float
+    entry: Any  # checkpoint of the second pass
+    sampler: str
+    schedule: str
+    prompt: str  # without LoRA tags
+    negative_prompt: str
+    loras: list[tuple[str, float]]
+    params: dict[str, Any] = field(default_factory=dict)  # infotext fields
+
+
+@dataclass
 class _Checked:
     entry: Any
     arch: str
@@ -178,16 +209,94 @@ class _Checked:
     strength: float | None
     ignored: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    prompt: str = ""  # with styles applied (what infotext shows)
+    negative_prompt: str = ""
+    vae: Any = None
+    hires: _Hires | None = None
+
+
+_VAE_AUTOMATIC = {"", "automatic", "none", "auto"}
+_SAME = {"", "use same checkpoint", "use same sampler", "use same scheduler", "use same"}
+
+
+def _same(value: str | None) -> str | None:
+    return None if value is None or value.strip().lower() in _SAME else value
+
+
+def resolve_lora_tags(
+    tags: list[Any], models: ModelManager, owner: str | None, arch: str, strict: bool, warnings: list[str],
+    field_name: str = "prompt",
+) -> list[tuple[str, float]]:  # fmt: skip
+    """(registry name, weight) of each `<lora:...>` tag, resolved as A1111 does: the file name, then the
+    alias the file carries (`ss_output_name`), then the catalog's names (`memoji` -> memoji-07). An unknown
+    name is an InputError naming `field_name` when `strict`, else a warning (A1111 generates without it)."""
+    out: list[tuple[str, float]] = []
+    for tag in tags:
+        try:
+            lora = models.entry(tag.name, "lora", owner)
+            if lora.source not in ("folder", "diffusers-folder"):
+                raise ModelNotFoundError(f"no installed LoRA called {tag.name!r}")
+        except (ModelNotFoundError, ModelError):
+            known = models.registry.names("lora", owner)
+            message = f"unknown LoRA '{tag.name}'; known: {', '.join(known) if known else '(none)'}"
+            if strict:
+                raise InputError(field_name, message, tag.name) from None
+            warnings.append(f"{message} — generated without it (as A1111 does)")
+            continue
+        if lora.arch not in (arch, "unknown"):
+            message = f"LoRA {tag.name!r} is for {lora.arch}, the checkpoint is {arch}"
+            if strict:
+                raise InputError(field_name, message, tag.name)
+            warnings.append(f"{message} — generated without it")
+            continue
+        if tag.unet_weight != tag.weight:
+            warnings.append(f"`{field_name}` <lora:{tag.name}:...> has a separate UNet weight {tag.unet_weight:g}; "
+                            f"both parts use {tag.weight:g}")  # fmt: skip
+        out.append((lora.name, tag.weight))
+    return out
+
+
+def hires_sizes(spec: GenerateSpec) -> tuple[tuple[int, int], tuple[int, int], dict[str, Any]]:
+    """(upscale_to, final size, infotext fields) of hires fix, as A1111 computes them; sizes are floored to
+    multiples of 8 (the latent grid)."""
+    w, h = spec.width, spec.height
+    params: dict[str, Any] = {}
+    rx, ry = spec.hr_resize_x, spec.hr_resize_y
+    if rx == 0 and ry == 0:
+        params["Hires upscale"] = spec.hr_scale
+        ux, uy = int(w * spec.hr_scale), int(h * spec.hr_scale)
+        fx, fy = ux, uy
+    else:
+        params["Hires resize"] = f"{rx}x{ry}"
+        if ry == 0:
+            ux, uy = rx, rx * h // w
+            fx, fy = ux, uy
+        elif rx == 0:
+            ux, uy = ry * w // h, ry
+            fx, fy = ux, uy
+        else:
+            if w / h < rx / ry:
+                ux, uy = rx, rx * h // w
+            else:
+                ux, uy = ry * w // h, ry
+            fx, fy = rx, ry
+    ux, uy = ux // 8 * 8, uy // 8 * 8
+    tx, ty = max(0, (ux - fx) // 8), max(0, (uy - fy) // 8)
+    return (ux, uy), (ux - 8 * tx, uy - 8 * ty), params
 
 
 def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None = None) -> _Checked:
     """Everything that can be refused without loading weights: sampler, checkpoint family, LoRA tags,
-    ControlNet models, step count, seeds; and the list of fields accepted but not honoured."""
-    from ..models.prompts import check_lora_names, extract_lora_tags
+    styles, VAE, ControlNet models, hires fix, step count, seeds; and the list of fields accepted but not
+    honoured."""
+    from ..models.prompt_styles import apply_styles, load_styles, style_folders
+    from ..models.prompts import extract_lora_tags
     from ..models.samplers import resolve_sampler
+    from ..nets.esrgan import LATENT_UPSCALE_MODES, check_upscaler_name
 
     ignored: list[str] = []
     warnings: list[str] = []
+    strict = spec.unknown_names == "error"
 
     def ignore(name: str, why: str) -> None:
         ignored.append(name)
@@ -211,20 +320,21 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
             spec.checkpoint,
         )
     arch = entry.arch
-    # LoRA tags (from the prompt only, as A1111's extra networks)
-    prompt_text, tags = extract_lora_tags(spec.prompt)
-    check_lora_names(tags, models.registry.names("lora", owner))
-    loras: list[tuple[str, float]] = []
-    for tag in tags:
-        lora = resolve_or_field_error(models, ModelRef("lora", tag.name, "prompt"), owner)
-        if lora.arch not in (arch, "unknown"):
-            raise InputError(
-                "prompt", f"LoRA {tag.name!r} is for {lora.arch}, the checkpoint is {arch}", tag.name
-            )
-        if tag.unet_weight != tag.weight:
-            ignore("prompt", f"<lora:{tag.name}:...> has a separate UNet weight {tag.unet_weight:g}; "
-                   f"both parts use {tag.weight:g}")  # fmt: skip
-        loras.append((lora.name, tag.weight))
+    # prompt styles (A1111 styles.csv), then LoRA tags (from the prompt only, as A1111's extra networks)
+    prompt, negative = spec.prompt, spec.negative_prompt
+    if spec.styles:
+        styles = load_styles(style_folders(models.settings))
+        prompt, negative, style_warnings = apply_styles(prompt, negative, spec.styles, styles, strict=strict)
+        warnings += style_warnings
+    prompt_text, tags = extract_lora_tags(prompt)
+    loras = resolve_lora_tags(tags, models, owner, arch, strict, warnings)
+    # VAE
+    vae = None
+    if spec.vae is not None and spec.vae.strip().lower() not in _VAE_AUTOMATIC:
+        vae = resolve_or_field_error(models, ModelRef("vae", spec.vae, "vae"), owner)
+        if vae.details.get("latent_channels") not in (None, 4):
+            raise InputError("vae", f"VAE {vae.name!r} has {vae.details.get('latent_channels')} latent channels; "
+                             "SD1.5 / SDXL VAEs have 4", spec.vae)  # fmt: skip
     # ControlNet units
     units: list[_Unit] = []
     for i, unit in enumerate(spec.controlnet_units):
@@ -253,6 +363,57 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
             f"steps * denoising_strength must give at least one step, got {spec.steps} * {strength:g}",
             strength,
         )
+    # hires fix
+    hires = None
+    if spec.enable_hr:
+        if entry.inpainting:
+            raise InputError("enable_hr", f"hires fix with an inpainting checkpoint ({entry.name!r}) is not "
+                             "supported; use a normal checkpoint", True)  # fmt: skip
+        upscale_to, size, params = hires_sizes(spec)
+        if min(size) < 8 or max(upscale_to) > 8192:
+            raise InputError("hr_scale", f"hires fix would make {upscale_to[0]}x{upscale_to[1]} (final "
+                             f"{size[0]}x{size[1]}); sides must be 8..8192", spec.hr_scale)  # fmt: skip
+        check_upscaler_name(models, spec.hr_upscaler, owner, field="hr_upscaler", latent_ok=True)
+        hr_strength = spec.hires_strength()  # 0: the second pass only upscales (nothing is denoised)
+        hr_entry = entry
+        hr_ckpt = _same(spec.hr_checkpoint)
+        if hr_ckpt is not None:
+            hr_entry = resolve_or_field_error(models, ModelRef("checkpoint", hr_ckpt, "hr_checkpoint"), owner)
+            if hr_entry.arch not in (arch, "unknown") or hr_entry.inpainting:
+                raise InputError("hr_checkpoint", f"{hr_entry.name!r} is {'an inpainting ' if hr_entry.inpainting else ''}"
+                                 f"{hr_entry.arch}; the second pass needs a normal {arch} checkpoint", hr_ckpt)  # fmt: skip
+            params["Hires checkpoint"] = hr_entry.title
+        try:
+            hr_sampler, hr_schedule = resolve_sampler(
+                _same(spec.hr_sampler_name) or spec.sampler_name, _same(spec.hr_scheduler) or spec.scheduler
+            )
+        except InputError as exc:
+            raise exc.renamed("hr_scheduler" if exc.field == "schedule_type" else "hr_sampler_name") from None
+        hr_prompt = spec.hr_prompt or spec.prompt
+        hr_negative = spec.hr_negative_prompt or spec.negative_prompt
+        if spec.styles:  # A1111 styles the second pass's prompts too
+            hr_prompt, hr_negative, _ = apply_styles(hr_prompt, hr_negative, spec.styles, styles, strict=False)
+        hr_text, hr_tags = extract_lora_tags(hr_prompt)
+        hr_loras = loras if hr_prompt == prompt else resolve_lora_tags(
+            hr_tags, models, owner, arch, strict, warnings, "hr_prompt"
+        )  # fmt: skip
+        if spec.hr_second_pass_steps:
+            params["Hires steps"] = spec.hr_second_pass_steps
+        params["Hires upscaler"] = spec.hr_upscaler
+        if hr_sampler != sampler:
+            params["Hires sampler"] = hr_sampler
+        if hr_schedule != schedule:
+            params["Hires schedule type"] = hr_schedule
+        if hr_prompt != prompt:
+            params["Hires prompt"] = hr_prompt
+        if hr_negative != negative:
+            params["Hires negative prompt"] = hr_negative
+        hires = _Hires(
+            upscale_to, size, spec.hr_upscaler,
+            spec.hr_upscaler if spec.hr_upscaler in LATENT_UPSCALE_MODES else None,
+            (spec.hr_second_pass_steps or spec.steps) if hr_strength > 0 else 0, hr_strength, hr_entry, hr_sampler, hr_schedule, hr_text,
+            hr_negative, hr_loras, params,
+        )  # fmt: skip
     # seeds
     count = spec.batch_size * spec.n_iter
     seeds = job_seeds(spec.seed, count)
@@ -269,19 +430,9 @@ def check_generate(spec: GenerateSpec, models: ModelManager, owner: str | None =
     if arch == "sdxl" and spec.clip_skip > 1:
         ignore("clip_skip", "SDXL always uses the penultimate CLIP layer (as A1111)")
     return _Checked(
-        entry,
-        arch,
-        sampler,
-        schedule,
-        prompt_text,
-        loras,
-        units,
-        seeds,
-        subseeds,
-        strength,
-        ignored,
-        warnings,
-    )
+        entry, arch, sampler, schedule, prompt_text, loras, units, seeds, subseeds, strength, ignored, warnings,
+        prompt=prompt, negative_prompt=negative, vae=vae, hires=hires,
+    )  # fmt: skip
 
 
 def _pose_ref(index: int) -> ModelRef:
@@ -411,24 +562,28 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
         from ..models.guidance import ControlModeHooks, latent_fill_hook
+        from ..nets.esrgan import resolve_upscaler, upscale_latents
 
         models = ctx.models
         w, h = spec.width, spec.height
 
         # 1. Check inputs (cheap, before any weights are loaded)
         checked = check_generate(spec, models, ctx.owner)
-        arch, entry = checked.arch, checked.entry
+        arch, entry, hr = checked.arch, checked.entry, checked.hires
         warnings = list(checked.warnings)
         # Korean prompts -> English (LoRA tags, emphasis, BREAK and embedding names kept as written)
+        # (after A1111 styles were applied: the text the encoders get)
         translations, notes = translate_job_prompts(
-            models, job_prompt_texts(spec), protected=protected_words(models, ctx.owner)
-        )
+            models, [PromptText("prompt", checked.prompt), PromptText("negative_prompt", checked.negative_prompt)],
+            protected=protected_words(models, ctx.owner),
+        )  # fmt: skip
         warnings += notes
-        prompt, negative = translations["prompt"].translated, translations["negative_prompt"].translated
+        checked.prompt = translations["prompt"].translated
+        checked.negative_prompt = translations["negative_prompt"].translated
         if translations["prompt"].changed:
             from ..models.prompts import extract_lora_tags
 
-            checked.prompt_text = extract_lora_tags(prompt)[0]
+            checked.prompt_text = extract_lora_tags(checked.prompt)[0]
         prep = prepare_images(spec, ctx, inpainting_unet=bool(entry.inpainting), warnings=warnings)
         for unit in checked.units:
             if unit.spec.image is not None:
@@ -437,11 +592,12 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
                 unit.image = prep.photo
         ctx.check_canceled()
 
-        # 2. Load models (cached between jobs), activate the prompt's LoRAs, build the pipeline
+        # 2. Load models (cached between jobs), activate the prompt's LoRAs, build the pipeline(s)
         base, entry = sd.base_pipeline(models, spec.checkpoint, arch, ctx.owner)
         loaded_loras = sd.apply_loras(models, base, checked.loras, ctx.owner)
         for unit in checked.units:
             unit.model, unit.entry = sd.controlnet(models, unit.spec.model, base, arch, ctx.owner)
+        vae = models.load_entry(checked.vae, arch=arch) if checked.vae is not None else None
         ctx.check_canceled()
         cls = getattr(diffusers, pipeline_name(arch, prep.route, bool(checked.units)))
         extra: dict[str, Any] = {}
@@ -450,14 +606,31 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
             extra["controlnet"] = cn_models[0] if len(cn_models) == 1 else MultiControlNetModel(cn_models)
         if arch != "sdxl":
             extra["requires_safety_checker"] = False
+        if vae is not None:
+            extra["vae"] = vae
         pipe = sd.compose(cls, base, **extra)
         sd.set_sampler(pipe, base, checked.sampler, checked.schedule, field="sampler_name", schedule_field="scheduler")
         seeds_ref: dict[str, list[int]] = {"seeds": []}
         if prep.route == "inpaint" and prep.latmask is not None and spec.inpainting_fill in (2, 3):
             latent_fill_hook(pipe, prep.latmask, spec.inpainting_fill, seeds_ref)
+        # hires fix: the second pass's pipeline (its own checkpoint / sampler / LoRAs when asked)
+        pipe2 = base2 = None
+        upscaler = None
+        if hr is not None:
+            base2 = base
+            if hr.entry.location != entry.location:
+                base2, _ = sd.base_pipeline(models, hr.entry.name, arch, ctx.owner)
+                sd.apply_loras(models, base2, hr.loras, ctx.owner)
+            cls2 = getattr(diffusers, pipeline_name(arch, "img2img", bool(checked.units)))
+            pipe2 = sd.compose(cls2, base2, **extra)
+            sd.set_sampler(pipe2, base2, hr.sampler, hr.schedule, field="hr_sampler_name", schedule_field="hr_scheduler")
+            if hr.latent_mode is None:
+                upscaler = resolve_upscaler(models, hr.upscaler, ctx.owner, field="hr_upscaler")
+        switch_loras = hr is not None and base2 is base and hr.loras != checked.loras
 
         # 3. Prepare conditions: control maps, A1111-syntax prompt embeddings
         controls: list[Image.Image] = []
+        controls2: list[Image.Image] = []
         for unit in checked.units:
             source = unit.image
             assert source is not None  # the spec refuses txt2img units without an image
@@ -472,55 +645,139 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
                 if not pose.found:
                     warnings.append(f"ControlNet unit {unit.index}: no person found, the pose map is empty")
             controls.append(control_map(source, unit.spec, unit.index, w, h, precomputed=drawn))
+            if hr is not None:
+                drawn2 = None
+                if unit.spec.module in POSE_MODULES:
+                    drawn2 = unit_pose_map(models, ctx.owner, source, unit.spec, unit.index, *hr.upscale_to).image
+                controls2.append(control_map(source, unit.spec, unit.index, *hr.upscale_to, precomputed=drawn2))
         tis, staged = sd.job_prompts(
-            models, base, arch, checked.prompt_text, negative, ctx.owner, clip_skip=spec.clip_skip
+            models, base, arch, checked.prompt_text, checked.negative_prompt, ctx.owner, clip_skip=spec.clip_skip
         )
         warnings += tis.warnings
         strength = 1.0 if prep.route == "inpaint" and spec.mode == "txt2img" else checked.strength
         per_call = sd.count_steps(pipe.scheduler, spec.steps, strength)
-        total = per_call * spec.n_iter
+        per_call2 = steps2 = 0
+        strength2 = 1.0
+        staged2 = staged
+        if hr is not None and pipe2 is not None and base2 is not None and hr.steps > 0:
+            # A1111 runs exactly `hires steps` steps: a schedule of int(steps / strength), entered so late that
+            # that many remain
+            steps2 = int(hr.steps / min(hr.strength, 0.999))
+            strength2 = min(1.0, (hr.steps + 0.5) / steps2)
+            per_call2 = sd.count_steps(pipe2.scheduler, steps2, strength2)
+            if base2 is not base or hr.prompt != checked.prompt_text or hr.negative_prompt != checked.negative_prompt:
+                tis2, staged2 = sd.job_prompts(models, base2, arch, hr.prompt, hr.negative_prompt, ctx.owner,
+                                               clip_skip=spec.clip_skip)  # fmt: skip
+                warnings += [x for x in tis2.warnings if x not in warnings]
+        total = (per_call + per_call2) * spec.n_iter
         common: dict[str, Any] = {
             **staged.first_kwargs(pipe.scheduler, spec.steps, strength), "num_inference_steps": spec.steps,
             "guidance_scale": spec.cfg_scale, "num_images_per_prompt": spec.batch_size, "height": h, "width": w,
-            "output_type": "pil",
+            "output_type": "latent" if hr is not None and hr.latent_mode is not None else "pil",
         }  # fmt: skip
         if prep.route != "txt2img":
             common.update(image=prep.init, strength=strength)
         if prep.route == "inpaint":
             common["mask_image"] = prep.mask
-        if checked.units:
-            many = len(checked.units) > 1
-            specs = [u.spec for u in checked.units]
-            common["image" if prep.route == "txt2img" else "control_image"] = controls if many else controls[0]
-            common["controlnet_conditioning_scale"] = [u.weight for u in specs] if many else specs[0].weight
-            common["control_guidance_start"] = (
-                [u.guidance_start for u in specs] if many else specs[0].guidance_start
-            )
-            common["control_guidance_end"] = [u.guidance_end for u in specs] if many else specs[0].guidance_end
+        many = len(checked.units) > 1
+        specs = [u.spec for u in checked.units]
+
+        def control_kwargs(maps: list[Image.Image], route: str) -> dict[str, Any]:
+            if not maps:
+                return {}
+            return {
+                "image" if route == "txt2img" else "control_image": maps if many else maps[0],
+                "controlnet_conditioning_scale": [u.weight for u in specs] if many else specs[0].weight,
+                "control_guidance_start": [u.guidance_start for u in specs] if many else specs[0].guidance_start,
+                "control_guidance_end": [u.guidance_end for u in specs] if many else specs[0].guidance_end,
+            }
+
+        common.update(control_kwargs(controls, prep.route))
         hooks = ControlModeHooks(
             pipe, [u.model for u in checked.units], [u.spec.control_mode for u in checked.units]
         )
+        take_skip = getattr(ctx, "take_skip", lambda: False)
 
-        # 4. Denoise: n_iter batches of batch_size images, one 0..100 progress stream
+        def callback(tracker: sd.DenoisedTracker, inner: Any) -> Any:
+            def on_step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+                tracker.on_step(kwargs["latents"])
+                if take_skip():
+                    raise _SkipImageError()
+                return inner(p, i, t, kwargs)
+
+            return on_step_end
+
+        # 4. Denoise: n_iter batches of batch_size images (each with its hires pass), one progress stream
         generated: list[Image.Image] = []
+        skipped: list[int] = []
+        interrupted = False
+        cancel_message = ""
+        # what /interrupt and /skip decode: the latest denoised estimate of each pass's loop
+        trackers = {"first": sd.DenoisedTracker(pipe)}
+        if pipe2 is not None:
+            trackers["hires"] = sd.DenoisedTracker(pipe2)
+        tiling = sd.circular_padding(
+            pipe.unet, pipe.vae, *((pipe2.unet, pipe2.vae) if pipe2 is not None else ()), enable=spec.tiling
+        )
         try:
             ctx.progress(0, total, stage="generate")
-            for it in range(spec.n_iter):
-                batch = slice(it * spec.batch_size, (it + 1) * spec.batch_size)
-                seeds, subseeds = checked.seeds[batch], checked.subseeds[batch]
-                seeds_ref["seeds"] = seeds
-                kwargs = dict(common)
-                kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-                if spec.mode == "txt2img" and spec.subseed_strength > 0:
-                    shape = (pipe.unet.config.out_channels, h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
-                    noise = variation_noise(shape, seeds, subseeds, spec.subseed_strength)
-                    kwargs["latents"] = noise.to(models.device, models.dtype)
-                step = ctx.step_callback(offset=it * per_call, total=total, stage="generate", arch=arch)
-                kwargs["callback_on_step_end"] = staged.callback(step)  # + stage swaps of multi-stage TIs
-                kwargs["callback_on_step_end_tensor_inputs"] = staged.tensor_inputs(pipe)
-                out = pipe(**sd.call_kwargs(pipe, kwargs))
-                generated.extend(out.images)
-                ctx.progress((it + 1) * per_call, total, stage="generate")
+            with tiling:
+                for it in range(spec.n_iter):
+                    batch = slice(it * spec.batch_size, (it + 1) * spec.batch_size)
+                    seeds, subseeds = checked.seeds[batch], checked.subseeds[batch]
+                    seeds_ref["seeds"] = seeds
+                    offset = it * (per_call + per_call2)
+                    for t in trackers.values():
+                        t.reset()
+                    active_pipe, tracker = pipe, trackers["first"]
+                    try:
+                        if switch_loras and it > 0:
+                            sd.apply_loras(models, base, checked.loras, ctx.owner)
+                        kwargs = dict(common)
+                        kwargs["generator"] = [torch.Generator("cpu").manual_seed(x) for x in seeds]
+                        if spec.mode == "txt2img" and spec.subseed_strength > 0:
+                            shape = (pipe.unet.config.out_channels, h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
+                            noise = variation_noise(shape, seeds, subseeds, spec.subseed_strength)
+                            kwargs["latents"] = noise.to(models.device, models.dtype)
+                        step = ctx.step_callback(offset=offset, total=total, stage="generate", arch=arch)
+                        kwargs["callback_on_step_end"] = callback(tracker, staged.callback(step))
+                        kwargs["callback_on_step_end_tensor_inputs"] = staged.tensor_inputs(pipe)
+                        images = pipe(**sd.call_kwargs(pipe, kwargs)).images
+                        ctx.progress(offset + per_call, total, stage="generate")
+                        if hr is not None and pipe2 is not None:
+                            if switch_loras:
+                                sd.apply_loras(models, base, hr.loras, ctx.owner)
+                            init2 = self._upscale_first_pass(images, hr, upscaler, upscale_latents, ctx)
+                            if hr.steps == 0:  # denoising strength 0: the second pass only upscales
+                                images = sd.decode_latents(pipe2, init2) if hr.latent_mode is not None else init2
+                            else:
+                                active_pipe, tracker = pipe2, trackers["hires"]
+                                step2 = ctx.step_callback(offset=offset + per_call, total=total, stage="hires fix", arch=arch)
+                                kwargs2: dict[str, Any] = {
+                                    **staged2.first_kwargs(pipe2.scheduler, steps2, strength2), "image": init2,
+                                    "strength": strength2, "num_inference_steps": steps2,
+                                    "guidance_scale": spec.cfg_scale, "num_images_per_prompt": spec.batch_size,
+                                    "output_type": "pil", **control_kwargs(controls2, "img2img"),
+                                    "generator": [torch.Generator("cpu").manual_seed(x) for x in seeds],
+                                    "callback_on_step_end": callback(tracker, staged2.callback(step2)),
+                                    "callback_on_step_end_tensor_inputs": staged2.tensor_inputs(pipe2),
+                                }  # fmt: skip
+                                images = pipe2(**sd.call_kwargs(pipe2, kwargs2)).images
+                        generated.extend(images)
+                        ctx.progress(offset + per_call + per_call2, total, stage="generate")
+                    except _SkipImageError:  # A1111 /skip: this batch ends with what it has, the next one runs
+                        if tracker.latest is not None:
+                            generated.extend(sd.decode_latents(active_pipe, tracker.latest))
+                        skipped.append(it)
+                        ctx.log(f"batch {it + 1}/{spec.n_iter} skipped at the user's request")
+                    except JobCanceledError as exc:  # /interrupt: keep what was made so far
+                        if tracker.latest is not None:
+                            generated.extend(sd.decode_latents(active_pipe, tracker.latest))
+                        if not generated:
+                            raise
+                        interrupted = True
+                        cancel_message = str(exc)
+                        break
         finally:
             hooks.close()
 
@@ -530,15 +787,25 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         cn_params = {
             f"ControlNet {n}": unit_text(u.spec, u.index, u.entry.title) for n, u in enumerate(checked.units)
         }
-        extra_params = {**prep.extra, **cn_params, **translation_params(translations)}
+        vae_name = vae_hash = None
+        head: dict[str, Any] = {}
+        if checked.vae is not None:
+            vae_name = checked.vae.path.name if checked.vae.path is not None else checked.vae.name
+            vae_hash = models.short_hash(checked.vae)
+            head = {"VAE hash": vae_hash, "VAE": vae_name}
+        if spec.tiling:
+            head["Tiling"] = "True"
+        extra_params = {**head, **(hr.params if hr is not None else {}), **prep.extra, **cn_params,
+                        **translation_params(translations)}  # fmt: skip
+        used_strength = hr.strength if hr is not None else checked.strength
         infotexts = [
             sd_infotext(
-                prompt, negative, steps=spec.steps, sampler=checked.sampler,
+                checked.prompt, checked.negative_prompt, steps=spec.steps, sampler=checked.sampler,
                 schedule=checked.schedule, cfg_scale=spec.cfg_scale, seed=checked.seeds[k], width=w, height=h,
                 model=entry.name, model_hash=model_hash,
                 variation_seed=checked.subseeds[k] if spec.subseed_strength > 0 else None,
                 variation_strength=spec.subseed_strength if spec.subseed_strength > 0 else None,
-                denoising_strength=checked.strength,
+                denoising_strength=used_strength,
                 clip_skip=spec.clip_skip if spec.clip_skip > 1 and arch != "sdxl" else None,
                 extra=extra_params, loras=loaded_loras, tis=tis,
             )  # fmt: skip
@@ -550,23 +817,51 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         if tis.uses:
             extra_gen["TI hashes"] = tis.ti_hashes()
         extra_gen["Version"] = version_text()
+        if interrupted:
+            warnings.append(f"interrupted: {len(finals)} of {len(checked.seeds)} images, the last one(s) as far "
+                            "as they got (the current latents decoded, as A1111 does)")  # fmt: skip
         for msg in warnings:
             ctx.log(msg, warning=True)
-        return GenerateOutput(
+        output = GenerateOutput(
             images=[ImageArtifact(img, infotexts[k]) for k, img in enumerate(finals)],
             backend="neural", backend_reason=f"diffusers {cls.__name__}", warnings=warnings,
-            prompt=prompt, negative_prompt=negative, seeds=checked.seeds,
-            subseeds=checked.subseeds, subseed_strength=spec.subseed_strength, width=w, height=h,
+            prompt=checked.prompt, negative_prompt=checked.negative_prompt, seeds=checked.seeds[: len(finals)],
+            subseeds=checked.subseeds[: len(finals)], subseed_strength=spec.subseed_strength, width=w, height=h,
             sampler_name=checked.sampler, scheduler=checked.schedule, cfg_scale=spec.cfg_scale, steps=spec.steps,
             batch_size=spec.batch_size, n_iter=spec.n_iter, sd_model_name=entry.name, sd_model_hash=model_hash,
             seed_resize_from_w=spec.seed_resize_from_w, seed_resize_from_h=spec.seed_resize_from_h,
-            denoising_strength=checked.strength, extra_generation_params=extra_gen, infotexts=infotexts,
+            denoising_strength=used_strength, extra_generation_params=extra_gen, infotexts=infotexts,
             clip_skip=spec.clip_skip, is_using_inpainting_conditioning=bool(entry.inpainting),
             job_timestamp=datetime.datetime.now().strftime("%Y%m%d%H%M%S"), version=version_text(),
             pipeline=cls.__name__, loras=sd.lora_info(loaded_loras), embeddings=tis.info(),
-            ignored=sorted(set(checked.ignored)),
+            ignored=sorted(set(checked.ignored)), styles=list(spec.styles), sd_vae_name=vae_name,
+            sd_vae_hash=vae_hash, hires_size=list(hr.size) if hr is not None else None, interrupted=interrupted,
+            skipped=skipped,
             translations=[t for t in translations.values() if t.source != "unchanged"],
         )  # fmt: skip
+        if interrupted:
+            raise JobCanceledError(cancel_message, partial=output)
+        return output
+
+    @staticmethod
+    def _upscale_first_pass(images: Any, hr: _Hires, upscaler: Any, upscale_latents: Any, ctx: EngineContext) -> Any:
+        """The first pass's result at the hires size: latents interpolated (Latent modes), or pictures through
+        the upscaler (A1111 `resize_image(0, ...)`), then centre-cropped to hr_resize_x x hr_resize_y."""
+        (ux, uy), (fx, fy) = hr.upscale_to, hr.size
+        if hr.latent_mode is not None:
+            lat = upscale_latents(images, ux, uy, hr.latent_mode)
+            ty, tx = (uy - fy) // 8, (ux - fx) // 8
+            return lat[:, :, ty // 2 : lat.shape[2] - (ty + 1) // 2, tx // 2 : lat.shape[3] - (tx + 1) // 2]
+        out = []
+        for img in images:
+            big = upscaler.resize_to(img, ux, uy, check=ctx.check_canceled)
+            left, top = ((ux - fx) // 16) * 8, ((uy - fy) // 16) * 8
+            out.append(big.crop((left, top, left + fx, top + fy)))
+        return out
+
+
+class _SkipImageError(Exception):
+    """A1111 /skip inside a denoising loop: end this batch with what it has."""
 
 
 __all__ = [

@@ -159,6 +159,14 @@ class ModelCache:
                 keys=[":".join(str(p) for p in k[:2]) for k in self._items],
             )  # fmt: skip
 
+    def evict_where(self, predicate: Callable[[tuple], bool]) -> int:
+        """Drop the items whose key satisfies `predicate` (A1111's unload-checkpoint); how many went."""
+        with self._lock:
+            keys = [k for k in self._items if predicate(k)]
+            for key in keys:
+                self._evict(key)
+            return len(keys)
+
     def clear(self) -> None:
         with self._lock:
             while self._items:

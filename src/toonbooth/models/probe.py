@@ -388,7 +388,8 @@ def _classify_lora(shapes: dict[str, tuple[int, ...]]) -> tuple[str, ProbeArch, 
 def _classify_embedding(shapes: dict[str, tuple[int, ...]]) -> tuple[str, ProbeArch, dict] | None:
     keys = set(shapes)
     if {"clip_l", "clip_g"} <= keys:
-        return "a1111-sdxl", "sdxl", {"vectors": shapes["clip_l"][0] if shapes["clip_l"] else None}
+        width = (shapes["clip_l"][-1] if shapes["clip_l"] else 0) + (shapes["clip_g"][-1] if shapes["clip_g"] else 0)
+        return "a1111-sdxl", "sdxl", {"vectors": shapes["clip_l"][0] if shapes["clip_l"] else None, "width": width}
     a1111 = [k for k in keys if k == "emb_params" or k.startswith("string_to_param.")]
     if a1111:
         shape = shapes[a1111[0]]

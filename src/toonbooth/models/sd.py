@@ -5,6 +5,7 @@ model manager (`ctx.models`), so engines never find or load SD files themselves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import re
@@ -186,3 +187,109 @@ def check_diffusion(params: Any, models: ModelManager, owner: str | None, arch: 
         if unit.enabled:
             entry("controlnet", unit.model, f"{field}.controlnet_units.{i}.model")
     return ckpt
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiling, partial results (A1111 `tiling`, `/interrupt`, `/skip`)
+# --------------------------------------------------------------------------------------------------
+
+
+class circular_padding:  # noqa: N801 - used as a context manager, like contextlib's helpers
+    """A1111 `tiling`: every Conv2d of `modules` (the UNet and the VAE of the job) pads circularly while the
+    block runs, so the picture tiles seamlessly; the previous padding modes are restored afterwards."""
+
+    def __init__(self, *modules: Any, enable: bool = True):
+        self.modules = [m for m in modules if m is not None]
+        self.enable = enable
+        self._saved: list[tuple[Any, str]] = []
+
+    def __enter__(self) -> circular_padding:
+        if not self.enable:
+            return self
+        import torch
+
+        for module in self.modules:
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.Conv2d):
+                    self._saved.append((layer, layer.padding_mode))
+                    layer.padding_mode = "circular"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for layer, mode in self._saved:
+            layer.padding_mode = mode
+        self._saved.clear()
+
+
+def decode_latents(pipe: Any, latents: Any) -> list[Any]:
+    """PIL images of `latents` (as a pipeline's denoising loop holds them) through `pipe`'s VAE, upcast
+    to float32 where the VAE asks for it (SDXL's `force_upcast`), as the pipelines decode."""
+    import torch
+
+    vae = pipe.vae
+    dtype = next(vae.parameters()).dtype
+    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    work = torch.float32 if upcast else dtype
+    with torch.no_grad():
+        lat = latents.to(device=next(vae.parameters()).device, dtype=work)
+        mean = getattr(vae.config, "latents_mean", None)
+        std = getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            m = torch.tensor(mean).view(1, -1, 1, 1).to(lat)
+            s = torch.tensor(std).view(1, -1, 1, 1).to(lat)
+            lat = lat * s / vae.config.scaling_factor + m
+        else:
+            lat = lat / vae.config.scaling_factor
+        if upcast:
+            vae.to(torch.float32)
+        try:
+            image = vae.decode(lat, return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(dtype)
+    return pipe.image_processor.postprocess(image.float(), output_type="pil")
+
+
+class DenoisedTracker:
+    """Keeps the latest denoised estimate of a pipeline's loop, for what A1111 returns when a job is
+    interrupted or an image skipped (its sampler's last `denoised`): the scheduler's `pred_original_sample`
+    where its step reports one (DDIM, Euler, LMS, Heun, ...), the multistep solvers' converted model output
+    (DPM++ / UniPC keep the x0 prediction), else the current latents. Wraps the job's own scheduler
+    instance (`pipe.scheduler`, made per job by `set_sampler`)."""
+
+    def __init__(self, pipe: Any):
+        self.latest: Any = None
+        self.scheduler = pipe.scheduler
+        original = self.scheduler.step
+
+        # the pipelines read `step`'s signature to decide whether to pass `generator` / `eta`: keep it
+        @functools.wraps(original)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            pred = None
+            if isinstance(out, tuple):
+                pred = out[1] if len(out) > 1 else None
+            else:
+                pred = getattr(out, "pred_original_sample", None)
+            if pred is None:
+                config = getattr(self.scheduler, "config", None)
+                outputs = getattr(self.scheduler, "model_outputs", None)
+                x0_kind = str(getattr(config, "algorithm_type", "")).endswith("dpmsolver++") or bool(
+                    getattr(config, "predict_x0", False)
+                )
+                if x0_kind and outputs and outputs[-1] is not None:
+                    pred = outputs[-1]
+            self._pred = pred
+            return out
+
+        self._pred: Any = None
+        self.scheduler.step = step
+
+    def on_step(self, latents: Any) -> None:
+        """Record the loop's latents after a step (called from `callback_on_step_end`)."""
+        self.latest = (self._pred if self._pred is not None and self._pred.shape == latents.shape else latents).detach()
+        self._pred = None
+
+    def reset(self) -> None:
+        self.latest = None
+        self._pred = None

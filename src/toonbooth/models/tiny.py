@@ -421,11 +421,45 @@ def write_tiny_embedding(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def make_tiny_set(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+# The seed's own file names (My Memoji README and client) -> the tiny file standing in for each
+SEED_NAMES: dict[str, tuple[str, str]] = {
+    "seed-checkpoint": ("Stable-diffusion/tiny-sdxl.safetensors", "Stable-diffusion/samaritan3dCartoon_v40SDXL.safetensors"),
+    "seed-controlnet": ("ControlNet/tiny-sdxl-canny.safetensors", "ControlNet/diffusers_xl_canny_full.safetensors"),
+    "seed-lora": ("Lora/tiny-memoji.safetensors", "Lora/memoji-07.safetensors"),
+}
+
+
+def write_seed_names(models_dir: str | Path) -> dict[str, Path]:
+    """Give the tiny SDXL checkpoint, canny ControlNet and memoji LoRA the seed's own file names too
+    (hard links where the file system allows, else copies), so the seed's client — which asks for
+    `samaritan3dCartoon_v40SDXL.safetensors`, `diffusers_xl_canny_full` and `<lora:memoji:1>` — runs on them."""
+    import os
+    import shutil
+
+    from toonbooth.core.fs import atomic_path
+
+    root = Path(models_dir)
+    out: dict[str, Path] = {}
+    for key, (src_rel, dest_rel) in SEED_NAMES.items():
+        src, dest = root / src_rel, root / dest_rel
+        if not src.is_file():
+            raise FileNotFoundError(f"{src} is missing: write the tiny set first")
+        if not dest.exists():
+            try:
+                os.link(src, dest)
+            except OSError:
+                with atomic_path(dest) as tmp:
+                    shutil.copyfile(src, tmp)
+        out[key] = dest
+    return out
+
+
+def make_tiny_set(models_dir: str | Path, seed: int = 0, seed_names: bool = False) -> dict[str, Path]:
     """Write a complete tiny model set under `models_dir` (A1111 `models/` layout) and return name -> path.
 
     Checkpoints are single files in the original layouts; `configs/*` are the weight-less diffusers folders
     that `from_single_file(..., config=...)` needs offline; `diffusers/tiny-sdxl` is a full diffusers folder.
+    `seed_names` also writes the seed's own file names (`write_seed_names`).
     """
     from toonbooth.models.convert import write_controlnet_single_file, write_single_file
 
@@ -476,4 +510,6 @@ def make_tiny_set(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
         cn_sd15, root / "configs" / "controlnet-sd15"
     )
     out["diffusers-sdxl"] = save_diffusers_folder(sdxl, root / "diffusers" / "tiny-sdxl", "sdxl")
+    if seed_names:
+        out.update(write_seed_names(root))
     return out

@@ -27,6 +27,7 @@ class JobContext:
         owner: str | None = None,
         on_event: EventSink | None = None,
         cancel_event: threading.Event | None = None,
+        skip_event: threading.Event | None = None,
         preview_every: int = 0,
         release_upload: Callable[[str], bool] | None = None,
     ):
@@ -37,6 +38,7 @@ class JobContext:
         self.owner = owner
         self.on_event = on_event or (lambda _e: None)
         self.cancel_event = cancel_event or threading.Event()
+        self.skip_event = skip_event or threading.Event()
         self.preview_every = preview_every
         self.logs: list[str] = []
         self._last_percent = 0.0
@@ -98,6 +100,13 @@ class JobContext:
             return kwargs
 
         return on_step_end
+
+    def take_skip(self) -> bool:
+        """Whether A1111's `/skip` asked to skip the current image (the request is consumed)."""
+        if self.skip_event.is_set():
+            self.skip_event.clear()
+            return True
+        return False
 
     def check_canceled(self) -> None:
         if self.cancel_event.is_set():

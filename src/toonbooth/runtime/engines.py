@@ -11,6 +11,7 @@ from ..engines.avatar import AvatarEngine
 from ..engines.background import BackgroundEngine
 from ..engines.base import EngineRegistry
 from ..engines.control_detect import ControlDetectEngine
+from ..engines.extras import ExtrasEngine
 from ..engines.generate import GenerateEngine
 from ..engines.makeup import MakeupEngine
 from ..engines.repose import ReposeEngine
@@ -35,4 +36,5 @@ def default_engines() -> EngineRegistry:
         ToonEngine(),
         TrainToonEngine(),
         BackgroundEngine(),  # webtoon backgrounds
+        ExtrasEngine(),
     ])  # fmt: skip

@@ -12,6 +12,7 @@ from ..models.manager import ModelManager
 from ..nets.animate_anyone import ANIMATE_ANYONE_FAMILY
 from ..nets.clip_vision import CLIP_VISION_FAMILY
 from ..nets.dwpose import DWPOSE_FAMILY
+from ..nets.esrgan import UPSCALER_FAMILY
 from ..nets.face_parsing import FACE_PARSING_FAMILY
 from ..nets.ip_adapter import IP_ADAPTER_FAMILY
 from ..nets.joyvasa import HUBERT_FAMILY, JOYVASA_FAMILY
@@ -38,6 +39,7 @@ def default_families() -> FamilySet:
         *MAKEUP_FAMILIES,
         *TOON_FAMILIES,
         MARIAN_FAMILY,  # webtoon: Korean prompts
+        UPSCALER_FAMILY,  # ESRGAN-family upscalers (extras, hires fix, memoji second pass)
     ])  # fmt: skip
 
 

@@ -48,6 +48,7 @@ class ActiveJob:
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    skip: threading.Event = field(default_factory=threading.Event)  # A1111 /skip: the current image
     timed_out: bool = False
     shutdown: bool = False
     last_seq: int = 0
@@ -124,6 +125,7 @@ class Runner:
                 owner=record.owner,
                 on_event=lambda event: self.on_event(active, event),
                 cancel_event=active.cancel,
+                skip_event=active.skip,
                 preview_every=svc.settings.preview_every,
                 release_upload=lambda ref: svc.release_upload(ref, record.owner, record.id),
             )
@@ -144,7 +146,7 @@ class Runner:
                 )
             else:
                 log.info("job %s canceled: %s", record.id, exc)
-                self.finish(active, "canceled")
+                self.finish(active, "canceled", output=self.store_partial(record, exc))
         except Exception as exc:
             log.warning(
                 "job %s failed: %s",
@@ -160,6 +162,20 @@ class Runner:
         finally:
             svc.unregister_active(record.id)
             self.current = None
+
+    def store_partial(self, record: JobRecord, exc: JobCanceledError) -> JobOutput | None:
+        """What a canceled engine made so far (`exc.partial`, e.g. A1111's interrupt: the images decoded
+        from the current latents), stored like a result; None when there is nothing."""
+        if exc.partial is None:
+            return None
+        try:
+            output = execute_mod.store_output(exc.partial, self.service.storage)
+            for out in output.outputs:
+                self.service.queue.add_blob(out.ref, record.owner, role="result", field=out.name)
+        except Exception:  # the cancel stands even when the partial result cannot be stored
+            log.exception("job %s: the partial result of the canceled job could not be stored", record.id)
+            return None
+        return output
 
     def finish(self, active: ActiveJob, state: JobState, **kwargs: Any) -> None:
         done = self.service.queue.finish(active.job_id, state, **kwargs)

@@ -453,6 +453,18 @@ class Service:
                 active.cancel.set()
         return self._with_live(record)
 
+    def skip(self, job_id: str, owner: str) -> bool:
+        """A1111 `/skip`: the running job ends its current image (what it made so far is kept) and goes on
+        with the next one. True when the job runs in this process and was told; engines that make one
+        image at a time ignore it."""
+        self.get(job_id, owner)
+        with self._active_lock:
+            active = self._active.get(job_id)
+        if active is None:
+            return False
+        active.skip.set()
+        return True
+
     def wait(self, job_id: str, owner: str, timeout: float | None = None) -> JobRecord:
         """Block until the job is completed, failed or canceled; TimeoutError after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout

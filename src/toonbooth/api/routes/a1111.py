@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import base64
 import datetime
+import html
 import json
+import re
 import time
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
-from ...core.errors import InputError, ModelError
+from ...core.errors import BackendUnavailableError, InputError, ModelError
 from ...core.specs import CONTROLNET_MODULES, parse_job_spec
 from ...core.specs.repose import POSE_MODULES
 from ...engines.generate import GenerateFacts
@@ -45,6 +48,8 @@ _FIELD_NAMES = {
     "clip_skip": "override_settings.CLIP_stop_at_last_layers",
     "controlnet_units": "alwayson_scripts.ControlNet.args",
     "scheduler": "scheduler",
+    "hr_checkpoint": "hr_checkpoint_name",
+    "vae": "override_settings.sd_vae",
 }
 
 
@@ -89,12 +94,13 @@ def processed_info(details: dict[str, Any]) -> dict[str, Any]:
         "sampler_name": out.sampler_name, "scheduler": out.scheduler, "cfg_scale": out.cfg_scale,
         "steps": out.steps, "batch_size": out.batch_size, "n_iter": out.n_iter, "restore_faces": False,
         "face_restoration_model": None, "sd_model_name": out.sd_model_name, "sd_model_hash": out.sd_model_hash,
-        "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": out.seed_resize_from_w,
+        "sd_vae_name": out.sd_vae_name, "sd_vae_hash": out.sd_vae_hash, "seed_resize_from_w": out.seed_resize_from_w,
         "seed_resize_from_h": out.seed_resize_from_h, "denoising_strength": out.denoising_strength,
         "extra_generation_params": out.extra_generation_params, "index_of_first_image": 0,
-        "infotexts": out.infotexts, "styles": [], "job_timestamp": out.job_timestamp, "clip_skip": out.clip_skip,
+        "infotexts": out.infotexts, "styles": out.styles, "job_timestamp": out.job_timestamp, "clip_skip": out.clip_skip,
         "is_using_inpainting_conditioning": out.is_using_inpainting_conditioning, "version": out.version,
         "pipeline": out.pipeline, "loras": out.loras, "embeddings": out.embeddings, "ignored": out.ignored,
+        "interrupted": out.interrupted, "skipped": out.skipped, "hires_size": out.hires_size,
     }  # fmt: skip
 
 
@@ -133,8 +139,11 @@ async def generate(state: ApiState, req: A1111Base, mode: str, user: str) -> A11
     images: list[str] = []
     if record.state == "failed":
         raise job_failure(record)
-    if record.state == "completed" and record.output is not None:
+    if record.output is not None and record.state in ("completed", "canceled"):
+        # canceled (/interrupt): A1111 answers with what was made so far, the engine's partial images
         info = {**processed_info(record.output.info), "job_id": record.id}
+        if record.state == "canceled":
+            info["interrupted"] = True
         names = sorted(
             (o.name for o in record.output.outputs if o.name.startswith("image-")),
             key=lambda n: int(n.split("-", 1)[1]) if n.split("-", 1)[1].isdigit() else 0,
@@ -144,7 +153,7 @@ async def generate(state: ApiState, req: A1111Base, mode: str, user: str) -> A11
                 data = await run_in_threadpool(state.service.read_output, record.id, user, name)
                 images.append(base64.b64encode(data).decode("ascii"))
         engine_warnings = list(record.output.warnings)
-    else:  # canceled (/interrupt): A1111 answers with what it has, here nothing
+    else:  # canceled before any image was under way: nothing to answer with
         info["interrupted"] = True
         engine_warnings = []
     info["ignored"] = sorted(set(info.get("ignored", [])) | set(tr.ignored))
@@ -235,15 +244,18 @@ def _cancel_running(state: ApiState, user: str) -> list[str]:
 def interrupt(
     state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)
 ) -> dict[str, Any]:
-    """Stop the caller's running job(s) at the next step; their txt2img/img2img requests answer with no images."""
+    """Stop the caller's running job(s) at the next step. As in A1111, their txt2img / img2img requests
+    answer with what was made so far (the current latents decoded; `info.interrupted` is true); the job
+    record is `canceled` and keeps those images as its outputs."""
     return {"canceled": _cancel_running(state, user)}
 
 
 @router.post("/sdapi/v1/skip")
 def skip(state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)) -> dict[str, Any]:
-    """A1111 skips the current image of a batch; jobs here stop as a whole, so this stops the caller's
-    running job(s) like /interrupt."""
-    return {"canceled": _cancel_running(state, user)}
+    """A1111's skip: the current image (batch of `batch_size`) of the caller's running generation ends
+    with what it has and the job goes on with the next one (`info.skipped` lists the skipped batches)."""
+    skipped = [r.id for r in state.service.running() if r.owner == user and state.service.skip(r.id, user)]
+    return {"skipped": skipped}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +285,9 @@ def set_options(
     def check(name: str) -> str:
         return _resolve(state, name, "checkpoint", user, "sd_model_checkpoint").title
 
+    vae = changes.get("sd_vae") if isinstance(changes, dict) else None
+    if isinstance(vae, str) and vae not in VAE_DEFAULT_NAMES:
+        _resolve(state, vae, "vae", user, "sd_vae")
     return state.options.update(user, changes, check_checkpoint=check)
 
 
@@ -339,10 +354,20 @@ def loras(
 ) -> list[dict[str, Any]]:
     """LoRAs usable as `<lora:name:weight>` in prompts."""
     return [
-        {"name": e.name, "alias": e.aliases[0] if e.aliases else e.name, "path": e.relpath or e.name,
+        {"name": e.name, "alias": lora_alias(e), "path": e.relpath or e.name,
          "metadata": {"arch": e.arch, "layout": e.layout}}
         for e in state.service.models.registry.list("lora", owner=user)
     ]  # fmt: skip
+
+
+def lora_alias(entry: Any) -> str:
+    """A1111's alias: the `ss_output_name` the trainer stored; else the catalog's name of a known file
+    (memoji-07 -> memoji, what the seed's client sends); else the file name. Tags resolve by all three."""
+    if entry.aliases:
+        return entry.aliases[0]
+    if entry.catalog_name and entry.catalog_name != entry.name:
+        return entry.catalog_name
+    return entry.name
 
 
 @router.get("/sdapi/v1/embeddings")
@@ -351,21 +376,10 @@ def embeddings(
 ) -> dict[str, Any]:
     loaded = {
         e.name: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
-                 "shape": e.details.get("shape"), "vectors": e.details.get("vectors"), "arch": e.arch}
+                 "shape": e.details.get("width"), "vectors": e.details.get("vectors"), "arch": e.arch}
         for e in state.service.models.registry.list("embedding", owner=user)
     }  # fmt: skip
     return {"loaded": loaded, "skipped": {}}
-
-
-@router.get("/sdapi/v1/upscalers")
-def upscalers(_user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
-    """No upscaler models (hires fix and extras are not supported): only A1111's `None`."""
-    return [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4}]
-
-
-@router.get("/sdapi/v1/prompt-styles")
-def prompt_styles(_user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
-    return []
 
 
 @router.get("/sdapi/v1/face-restorers")
@@ -373,14 +387,347 @@ def face_restorers(_user: str = Depends(current_user_a1111)) -> list[dict[str, A
     return []
 
 
-@router.get("/sdapi/v1/realesrgan-models")
-def realesrgan_models(_user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
-    return []
-
-
 @router.get("/sdapi/v1/hypernetworks")
 def hypernetworks(_user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
     return []
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 15: scripts, upscalers, extras, png-info, VAEs, styles, memory, checkpoints, interrogate
+# --------------------------------------------------------------------------------------------------
+
+VAE_DEFAULT_NAMES = {"Automatic", "None", "auto", ""}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")  # A1111 request models ignore unknown fields
+MAX_CONTROLNET_UNITS = 4
+
+
+def _controlnet_unit_default() -> dict[str, Any]:
+    return {
+        "enabled": False, "module": "none", "model": "None", "weight": 1.0, "image": None,
+        "resize_mode": "Crop and Resize", "processor_res": -1, "threshold_a": -1, "threshold_b": -1,
+        "guidance_start": 0.0, "guidance_end": 1.0, "pixel_perfect": False, "control_mode": "Balanced",
+    }  # fmt: skip
+
+
+# What sd-webui-controlnet registers: the always-on "ControlNet" (its units are `alwayson_scripts.ControlNet.
+# args`) and the selectable "ControlNet M2M" (video frames; as a `script_name` it is reported as ignored).
+# Clients such as webuiapi look for "controlnet m2m" to know the extension is there and then send an empty
+# unit list to clear units from earlier calls.
+SCRIPTS: dict[str, list[str]] = {"txt2img": ["controlnet m2m", "controlnet"], "img2img": ["controlnet m2m", "controlnet"]}
+
+
+@router.get("/sdapi/v1/scripts")
+def scripts(_user: str = Depends(current_user_a1111)) -> dict[str, list[str]]:
+    """Script titles (lower case) per tab, as A1111 lists them: the ControlNet extension's scripts."""
+    return {tab: list(names) for tab, names in SCRIPTS.items()}
+
+
+@router.get("/sdapi/v1/script-info")
+def script_info(_user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
+    """A1111's `ScriptInfo` list: name, whether always on, which tab, and the args a request may send."""
+    out = []
+    for is_img2img in (False, True):
+        units = [
+            {"label": f"ControlNet Unit {i}", "value": _controlnet_unit_default(), "minimum": None,
+             "maximum": None, "step": None, "choices": None}
+            for i in range(MAX_CONTROLNET_UNITS)
+        ]  # fmt: skip
+        out.append({"name": "controlnet", "is_alwayson": True, "is_img2img": is_img2img, "args": units})
+        out.append({"name": "controlnet m2m", "is_alwayson": False, "is_img2img": is_img2img, "args": []})
+    return out
+
+
+def _upscaler_entries(state: ApiState, user: str) -> list[Any]:
+    return [e for e in state.service.models.registry.list("upscaler", owner=user) if e.usable]
+
+
+def _upscaler_name(entry: Any) -> str:
+    """The name A1111 shows: its own name for the Real-ESRGAN files it knows, else the file stem."""
+    return entry.aliases[0] if entry.aliases else entry.name
+
+
+@router.get("/sdapi/v1/upscalers")
+def upscalers(state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
+    """A1111's built-in resizers (None, Lanczos, Nearest) and the installed ESRGAN-family networks
+    (`models/ESRGAN`, `models/RealESRGAN`); `name` is what extras and `hr_upscaler` take (the file stem
+    works too)."""
+    out = [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+           for name in ("None", "Lanczos", "Nearest")]  # fmt: skip
+    for e in _upscaler_entries(state, user):
+        out.append({"name": _upscaler_name(e), "model_name": e.folder or "ESRGAN", "model_path": e.relpath,
+                    "model_url": None, "scale": e.details.get("scale", 4)})  # fmt: skip
+    return out
+
+
+@router.get("/sdapi/v1/realesrgan-models")
+def realesrgan_models(
+    state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)
+) -> list[dict[str, Any]]:
+    """The installed networks of `models/RealESRGAN` (A1111's `RealesrganItem`: name, path, scale)."""
+    return [
+        {"name": _upscaler_name(e), "path": e.relpath, "scale": e.details.get("scale", 4)}
+        for e in _upscaler_entries(state, user) if (e.folder or "").lower() == "realesrgan"
+    ]  # fmt: skip
+
+
+@router.get("/sdapi/v1/latent-upscale-modes")
+def latent_upscale_modes(_user: str = Depends(current_user_a1111)) -> list[dict[str, str]]:
+    """Hires fix's latent upscale modes (`hr_upscaler`)."""
+    from ...nets.esrgan import LATENT_UPSCALE_MODES
+
+    return [{"name": name} for name in LATENT_UPSCALE_MODES]
+
+
+@router.get("/sdapi/v1/prompt-styles")
+def prompt_styles(state: ApiState = Depends(api_state), _user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
+    """A1111 prompt styles from `styles.csv` in the models folder and the data folder (the `styles` field
+    of txt2img / img2img applies them)."""
+    from ...models.prompt_styles import load_styles, style_folders
+
+    try:
+        styles = load_styles(style_folders(state.settings))
+    except ModelError as exc:
+        raise HTTPException(500, str(exc)) from None
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt} for s in styles.values()]
+
+
+@router.get("/sdapi/v1/sd-vae")
+def sd_vae(state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)) -> list[dict[str, Any]]:
+    """VAE files (`models/VAE`): `model_name` is what the `sd_vae` option / override takes."""
+    return [
+        {"model_name": e.path.name if e.path is not None else e.name, "filename": e.relpath or e.name}
+        for e in state.service.models.registry.list("vae", owner=user) if e.usable
+    ]  # fmt: skip
+
+
+@router.post("/sdapi/v1/refresh-vae")
+def refresh_vae(state: ApiState = Depends(api_state), _user: str = Depends(current_user_a1111)) -> None:
+    state.service.models.registry.scan()
+
+
+@router.post("/sdapi/v1/refresh-embeddings")
+def refresh_embeddings(state: ApiState = Depends(api_state), _user: str = Depends(current_user_a1111)) -> None:
+    state.service.models.registry.scan()
+
+
+def _managers(state: ApiState) -> list[Any]:
+    managers = {id(state.service.models): state.service.models}
+    for runner in getattr(state.service, "runners", []):
+        managers.setdefault(id(runner.models), runner.models)
+    return list(managers.values())
+
+
+@router.post("/sdapi/v1/unload-checkpoint")
+def unload_checkpoint(state: ApiState = Depends(api_state), _user: str = Depends(current_user_a1111)) -> dict[str, Any]:
+    """Drop the loaded checkpoints (and their ControlNets / VAEs) from this server's model caches; the
+    next job loads what it needs again. A running job keeps the models it holds until it ends."""
+    kinds = {"checkpoint", "controlnet", "vae"}
+    count = sum(m.cache.evict_where(lambda key: key[0] in kinds) for m in _managers(state))
+    return {"unloaded": count}
+
+
+@router.post("/sdapi/v1/reload-checkpoint")
+def reload_checkpoint(_user: str = Depends(current_user_a1111)) -> dict[str, Any]:
+    """A1111 moves the checkpoint back onto the GPU; here models load on demand, so the next job loads
+    its checkpoint (nothing to do now)."""
+    return {"reloaded": False, "note": "checkpoints load on demand: the next job loads its checkpoint"}
+
+
+@router.get("/sdapi/v1/memory")
+def memory(_user: str = Depends(current_user_a1111)) -> dict[str, Any]:
+    """A1111's `MemoryResponse`: system RAM, and CUDA memory of this process when there is a GPU."""
+    ram: dict[str, Any]
+    try:
+        info = {}
+        for line in open("/proc/meminfo", encoding="ascii"):  # noqa: SIM115 - tiny file
+            key, _, rest = line.partition(":")
+            info[key] = int(rest.split()[0]) * 1024
+        total, free = info["MemTotal"], info.get("MemAvailable", info.get("MemFree", 0))
+        ram = {"free": free, "used": total - free, "total": total}
+    except (OSError, KeyError, ValueError) as exc:
+        ram = {"error": f"unavailable ({exc})"}
+    cuda: dict[str, Any]
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device")
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+
+        def pair(name: str) -> dict[str, int]:
+            return {"current": stats.get(f"{name}.all.current", 0), "peak": stats.get(f"{name}.all.peak", 0)}
+
+        cuda = {
+            "system": {"free": free, "used": total - free, "total": total},
+            "active": pair("active_bytes"), "allocated": pair("allocated_bytes"),
+            "reserved": pair("reserved_bytes"), "inactive": pair("inactive_split_bytes"),
+            "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+        }  # fmt: skip
+    except Exception as exc:  # A1111 answers {"error": ...} without CUDA
+        cuda = {"error": str(exc)}
+    return {"ram": ram, "cuda": cuda}
+
+
+class A1111InterrogateRequest(_Body):
+    image: str = ""
+    model: str = "clip"
+
+
+@router.post("/sdapi/v1/interrogate")
+def interrogate(req: A1111InterrogateRequest, _user: str = Depends(current_user_a1111)) -> dict[str, Any]:
+    """Not available: refused with 409 naming what A1111 uses (no captioning model family exists here)."""
+    if not req.image:
+        raise InputError("image", "an image (base64) is required", None)
+    if req.model not in ("clip", "deepdanbooru"):
+        raise InputError("model", f"must be 'clip' or 'deepdanbooru', got {req.model!r}", req.model)
+    needs = {
+        "clip": "A1111's CLIP interrogator runs a BLIP captioning model plus CLIP ViT-L/14 over its word lists",
+        "deepdanbooru": "DeepDanbooru is a TensorFlow/PyTorch ResNet tagger",
+    }[req.model]
+    raise BackendUnavailableError(
+        f"interrogation ({req.model}) is not available on toonbooth: {needs}, and toonbooth has no model "
+        "family that loads it — there is nothing to install that enables this route. Write the prompt yourself "
+        "or use an A1111 server for captions."
+    )
+
+
+class A1111PngInfoRequest(_Body):
+    image: str = ""
+
+
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """A1111 `parse_generation_parameters`: Prompt, Negative prompt and the `Key: value` pairs, sizes split
+    into `-1` / `-2` (Size-1, Size-2, Hires resize-1, ...)."""
+    from ...core.images import parse_a1111_parameters
+
+    prompt, negative, settings = parse_a1111_parameters(text)
+    out: dict[str, Any] = {"Prompt": prompt, "Negative prompt": negative}
+    for key, value in settings.items():
+        m = _SIZE_RE.match(value) if isinstance(value, str) else None
+        if m:
+            out[f"{key}-1"], out[f"{key}-2"] = m.group(1), m.group(2)
+        else:
+            out[key] = value
+    out.setdefault("Clip skip", "1")
+    return out
+
+
+@router.post("/sdapi/v1/png-info")
+def png_info(req: A1111PngInfoRequest, state: ApiState = Depends(api_state),
+             _user: str = Depends(current_user_a1111)) -> dict[str, Any]:  # fmt: skip
+    """The generation parameters of a PNG (A1111's `parameters` text chunk, also toonbooth's own results):
+    `info` (the text), `items` (the other text chunks), `parameters` (parsed, A1111's keys)."""
+    import io
+
+    from PIL import Image
+
+    from ...core.images import read_image_bytes
+
+    if not req.image:
+        raise InputError("image", "an image (base64) is required", None)
+    data = read_image_bytes(req.image, field="image", max_bytes=state.settings.max_upload_bytes)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            chunks = {str(k): v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
+    except Exception as exc:
+        raise InputError("image", f"not a readable image ({type(exc).__name__})", None) from None
+    text = chunks.pop("parameters", "")
+    return {"info": text, "items": chunks, "parameters": parse_infotext(text) if text else {}}
+
+
+class A1111ExtrasRequest(_Body):
+    """A1111 `ExtrasBaseRequest` (+ `image` or `imageList`)."""
+
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0
+    codeformer_visibility: float = 0
+    codeformer_weight: float = 0
+    upscaling_resize: float = 2
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str | None = "None"
+    upscaler_2: str | None = "None"
+    extras_upscaler_2_visibility: float = 0
+    upscale_first: bool = False
+
+
+class A1111ExtrasSingleRequest(A1111ExtrasRequest):
+    image: str = ""
+
+
+class A1111ExtrasBatchRequest(A1111ExtrasRequest):
+    imageList: list[dict[str, Any]] = []  # noqa: N815 - A1111's field name
+
+
+_EXTRAS_FIELDS = ("resize_mode", "gfpgan_visibility", "codeformer_visibility", "codeformer_weight",
+                  "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaling_crop",
+                  "extras_upscaler_2_visibility", "upscale_first")  # fmt: skip
+
+
+async def _run_extras(state: ApiState, req: A1111ExtrasRequest, images: list[str], names: list[str], user: str):
+    spec_data: dict[str, Any] = {"kind": "extras", "images": images, "names": names}
+    spec_data.update({k: getattr(req, k) for k in _EXTRAS_FIELDS})
+    spec_data["upscaler_1"] = req.upscaler_1 or "None"
+    spec_data["upscaler_2"] = req.upscaler_2 or "None"
+    spec = parse_job_spec(spec_data)
+    record = await run_in_threadpool(state.service.submit, spec, user)
+    record = await _wait(state, record.id, user)
+    if record.state == "failed":
+        raise job_failure(record)
+    if record.output is None:
+        raise HTTPException(409, f"extras job {record.id} was {record.state}")
+    out = []
+    for o in sorted(record.output.outputs, key=lambda o: int(o.name.split("-", 1)[1])):
+        data = await run_in_threadpool(state.service.read_output, record.id, user, o.name)
+        out.append(base64.b64encode(data).decode("ascii"))
+    infotexts = record.output.info.get("infotexts") or [""]
+    html_info = f'<div class="infotext">\n<p>\n{html.escape(infotexts[-1])}\n</p>\n</div>\n'
+    return out, html_info, record
+
+
+@router.post("/sdapi/v1/extra-single-image")
+async def extra_single_image(
+    req: A1111ExtrasSingleRequest, state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)
+) -> dict[str, Any]:
+    """A1111 extras on one picture (an `extras` job): upscale by `upscaling_resize` or to
+    `upscaling_resize_w` x `_h` with `upscaler_1` (None: unchanged), `upscaler_2` blended in."""
+    if not req.image:
+        raise InputError("image", "an image (base64) is required", None)
+    try:
+        images, html_info, record = await _run_extras(state, req, [req.image], [], user)
+    except InputError as exc:
+        raise (exc.renamed("image") if exc.field.startswith("images") else exc) from None
+    return {"html_info": html_info, "image": images[0], "job_id": record.id}
+
+
+@router.post("/sdapi/v1/extra-batch-images")
+async def extra_batch_images(
+    req: A1111ExtrasBatchRequest, state: ApiState = Depends(api_state), user: str = Depends(current_user_a1111)
+) -> dict[str, Any]:
+    """A1111 extras on several pictures (`imageList`: [{data, name}]), one `extras` job."""
+    if not req.imageList:
+        raise InputError("imageList", "at least one image is required", None)
+    data, names = [], []
+    for i, item in enumerate(req.imageList):
+        if not isinstance(item, dict) or not isinstance(item.get("data"), str) or not item["data"]:
+            raise InputError(f"imageList.{i}.data", "must be a base64 image", None)
+        data.append(item["data"])
+        names.append(str(item.get("name") or f"image{i + 1:05}")[:200])
+    try:
+        images, html_info, record = await _run_extras(state, req, data, names, user)
+    except InputError as exc:
+        m = re.match(r"^images\.(\d+)(.*)$", exc.field)
+        raise (exc.renamed(f"imageList.{m.group(1)}.data{m.group(2)}") if m else exc) from None
+    return {"html_info": html_info, "images": images, "job_id": record.id}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .background import (
     StyleRef,
 )
 from .base import AudioRef, Backend, ImageRef, LoraRef, SpecBase, VideoRef, validate_email
+from .extras import ExtrasSpec
 from .generate import (
     CONTROLNET_CONTROL_MODES,
     CONTROLNET_MODULES,
@@ -72,6 +73,7 @@ __all__ = [
     "ControlDetectSpec",
     "ControlNetUnit",
     "Expression",
+    "ExtrasSpec",
     "Gender",
     "GenerateSpec",
     "ImageRef",
@@ -101,6 +103,7 @@ JOB_SPEC_TYPES += (ReposeSpec, ControlDetectSpec)  # webtoon: pose change + Cont
 JOB_SPEC_TYPES += (MakeupSpec,)  # makeup
 JOB_SPEC_TYPES += (ToonSpec, TrainToonSpec)  # toon studio
 JOB_SPEC_TYPES += (BackgroundSpec,)  # webtoon backgrounds
+JOB_SPEC_TYPES += (ExtrasSpec,)  # A1111 extras (upscaling)
 
 JobSpec = Annotated[Union[JOB_SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
 

@@ -59,6 +59,11 @@ class AvatarSpec(SpecBase):
     second_strength: float = Field(0.75, ge=0.0, le=1.0, description="Denoising strength of pass 2.")
     second_pass: bool = Field(True, description="Run pass 2 (img2img at `upscale`x without ControlNet).")
     upscale: float = Field(1.5, ge=1.0, le=4.0, description="Pass-2 size factor (also the classic upscale).")
+    upscaler: str | None = Field(
+        None, max_length=200,
+        description="Upscaler that enlarges pass 1 before pass 2: None = Lanczos (the seed's client); or an "
+        "ESRGAN-family upscaler's name (models/ESRGAN, models/RealESRGAN), e.g. `R-ESRGAN 4x+`.",
+    )  # fmt: skip
     seed: int = Field(MEMOJI_SEED, ge=-1, le=2**32 - 1, description="-1 = random (the used seed is reported).")
     max_side: int | None = Field(None, ge=64, le=4096, description="Long-side cap of pass 1; default: settings.")
 

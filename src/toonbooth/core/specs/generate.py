@@ -145,7 +145,8 @@ class GenerateSpec(SpecBase):
     )
     clip_skip: int = Field(1, ge=1, le=12, description="A1111 CLIP skip (1 = last layer); SD1.5 only.")
     denoising_strength: float | None = Field(
-        None, ge=0.0, le=1.0, description="img2img strength; default 0.75. Unused by txt2img (no hires fix)."
+        None, ge=0.0, le=1.0,
+        description="img2img strength, and the hires-fix second pass's; default 0.75 (A1111). Unused by plain txt2img.",
     )
     init_images: list[ImageRef] = Field(
         default_factory=list, max_length=1, validate_default=True,
@@ -173,6 +174,47 @@ class GenerateSpec(SpecBase):
     controlnet_units: list[ControlNetUnit] = Field(
         default_factory=list, max_length=4, description="ControlNet units; several = MultiControlNet."
     )
+    styles: list[str] = Field(
+        default_factory=list, max_length=20,
+        description="A1111 prompt styles (`styles.csv` in the models or data folder) applied in order to the "
+        "prompt and negative prompt: a style's `{prompt}` is replaced by the prompt, else it is appended.",
+    )  # fmt: skip
+    unknown_names: Literal["error", "warn"] = Field(
+        "error",
+        description="A LoRA tag or prompt style that names nothing installed: `error` refuses the job (422, "
+        "the native API's default); `warn` generates without it and says so in `warnings` (what A1111 does; "
+        "the A1111 routes send this).",
+    )
+    tiling: bool = Field(
+        False, description="Seamless tiling: the UNet's and VAE's convolutions pad circularly (A1111 `tiling`)."
+    )
+    vae: str | None = Field(
+        None, max_length=400,
+        description="VAE in place of the checkpoint's own (models/VAE, e.g. the SDXL fp16-fix VAE); "
+        "None / `Automatic` / `None` = the checkpoint's own (A1111 `sd_vae`).",
+    )  # fmt: skip
+    # --- hires fix (txt2img): A1111's second pass at a larger size ---
+    enable_hr: bool = Field(
+        False, description="Hires fix: generate at width x height, upscale, then img2img at the larger size."
+    )
+    hr_scale: float = Field(2.0, ge=1.0, le=8.0, description="Hires fix factor (when hr_resize_x/y are 0).")
+    hr_resize_x: int = Field(0, ge=0, le=8192, description="Hires fix target width (0 = from hr_scale / height).")
+    hr_resize_y: int = Field(0, ge=0, le=8192, description="Hires fix target height (0 = from hr_scale / width).")
+    hr_upscaler: str = Field(
+        "Latent", min_length=1, max_length=200,
+        description="Latent, Latent (antialiased), Latent (bicubic), Latent (bicubic antialiased), "
+        "Latent (nearest), Latent (nearest-exact), None, Lanczos, Nearest, or an ESRGAN-family upscaler's name.",
+    )  # fmt: skip
+    hr_second_pass_steps: int = Field(
+        0, ge=0, le=150, description="Denoising steps the second pass runs (0 = `steps`), as A1111 counts them."
+    )
+    hr_checkpoint: str | None = Field(
+        None, max_length=400, description="Checkpoint of the second pass (same architecture); None = the same."
+    )
+    hr_sampler_name: str | None = Field(None, max_length=100, description="Second-pass sampler; None = the same.")
+    hr_scheduler: str | None = Field(None, max_length=100, description="Second-pass schedule type; None = the same.")
+    hr_prompt: str = Field("", max_length=20000, description="Second-pass prompt; empty = the prompt.")
+    hr_negative_prompt: str = Field("", max_length=20000, description="Second-pass negative prompt; empty = the same.")
 
     @field_validator("width", "height")
     @classmethod
@@ -216,6 +258,17 @@ class GenerateSpec(SpecBase):
                         f"unit {i}: txt2img needs the unit's own `image` (no init image to default to)"
                     )
         return v
+
+    @field_validator("enable_hr")
+    @classmethod
+    def _hires_txt2img(cls, v: bool, info: Any) -> bool:
+        if v and info.data.get("mode") != "txt2img":
+            raise ValueError("hires fix is a txt2img option (A1111 has none for img2img)")
+        return v
+
+    def hires_strength(self) -> float:
+        """Second-pass denoising strength of hires fix (A1111's txt2img default 0.75)."""
+        return 0.75 if self.denoising_strength is None else self.denoising_strength
 
     def used_strength(self) -> float | None:
         """Denoising strength img2img runs with (A1111 default 0.75); None for txt2img."""

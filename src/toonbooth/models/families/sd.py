@@ -77,26 +77,42 @@ def load_embedding_file(entry: ModelEntry, env: LoadEnv) -> Any:
     return load_embedding(entry.path, entry.name)
 
 
-def load_vae(entry: ModelEntry, env: LoadEnv) -> Any:
-    """An AutoencoderKL on its own (studios that assemble their own pipeline, e.g. AnimateAnyone with
-    sd-vae-ft-mse): a diffusers folder or hub id, or a single file in the models folder (original layout
-    with the SD1.5 config folder's `vae/`, or diffusers layout built from that config)."""
+def load_vae(entry: ModelEntry, env: LoadEnv, *, arch: str = "sd15") -> Any:
+    """A VAE (`AutoencoderKL`) for checkpoints of `arch` (also loaded on its own by studios that assemble their
+    pipeline, e.g. AnimateAnyone with sd-vae-ft-mse) (SD1.5 and SDXL VAEs share one architecture; the
+    architecture's config — scaling factor, upcast — comes from `<config_dir>/<arch>/vae`). Single files in
+    the original (LDM) or diffusers key layout, `first_stage_model.`-prefixed or not, and diffusers folders."""
+    import torch
     from diffusers import AutoencoderKL
 
-    try:
-        if entry.source == "diffusers-folder":
-            vae = AutoencoderKL.from_pretrained(entry.location, local_files_only=True, torch_dtype=env.dtype)
-        elif entry.source == "hub":
-            vae = AutoencoderKL.from_pretrained(entry.location, local_files_only=env.offline, torch_dtype=env.dtype)
-        else:
-            config = env.registry.config_folder("sdxl" if entry.arch == "sdxl" else "sd15")
-            vae = AutoencoderKL.from_single_file(entry.location, config=str(config), subfolder="vae",
-                                                 local_files_only=True, torch_dtype=env.dtype)  # fmt: skip
-    except ModelError:
-        raise
-    except Exception as exc:  # diffusers raises OSError / ValueError / EnvironmentError
-        raise ModelError(f"VAE {entry.name!r} ({entry.location}) does not load: {exc}") from exc
-    return vae.to(env.device).eval().requires_grad_(False)
+    if entry.source in ("diffusers-folder", "hub"):  # a hub id only from the local hub cache (never downloads)
+        try:
+            vae = AutoencoderKL.from_pretrained(entry.location, torch_dtype=env.dtype, local_files_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot load VAE {entry.location}: {type(exc).__name__}: {exc}") from exc
+        return vae.to(env.device).eval().requires_grad_(False)
+    if entry.path is None:
+        raise ModelError(f"VAE {entry.name!r} is not a local file")
+    if entry.path.suffix.lower() not in (".safetensors", ".sft"):
+        raise ModelError(f"VAE {entry.name!r}: only .safetensors VAE files are loaded (never pickles)")
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+    from safetensors.torch import load_file
+
+    folder = env.registry.config_folder(arch) / "vae"
+    config = AutoencoderKL.load_config(str(folder))
+    state = load_file(str(entry.path))
+    if any(k.startswith("first_stage_model.") for k in state):
+        state = {k[len("first_stage_model."):]: v for k, v in state.items() if k.startswith("first_stage_model.")}
+    if entry.layout != "diffusers":
+        state = convert_ldm_vae_checkpoint({f"first_stage_model.{k}": v for k, v in state.items()}, config)
+    vae = AutoencoderKL.from_config(config)
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"VAE {entry.name!r} does not fit the {arch} VAE config (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
+    return vae.to(device=env.device, dtype=env.dtype if env.dtype is not None else torch.float32).eval().requires_grad_(False)
 
 
 CHECKPOINT = ModelFamily(
@@ -132,10 +148,11 @@ EMBEDDING = ModelFamily(
 )
 VAE = ModelFamily(
     kind="vae",
-    description="VAE (loaded on its own by studios that assemble their pipeline; checkpoints bundle theirs)",
+    description="VAE (SD1.5 / SDXL AutoencoderKL; `sd_vae` / `vae` replaces the checkpoint's own)",
     folders=("VAE",),
     suffixes=SD_SUFFIXES,
     load=load_vae,
+    cache_options=("arch",),
     approx_bytes=335_000_000,
 )
 
