@@ -98,7 +98,7 @@ def test_service_jobs_keep_uploads_and_results_in_the_bucket(tmp_path, s3_endpoi
         rec = svc.wait(svc.submit(AvatarSpec(image=ref, backend="classic"), "alice").id, "alice", timeout=60)
         assert rec.state == "completed", rec.error
         result = svc.read_output(rec.id, "alice", "avatar")
-        assert Image.open(io.BytesIO(result)).size == (96, 96)
+        assert Image.open(io.BytesIO(result)).size == (512, 512)  # classic avatar: at least 512 px
         keys = {o["Key"] for o in svc.storage.client.list_objects_v2(Bucket="tb-service")["Contents"]}
         assert keys == {"toonbooth/blobs/" + ref[5:], "toonbooth/blobs/" + rec.output.outputs[0].ref[5:]}
         assert not (settings.resolved_data_dir / "blobs").exists()  # nothing on local disk

@@ -817,11 +817,11 @@ class GenerateEngine(Engine[GenerateSpec, GenerateOutput]):
         if tis.uses:
             extra_gen["TI hashes"] = tis.ti_hashes()
         extra_gen["Version"] = version_text()
-        if interrupted:
-            warnings.append(f"interrupted: {len(finals)} of {len(checked.seeds)} images, the last one(s) as far "
-                            "as they got (the current latents decoded, as A1111 does)")  # fmt: skip
         for msg in warnings:
             ctx.log(msg, warning=True)
+        if interrupted:  # said in the (partial) output, not logged: a server shutdown re-queues the job instead
+            warnings.append(f"interrupted: {len(finals)} of {len(checked.seeds)} images, the last one(s) as far "
+                            "as they got (the current latents decoded, as A1111 does)")  # fmt: skip
         output = GenerateOutput(
             images=[ImageArtifact(img, infotexts[k]) for k, img in enumerate(finals)],
             backend="neural", backend_reason=f"diffusers {cls.__name__}", warnings=warnings,
