@@ -218,3 +218,22 @@ def test_missing_fields_are_said_to_be_required(tmp_path):
     job.write_text('{"kind": "generate", "prompt": "a"}')
     res = invoke(["run", str(job)], tmp_path)
     assert res.exit_code == 2 and "`checkpoint`: is required" in res.output and "got a dict" not in res.output
+
+
+def test_run_takes_local_paths_in_every_media_field(tmp_path, sample_photo_path):
+    """`toonbooth run job.json`: local files in any ImageRef / AudioRef field (found by the spec's media
+    markers, not a list of names) are checked by their decoder and stored; a bad recording names its field."""
+    import json
+
+    voice = tmp_path / "voice.wav"
+    voice.write_bytes((sample_photo_path.parent / "sample_voice.wav").read_bytes())
+    job = tmp_path / "talk.json"
+    job.write_text(json.dumps({"kind": "talk", "face": str(sample_photo_path), "voice": str(voice),
+                               "backend": "classic", "size": 128, "sticker_seconds": 1.0}))  # fmt: skip
+    res = invoke(["run", str(job), "--out-dir", str(tmp_path / "o")], tmp_path)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "video.mp4").is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "talk", "face": str(sample_photo_path), "voice": str(sample_photo_path)}))
+    res = invoke(["run", str(bad)], tmp_path)
+    assert res.exit_code == 2 and "`voice`" in res.output

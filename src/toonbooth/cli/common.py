@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from ..models.manager import ModelManager
     from ..runtime.storage_base import Storage
 
-IMAGE_FIELDS = ("image", "mask", "character", "pose_image", "background_image", "source", "reference", "reblend_from")
-IMAGE_LIST_FIELDS = ("images", "init_images", "class_images")
 
 
 # --- settings and errors ----------------------------------------------------------------------------
@@ -147,29 +145,46 @@ def read_image_file(path: Path, field: str = "photo") -> bytes:
     return data
 
 
-def store_local_images(raw: dict[str, Any], storage: Storage) -> dict[str, Any]:
-    """Local file paths in the image fields of a raw job spec (image, mask, init_images, images,
-    class_images, a ControlNet unit's image) -> checked, stored blob references, in place. Blob refs,
-    data URLs and base64 pass through; a value that looks like a path but names no file is an error."""
+def read_audio_file(path: Path, field: str = "voice") -> bytes:
+    """The bytes of a recording, checked by the same safe audio decoder (and limits) every entry point uses."""
+    from ..core.audio import decode_audio_bytes
 
-    def stored(value: Any, field: str) -> Any:
-        if not isinstance(value, str) or value.startswith(("blob:", "data:")):
-            return value
+    if not path.is_file():
+        raise InputError(field, f"no such file: {path}", str(path))
+    s = settings()
+    if path.stat().st_size > s.max_audio_bytes:
+        raise InputError(field, f"{path.name} is over the limit of {s.max_audio_bytes:,} bytes", str(path))
+    data = path.read_bytes()
+    decode_audio_bytes(data, field=field, max_duration_s=s.max_audio_seconds, target_rate=None)
+    return data
+
+
+def store_local_media(raw: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    """Local file paths in the media fields of a raw job spec — every field typed `ImageRef` / `AudioRef`
+    (found by its marker, in lists and nested units too) — become checked, stored blob references, in place.
+    Blob refs, data URLs and base64 pass through; a value that looks like a path but names no file is an error."""
+    from ..core.media import media_fields
+    from ..core.specs import JOB_SPEC_TYPES
+
+    kind = raw.get("kind")
+    spec_type = next((t for t in JOB_SPEC_TYPES if t.model_fields["kind"].default == kind), None)
+    if spec_type is None:
+        return raw  # the spec parser names the bad kind
+    for path, media, value in list(media_fields(spec_type, raw)):
+        if value.startswith(("blob:", "data:")):
+            continue
+        field = ".".join(str(x) for x in path)
         if Path(value).is_file():
-            return storage.put(read_image_file(Path(value), field))
-        if "." in value:  # base64 has no '.': this was meant as a file path
+            data = read_audio_file(Path(value), field) if media == "audio" else read_image_file(Path(value), field)
+            stored = storage.put(data)
+        elif "." in value:  # base64 has no '.': this was meant as a file path
             raise InputError(field, f"no such file: {value}", value)
-        return value
-
-    for field in IMAGE_FIELDS:
-        if field in raw:
-            raw[field] = stored(raw[field], field)
-    for field in IMAGE_LIST_FIELDS:
-        if isinstance(raw.get(field), list):
-            raw[field] = [stored(v, f"{field}[{i}]") for i, v in enumerate(raw[field])]
-    for i, unit in enumerate(raw.get("controlnet_units") or []):
-        if isinstance(unit, dict) and "image" in unit:
-            unit["image"] = stored(unit["image"], f"controlnet_units[{i}].image")
+        else:
+            continue
+        node: Any = raw
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = stored
     return raw
 
 

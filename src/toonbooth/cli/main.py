@@ -23,7 +23,7 @@ from .common import (
     runtime,
     settings,
     spec_option,
-    store_local_images,
+    store_local_media,
     write_output,
     write_outputs,
 )
@@ -145,10 +145,11 @@ def run_job_file(
     out_dir: Annotated[Path, typer.Option(help="Where the outputs are written.")] = Path("out"),
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Run any job from a JSON job file (avatar, generate, anime, train_lora, train_dreambooth, train_ti).
+    """Run any job from a JSON job file (every job kind: avatar, generate, anime, background, repose, toon,
+    talk, makeup, extras, train_*).
 
-    Image fields (image, mask, init_images, images, class_images, a ControlNet unit's image) may hold a
-    local file path here (CLI only). Each output is written as <out-dir>/<output name>.png."""
+    Media fields (images, recordings: anywhere the spec takes one) may hold a local file path here (CLI only).
+    Each output is written as <out-dir>/<output name> with the extension of its media type (.png, .mp4, ...)."""
     from ..core.specs import parse_job_spec
 
     try:
@@ -161,7 +162,7 @@ def run_job_file(
         if not isinstance(raw, dict):
             raise InputError("job", f"{job} must hold one JSON object, got a {type(raw).__name__}", str(job))
         models, storage = runtime()
-        spec = parse_job_spec(store_local_images(raw, storage))
+        spec = parse_job_spec(store_local_media(raw, storage))
         result = run_job(spec, storage, models, quiet=quiet)
     except ToonboothError as exc:
         fail(exc)
