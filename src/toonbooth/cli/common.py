@@ -145,18 +145,18 @@ def read_image_file(path: Path, field: str = "photo") -> bytes:
     return data
 
 
-def read_audio_file(path: Path, field: str = "voice") -> bytes:
-    """The bytes of a recording, checked by the same safe audio decoder (and limits) every entry point uses."""
-    from ..core.audio import decode_audio_bytes
+def read_audio_file(path: Path, field: str = "voice") -> tuple[bytes, str]:
+    """(bytes, media type) of a recording, checked by the same safe decoder and limits every entry point
+    uses (format by content, bytes, duration)."""
+    from ..core.audio import AUDIO_MEDIA_TYPES, decode_audio_bytes
+    from ..core.media import read_path
 
     if not path.is_file():
         raise InputError(field, f"no such file: {path}", str(path))
     s = settings()
-    if path.stat().st_size > s.max_audio_bytes:
-        raise InputError(field, f"{path.name} is over the limit of {s.max_audio_bytes:,} bytes", str(path))
-    data = path.read_bytes()
-    decode_audio_bytes(data, field=field, max_duration_s=s.max_audio_seconds, target_rate=None)
-    return data
+    data = read_path(path, field=field, max_bytes=s.max_audio_bytes, kind="audio")
+    decoded = decode_audio_bytes(data, field=field, max_duration_s=s.max_audio_seconds, target_rate=None)
+    return data, AUDIO_MEDIA_TYPES.get(decoded.source_format, "application/octet-stream")
 
 
 def store_local_media(raw: dict[str, Any], storage: Storage) -> dict[str, Any]:
@@ -174,9 +174,11 @@ def store_local_media(raw: dict[str, Any], storage: Storage) -> dict[str, Any]:
         if value.startswith(("blob:", "data:")):
             continue
         field = ".".join(str(x) for x in path)
-        if Path(value).is_file():
-            data = read_audio_file(Path(value), field) if media == "audio" else read_image_file(Path(value), field)
-            stored = storage.put(data)
+        if Path(value).is_file() and media == "audio":
+            data, media_type = read_audio_file(Path(value), field)
+            stored = storage.put(data, content_type=media_type)
+        elif Path(value).is_file():
+            stored = storage.put(read_image_file(Path(value), field))
         elif "." in value:  # base64 has no '.': this was meant as a file path
             raise InputError(field, f"no such file: {value}", value)
         else:

@@ -15,29 +15,15 @@ from ..core.specs import TalkSpec
 from .common import (
     echo_summary,
     fail,
+    read_audio_file,
     read_image_file,
     run_job,
     runtime,
-    settings,
     spec_option,
     write_outputs,
 )
 
 _S = TalkSpec
-
-
-def read_audio_file(path: Path, field: str = "voice") -> tuple[bytes, str]:
-    """(bytes, media type) of a recording, checked by the same safe decoder and limits every entry point
-    uses (format by content, bytes, duration)."""
-    from ..core.audio import AUDIO_MEDIA_TYPES, decode_audio_bytes
-    from ..core.media import read_path
-
-    if not path.is_file():
-        raise InputError(field, f"no such file: {path}", str(path))
-    s = settings()
-    data = read_path(path, field=field, max_bytes=s.max_audio_bytes, kind="audio")
-    decoded = decode_audio_bytes(data, field=field, max_duration_s=s.max_audio_seconds, target_rate=None)
-    return data, AUDIO_MEDIA_TYPES.get(decoded.source_format, "application/octet-stream")
 
 
 def read_landmarks(path: Path) -> list[list[float]]:
